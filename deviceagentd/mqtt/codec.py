@@ -1,0 +1,85 @@
+"""Device payload encoding: JSON (UTF-8) or CBOR, decided by MQTT 5 content type or first byte.
+
+Payloads come from devices we do not control, so decoding is bounded (size, nesting) and every
+failure is one `DecodeError` with a reason name used for counting and logging.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import cbor2
+
+Encoding = Literal["json", "cbor"]
+CONTENT_TYPES: dict[str, Encoding] = {"application/json": "json", "application/cbor": "cbor"}
+MAX_DEPTH = 32
+
+
+class DecodeError(Exception):
+    """`reason` is a stable name: too_large, bad_json, bad_cbor, not_object, unknown_encoding."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _reject_shared_refs(*_decoder: Any) -> Any:
+    raise ValueError("CBOR value sharing (tags 28/29) is not accepted")
+
+
+def sniff_encoding(payload: bytes, content_type: str | None) -> Encoding:
+    if content_type:
+        kind = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+        if kind is None:
+            raise DecodeError("unknown_encoding", f"content type {content_type!r} is not JSON or CBOR")
+        return kind
+    first = payload.lstrip(b" \t\r\n")[:1]
+    if first == b"{":
+        return "json"
+    # CBOR major type 5 (map) is 0xa0..0xbf.
+    if first and 0xA0 <= first[0] <= 0xBF:
+        return "cbor"
+    if first in (b"[", b'"') or first.isdigit() or first in (b"t", b"f", b"n", b"-"):
+        raise DecodeError("not_object", "payload is JSON but not an object")
+    raise DecodeError("unknown_encoding", "payload is neither a JSON object nor a CBOR map")
+
+
+def decode(payload: bytes, content_type: str | None, max_bytes: int) -> tuple[dict[str, Any], Encoding]:
+    """Decode one device payload into a dict, or raise DecodeError."""
+    if len(payload) > max_bytes:
+        raise DecodeError("too_large", f"{len(payload)} bytes is over the limit of {max_bytes}")
+    encoding = sniff_encoding(payload, content_type)
+    value: Any
+    if encoding == "json":
+        try:
+            value = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise DecodeError("bad_json", str(exc)) from exc
+    else:
+        try:
+            value = cbor2.loads(
+                payload,
+                max_depth=MAX_DEPTH,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+                semantic_decoders={28: _reject_shared_refs, 29: _reject_shared_refs},
+            )
+        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+            raise DecodeError("bad_cbor", str(exc)) from exc
+    if not isinstance(value, dict):
+        raise DecodeError("not_object", f"payload decodes to {type(value).__name__}, not an object")
+    if encoding == "cbor" and not all(isinstance(k, str) for k in value):
+        raise DecodeError("bad_cbor", "map keys must be text strings")
+    return value, encoding
+
+
+def encode(value: dict[str, Any], encoding: Encoding) -> bytes:
+    if encoding == "cbor":
+        return bytes(cbor2.dumps(value))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def content_type_of(encoding: Encoding) -> str:
+    return "application/cbor" if encoding == "cbor" else "application/json"

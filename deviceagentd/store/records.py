@@ -1,0 +1,71 @@
+"""Rows the store keeps. Times are epoch milliseconds (wall clock) in one unit everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DeviceRecord:
+    device_id: str
+    product_id: str
+    online: bool
+    state: dict[str, Any]
+    metadata: dict[str, Any]
+    first_seen_ms: int
+    last_seen_ms: int
+    encoding: str = "json"
+
+
+@dataclass
+class EventRecord:
+    """A stored event. `id` is assigned by the store when the event is accepted."""
+
+    id: int
+    device_id: str
+    product_id: str
+    event: str
+    level: str
+    declared: bool
+    data: dict[str, Any]
+    ts_ms: int
+    received_at_ms: int
+    source: str = "device"
+
+
+@dataclass
+class NewEvent:
+    device_id: str
+    product_id: str
+    event: str
+    level: str
+    declared: bool
+    data: dict[str, Any]
+    ts_ms: int
+    received_at_ms: int
+    source: str = "device"
+
+
+@dataclass
+class CommandRecord:
+    """One command sent to a device and, once known, its outcome.
+
+    status: pending | ok | error (device answered code != 0) | timeout | failed (not sent).
+    A response that arrives after the timeout sets `late` and fills code/msg/data.
+    """
+
+    request_id: str
+    device_id: str
+    product_id: str
+    command: str
+    params: dict[str, Any]
+    sent_at_ms: int
+    timeout_ms: int
+    status: str = "pending"
+    code: int | None = None
+    msg: str | None = None
+    data: Any = None
+    answered_at_ms: int | None = None
+    late: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
