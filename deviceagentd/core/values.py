@@ -30,10 +30,10 @@ def check_value(spec: FieldSpec, value: Any) -> str | None:
     """Return why `value` does not fit `spec`, or None when it does."""
     kind = spec.type
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            # JSON has one number type; 24.0 is a fair way to write the integer 24.
-            if not (isinstance(value, float) and value.is_integer()):
-                return "must be an integer"
+        # JSON has one number type; 24.0 is a fair way to write the integer 24.
+        is_integral_float = isinstance(value, float) and value.is_integer()
+        if (isinstance(value, bool) or not isinstance(value, int)) and not is_integral_float:
+            return "must be an integer"
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return "must be a number"
@@ -46,9 +46,8 @@ def check_value(spec: FieldSpec, value: Any) -> str | None:
     elif kind == "object":
         if not isinstance(value, dict):
             return "must be an object"
-    elif kind == "array":
-        if not isinstance(value, list):
-            return "must be an array"
+    elif kind == "array" and not isinstance(value, list):
+        return "must be an array"
     if spec.enum is not None and not _in_enum(value, spec.enum):
         return f"must be one of {', '.join(str(v) for v in spec.enum)}"
     if kind in ("int", "float"):

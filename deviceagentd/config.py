@@ -1,0 +1,468 @@
+"""Configuration: one typed object read from TOML, overridable by environment variables.
+
+Every key `section.key` can be overridden by `DEVICEAGENTD_<SECTION>_<KEY>` (nested tables join
+with `_`, e.g. `mqtt.topics.command` ← `DEVICEAGENTD_MQTT_TOPICS_COMMAND`). `check()` returns
+every problem with the key it concerns so `deviceagentd check-config` can list them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from deviceagentd.mqtt.topics import TopicTemplates, template_problems
+
+ENV_PREFIX = "DEVICEAGENTD_"
+SECRET_KEYS = frozenset({"mqtt.password", "http.tokens"})
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Running from a checkout: the shipped examples sit next to the package.
+SOURCE_PRODUCTS_DIR = PACKAGE_DIR.parent / "etc" / "deviceagentd" / "products"
+INSTALLED_PRODUCTS_DIR = Path("/etc/deviceagentd/products")
+
+
+def default_products_dir() -> str:
+    return str(SOURCE_PRODUCTS_DIR if SOURCE_PRODUCTS_DIR.is_dir() else INSTALLED_PRODUCTS_DIR)
+
+
+@dataclass
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password: str = ""
+    client_id: str = "deviceagentd"
+    # 5 = MQTT 5, 4 = MQTT 3.1.1 (the numbers brokers and EMQX use for the protocol level).
+    protocol_version: int = 5
+    keepalive_s: int = 60
+    # How long the broker keeps our session (and queues QoS 1 messages) while we restart.
+    session_expiry_s: int = 3600
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_insecure: bool = False
+    shared_group: str = ""
+    max_payload_bytes: int = 262144
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    topics: TopicTemplates = field(default_factory=TopicTemplates)
+
+
+@dataclass
+class HttpConfig:
+    listen: str = "127.0.0.1:3000"
+    tokens: list[str] = field(default_factory=list)
+    max_body_bytes: int = 1048576
+
+
+@dataclass
+class VoiceConfig:
+    listen: str = "127.0.0.1:3001"
+
+
+@dataclass
+class StorageConfig:
+    dir: str = "./state"
+    batch_interval_s: float = 1.0
+    batch_max_rows: int = 5000
+    events_max_age_days: float = 30.0
+    events_max_rows: int = 1000000
+    commands_max_age_days: float = 30.0
+    commands_max_rows: int = 200000
+    retention_interval_s: float = 300.0
+
+
+@dataclass
+class ProductsConfig:
+    dir: str = field(default_factory=default_products_dir)
+
+
+@dataclass
+class DevicesConfig:
+    # Seconds without any message before a device counts as offline; 0 = never by time.
+    offline_after_s: float = 120.0
+
+
+@dataclass
+class CommandsConfig:
+    default_timeout_ms: int = 30000
+
+
+@dataclass
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    products: ProductsConfig = field(default_factory=ProductsConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read TOML (or defaults when path is None), apply env overrides, and check everything.
+
+    Raises ConfigError listing every problem found.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError([ConfigProblem("(file)", f"cannot read {path}: {exc.strerror}")]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([ConfigProblem("(file)", f"{path} is not valid TOML: {exc}")]) from exc
+    config = Config(source=str(path) if path else "<defaults>")
+    _apply_table(config, data, "", problems)
+    _apply_env(config, env, problems)
+    if path is not None:
+        _resolve_relative_dirs(config, path.parent)
+    problems.extend(check(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _fields_of(obj: Any) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+    hints = get_type_hints(type(obj))
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(obj) if f.name != "source"}
+
+
+def _apply_table(obj: Any, table: dict[str, Any], prefix: str, problems: list[ConfigProblem]) -> None:
+    known = _fields_of(obj)
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            problems.append(ConfigProblem(dotted, f"unknown key (known here: {', '.join(known)})"))
+            continue
+        _, hint = known[key]
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                problems.append(ConfigProblem(dotted, "must be a table"))
+                continue
+            if isinstance(current, TopicTemplates):
+                setattr(obj, key, _topics_from_table(current, value, dotted + ".", problems))
+            else:
+                _apply_table(current, value, dotted + ".", problems)
+            continue
+        converted = _convert(value, hint, dotted, problems)
+        if converted is not None:
+            setattr(obj, key, converted)
+
+
+def _topics_from_table(
+    current: TopicTemplates, table: dict[str, Any], prefix: str, problems: list[ConfigProblem]
+) -> TopicTemplates:
+    values = dataclasses.asdict(current)
+    for key, value in table.items():
+        if key not in values:
+            problems.append(ConfigProblem(f"{prefix}{key}", f"unknown topic (known: {', '.join(values)})"))
+        elif not isinstance(value, str):
+            problems.append(ConfigProblem(f"{prefix}{key}", "must be a string"))
+        else:
+            values[key] = value
+    return TopicTemplates(**values)
+
+
+def _convert(value: Any, hint: Any, key: str, problems: list[ConfigProblem]) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(ConfigProblem(key, "must be true or false"))
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        problems.append(ConfigProblem(key, "must be an integer"))
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        problems.append(ConfigProblem(key, "must be a number"))
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        problems.append(ConfigProblem(key, "must be a string"))
+    elif hint == list[str]:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        problems.append(ConfigProblem(key, "must be a list of strings"))
+    else:  # pragma: no cover - a new field type without a converter is a programming error
+        raise TypeError(f"no converter for {key}: {hint}")
+    return None
+
+
+def env_name(dotted: str) -> str:
+    return ENV_PREFIX + dotted.replace(".", "_").upper()
+
+
+def _env_keys(obj: Any, prefix: str = "") -> dict[str, tuple[Any, str, Any]]:
+    """Every settable key as {ENV_NAME: (owner object, attribute, type hint)}."""
+    out: dict[str, tuple[Any, str, Any]] = {}
+    for name, (_, hint) in _fields_of(obj).items():
+        dotted = f"{prefix}{name}"
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            out.update(_env_keys(current, dotted + "."))
+        else:
+            out[env_name(dotted)] = (obj, name, hint)
+    return out
+
+
+def _parse_env_value(raw: str, hint: Any) -> Any:
+    """Env values are text; lists may be JSON (`["a","b"]`) or comma separated."""
+    if hint is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        return raw
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if hint == list[str]:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return raw
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def _apply_env(config: Config, env: Mapping[str, str], problems: list[ConfigProblem]) -> None:
+    known = _env_keys(config)
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name not in known:
+            problems.append(ConfigProblem(name, "unknown environment override (no such key)"))
+            continue
+        owner, attr, hint = known[name]
+        if isinstance(owner, TopicTemplates):
+            values = dataclasses.asdict(owner)
+            values[attr] = raw
+            # Topic templates are frozen; rebuild the object that owns them.
+            config.mqtt.topics = TopicTemplates(**values)
+            continue
+        converted = _convert(_parse_env_value(raw, hint), hint, name, problems)
+        if converted is not None:
+            setattr(owner, attr, converted)
+
+
+def _resolve_relative_dirs(config: Config, base: Path) -> None:
+    # Paths in a config file are relative to that file, so `deviceagentd -c /etc/x.toml` does
+    # not depend on the working directory systemd happens to give us.
+    for section, attr in ((config.storage, "dir"), (config.products, "dir")):
+        value = getattr(section, attr)
+        if value and not Path(value).is_absolute():
+            setattr(section, attr, str((base / value).resolve()))
+    mqtt = config.mqtt
+    for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        value = getattr(mqtt, attr)
+        if value and not Path(value).is_absolute():
+            setattr(mqtt, attr, str((base / value).resolve()))
+
+
+# ---------------------------------------------------------------------------------- checking
+
+
+def parse_listen(value: str) -> Endpoint:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:3000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("port must be a number from 1 to 65535")
+    return Endpoint(host.strip("[]"), int(port_text))
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("port must be a number from 1 to 65535") from exc
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+def check(config: Config) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(ConfigProblem(key, message))
+
+    mqtt = config.mqtt
+    try:
+        broker = parse_broker_url(mqtt.url)
+    except ValueError as exc:
+        bad("mqtt.url", f"{mqtt.url!r} {exc}")
+        broker = None
+    if mqtt.protocol_version not in (4, 5):
+        bad("mqtt.protocol_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+    if not mqtt.client_id or any(c in mqtt.client_id for c in "+#/ "):
+        bad("mqtt.client_id", "must be non-empty, without spaces or + # /")
+    if mqtt.password and not mqtt.username:
+        bad("mqtt.password", "is set but mqtt.username is empty")
+    if not 5 <= mqtt.keepalive_s <= 65535:
+        bad("mqtt.keepalive_s", "must be between 5 and 65535 seconds")
+    if not 0 <= mqtt.session_expiry_s <= 0xFFFFFFFF:
+        bad("mqtt.session_expiry_s", "must be between 0 and 4294967295 seconds")
+    if not 1024 <= mqtt.max_payload_bytes <= 16 * 1024 * 1024:
+        bad("mqtt.max_payload_bytes", "must be between 1024 and 16777216")
+    if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
+        bad("mqtt.reconnect_min_s", "must be above 0 and at most mqtt.reconnect_max_s")
+    if any(c in mqtt.shared_group for c in "+#/ "):
+        bad("mqtt.shared_group", "must not contain spaces or + # /")
+    for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        value = getattr(mqtt, attr)
+        if value and not Path(value).is_file():
+            bad(f"mqtt.{attr}", f"file {value} does not exist")
+    if bool(mqtt.tls_cert_file) != bool(mqtt.tls_key_file):
+        bad("mqtt.tls_cert_file", "a client certificate needs both tls_cert_file and tls_key_file")
+    if broker is not None and not broker.tls and (mqtt.tls_ca_file or mqtt.tls_cert_file):
+        bad("mqtt.url", "TLS files are set but the URL is mqtt://; use mqtts:// to enable TLS")
+    for name, value in dataclasses.asdict(mqtt.topics).items():
+        for message in template_problems(name, value):
+            bad(f"mqtt.topics.{name}", f"{value!r} {message}")
+
+    endpoints: dict[str, Endpoint] = {}
+    for key, value in (("http.listen", config.http.listen), ("voice.listen", config.voice.listen)):
+        try:
+            endpoints[key] = parse_listen(value)
+        except ValueError as exc:
+            bad(key, f"{value!r} {exc}")
+    if len(endpoints) == 2 and endpoints["http.listen"] == endpoints["voice.listen"]:
+        bad("voice.listen", "must differ from http.listen")
+    for index, token in enumerate(config.http.tokens):
+        if len(token) < 16 or token != token.strip():
+            bad(f"http.tokens[{index}]", "must be at least 16 characters without surrounding spaces")
+    if not 1024 <= config.http.max_body_bytes <= 64 * 1024 * 1024:
+        bad("http.max_body_bytes", "must be between 1024 and 67108864")
+
+    storage = config.storage
+    if not storage.dir:
+        bad("storage.dir", "must not be empty")
+    if not 0.01 <= storage.batch_interval_s <= 60:
+        bad("storage.batch_interval_s", "must be between 0.01 and 60 seconds")
+    if storage.batch_max_rows < 1:
+        bad("storage.batch_max_rows", "must be at least 1")
+    for attr in ("events_max_age_days", "commands_max_age_days"):
+        if getattr(storage, attr) <= 0:
+            bad(f"storage.{attr}", "must be above 0")
+    for attr in ("events_max_rows", "commands_max_rows"):
+        if getattr(storage, attr) < 100:
+            bad(f"storage.{attr}", "must be at least 100")
+    if storage.retention_interval_s < 1:
+        bad("storage.retention_interval_s", "must be at least 1 second")
+
+    if not Path(config.products.dir).is_dir():
+        bad("products.dir", f"directory {config.products.dir} does not exist")
+    if config.devices.offline_after_s < 0:
+        bad("devices.offline_after_s", "must be 0 (never) or a positive number of seconds")
+    if not 100 <= config.commands.default_timeout_ms <= 120000:
+        bad("commands.default_timeout_ms", "must be between 100 and 120000")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        bad("log.level", "must be debug, info, warning or error")
+    return problems
+
+
+# ---------------------------------------------------------------------------------- showing
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as a plain dict with secrets masked, for `check-config` and logs."""
+    data = dataclasses.asdict(config)
+    data.pop("source", None)
+    for dotted in SECRET_KEYS:
+        section, key = dotted.split(".")
+        value = data[section][key]
+        if isinstance(value, list):
+            data[section][key] = ["********" for _ in value]
+        elif value:
+            data[section][key] = "********"
+    return data
+
+
+def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """Render a nested dict as TOML (enough for our own config: scalars, string lists, tables)."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            tables.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    out = "\n".join(lines)
+    for name, table in tables:
+        block = f"[{name}]\n" + to_toml(table, f"{name}.")
+        out = f"{out}\n\n{block}" if out else block
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)

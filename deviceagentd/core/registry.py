@@ -1,0 +1,274 @@
+"""The live device registry: which devices exist, their state, and whether they are online.
+
+Devices register themselves with their first accepted message for a known product. Online on
+any accepted message; offline on `status: offline` or after `offline_after_s` of silence.
+Every transition is stored as a lifecycle event. All of it lives in memory (a gateway has
+hundreds, not millions, of devices); the store gets coalesced upserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from deviceagentd.core.catalog import Catalog
+from deviceagentd.core.clock import Clock, iso_ms
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.spec import ProductSpec
+from deviceagentd.core.values import check_value
+from deviceagentd.store.records import DeviceRecord, EventRecord, NewEvent
+
+log = logging.getLogger("deviceagentd.devices")
+
+
+class DeviceStore(Protocol):
+    def save_device(self, record: DeviceRecord) -> None: ...
+    def add_event(self, event: NewEvent) -> EventRecord: ...
+
+
+@dataclass
+class Device:
+    device_id: str
+    product_id: str
+    online: bool
+    state: dict[str, Any]
+    metadata: dict[str, Any]
+    first_seen_ms: int
+    last_seen_ms: int
+    encoding: str = "json"
+    # Monotonic time of the last accepted message, for the offline timer (wall time can jump).
+    heard_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deviceId": self.device_id,
+            "productId": self.product_id,
+            "status": "online" if self.online else "offline",
+            "online": self.online,
+            "state": self.state,
+            "lastSeen": iso_ms(self.last_seen_ms),
+            "firstSeen": iso_ms(self.first_seen_ms),
+            "metadata": self.metadata,
+        }
+
+    def to_record(self) -> DeviceRecord:
+        return DeviceRecord(
+            device_id=self.device_id,
+            product_id=self.product_id,
+            online=self.online,
+            state=dict(self.state),
+            metadata=dict(self.metadata),
+            first_seen_ms=self.first_seen_ms,
+            last_seen_ms=self.last_seen_ms,
+            encoding=self.encoding,
+        )
+
+
+class Rejected(Exception):
+    """A device message the registry will not accept; `reason` is a stable snake_case name."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class TelemetryResult:
+    device: Device
+    dropped_fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+class DeviceRegistry:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: DeviceStore,
+        metrics: Metrics,
+        offline_after_s: float,
+        clock: Clock | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self._store = store
+        self._metrics = metrics
+        self._offline_after_s = offline_after_s
+        self._clock = clock or Clock()
+        self._devices: dict[str, Device] = {}
+        self._online_count = 0
+        self.listeners: list[Callable[[Device, str], None]] = []
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def devices(self, product_id: str | None = None, online: bool | None = None) -> list[Device]:
+        return [
+            d
+            for d in self._devices.values()
+            if (product_id is None or d.product_id == product_id) and (online is None or d.online == online)
+        ]
+
+    @property
+    def total(self) -> int:
+        return len(self._devices)
+
+    @property
+    def online_count(self) -> int:
+        return self._online_count
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, records: list[DeviceRecord]) -> None:
+        """Restore devices at start. Their offline timer restarts now: a device that kept
+        talking while we were down is not marked offline, and one that left goes offline
+        after offline_after_s."""
+        now = self._clock.monotonic()
+        for rec in records:
+            if rec.product_id not in self.catalog:
+                log.warning("device %s belongs to product %s, which is no longer configured; kept but not served",
+                            rec.device_id, rec.product_id)
+            self._devices[rec.device_id] = Device(
+                device_id=rec.device_id,
+                product_id=rec.product_id,
+                online=rec.online,
+                state=dict(rec.state),
+                metadata=dict(rec.metadata),
+                first_seen_ms=rec.first_seen_ms,
+                last_seen_ms=rec.last_seen_ms,
+                encoding=rec.encoding,
+                heard_at=now,
+            )
+        self._online_count = sum(1 for d in self._devices.values() if d.online)
+
+    # ------------------------------------------------------------------ accepting messages
+
+    def resolve(self, product_id: str, device_id: str, metadata: Any = None) -> tuple[ProductSpec, Device | None]:
+        """The product a message belongs to and the device if already registered.
+
+        A topic productId of `_` (the EMQX SDK's "unknown product") is resolved from the
+        registered device or from metadata.productId.
+        """
+        device = self._devices.get(device_id)
+        if product_id == "_":
+            if device is not None:
+                product_id = device.product_id
+            elif isinstance(metadata, dict) and isinstance(metadata.get("productId"), str):
+                product_id = metadata["productId"]
+        spec = self.catalog.get(product_id)
+        if spec is None:
+            raise Rejected("unknown_product", f"product {product_id!r} is not configured on this gateway")
+        if device is not None and device.product_id != product_id:
+            raise Rejected(
+                "product_mismatch",
+                f"device {device_id!r} is registered as product {device.product_id!r}, not {product_id!r}",
+            )
+        return spec, device
+
+    def heard_from(self, spec: ProductSpec, device_id: str, device: Device | None, encoding: str) -> Device:
+        """Register if new, mark online, note the time and the encoding the device uses."""
+        now_ms = self._clock.wall_ms()
+        if device is None:
+            device = Device(
+                device_id=device_id,
+                product_id=spec.product_id,
+                online=False,
+                state={},
+                metadata={},
+                first_seen_ms=now_ms,
+                last_seen_ms=now_ms,
+                encoding=encoding,
+            )
+            self._devices[device_id] = device
+            log.info("device %s registered (product %s)", device_id, spec.product_id)
+        device.last_seen_ms = now_ms
+        device.heard_at = self._clock.monotonic()
+        device.encoding = encoding
+        if not device.online:
+            self._set_online(device, True, "message received")
+        return device
+
+    def accept_telemetry(self, product_id: str, device_id: str, body: dict[str, Any], encoding: str) -> TelemetryResult:
+        kind = body.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise Rejected("bad_telemetry", "telemetry needs a string field `type` (status, state, ...)")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise Rejected("bad_telemetry", f"telemetry of type {kind!r} needs an object `data`")
+        metadata = body.get("metadata")
+        snapshot: Any
+        going_offline = False
+        if kind == "status":
+            status = data.get("status")
+            if status not in ("online", "offline"):
+                raise Rejected("bad_status", "status telemetry needs data.status online or offline")
+            snapshot = data.get("state")
+            if snapshot is not None and not isinstance(snapshot, dict):
+                raise Rejected("bad_status", "data.state must be an object when present")
+            going_offline = status == "offline"
+        else:
+            snapshot = data
+        spec, device = self.resolve(product_id, device_id, metadata)
+        device = self.heard_from(spec, device_id, device, encoding)
+        result = TelemetryResult(device)
+        if snapshot:
+            for name, value in snapshot.items():
+                field_spec = spec.telemetry.get(name)
+                reason = check_value(field_spec, value) if field_spec is not None else None
+                if reason is not None:
+                    result.dropped_fields.append((name, reason))
+                    continue
+                device.state[name] = value
+        if isinstance(metadata, dict):
+            device.metadata = metadata
+        if going_offline:
+            self._set_online(device, False, "device reported offline")
+        self._store.save_device(device.to_record())
+        if result.dropped_fields:
+            self._metrics.validation_warnings.inc({"product": spec.product_id}, len(result.dropped_fields))
+        return result
+
+    # ------------------------------------------------------------------ online / offline
+
+    def _set_online(self, device: Device, online: bool, why: str) -> None:
+        if device.online == online:
+            return
+        device.online = online
+        self._online_count += 1 if online else -1
+        now_ms = self._clock.wall_ms()
+        word = "online" if online else "offline"
+        log.info("device %s is %s (%s)", device.device_id, word, why)
+        self._store.add_event(
+            NewEvent(
+                device_id=device.device_id,
+                product_id=device.product_id,
+                event=word,
+                level="info",
+                declared=True,
+                data={"reason": why},
+                ts_ms=now_ms,
+                received_at_ms=now_ms,
+                source="gateway",
+            )
+        )
+        self._store.save_device(device.to_record())
+        for listener in self.listeners:
+            listener(device, word)
+
+    def expire_silent(self) -> int:
+        """Mark offline every online device silent for longer than offline_after_s."""
+        if self._offline_after_s <= 0:
+            return 0
+        deadline = self._clock.monotonic() - self._offline_after_s
+        silent = [d for d in self._devices.values() if d.online and d.heard_at < deadline]
+        for device in silent:
+            self._set_online(device, False, f"no message for {self._offline_after_s:g} s")
+        return len(silent)
+
+    async def run_offline_timer(self, tick_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(tick_s)
+            self.expire_silent()

@@ -1,0 +1,103 @@
+"""Routing of every incoming MQTT message: topic → kind → decode → core call.
+
+Rejections never raise out of here: they are counted and logged (rate limited) and the
+message is acknowledged, because redelivering a malformed message cannot make it valid.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from deviceagentd.core.commands import CommandService
+from deviceagentd.core.events import EventRecorder
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.registry import DeviceRegistry, Rejected
+from deviceagentd.mqtt.codec import DecodeError, decode
+from deviceagentd.mqtt.ntp import NtpResponder
+from deviceagentd.mqtt.rejects import RejectReporter
+from deviceagentd.mqtt.topics import BadTopicId, TopicKind, TopicParser
+
+PUBACK_SUCCESS = 0
+
+
+def content_type_of_message(properties: dict[str, Any]) -> str | None:
+    value = properties.get("content_type")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None
+
+
+class Ingest:
+    def __init__(
+        self,
+        parser: TopicParser,
+        registry: DeviceRegistry,
+        events: EventRecorder,
+        commands: CommandService,
+        ntp: NtpResponder,
+        metrics: Metrics,
+        rejects: RejectReporter,
+        max_payload_bytes: int,
+    ) -> None:
+        self._parser = parser
+        self._registry = registry
+        self._events = events
+        self._commands = commands
+        self._ntp = ntp
+        self._metrics = metrics
+        self._rejects = rejects
+        self._max_payload = max_payload_bytes
+
+    async def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        # Stamp first: serverRecvTime must not include our own parsing.
+        recv_ns = time.time_ns()
+        try:
+            parsed = self._parser.parse(topic)
+        except BadTopicId as exc:
+            self._rejects.reject("message", "bad_topic_id", topic, str(exc))
+            return PUBACK_SUCCESS
+        if parsed is None:
+            self._rejects.reject("message", "unknown_topic", topic, f"no topic template matches {topic!r}")
+            return PUBACK_SUCCESS
+        kind = parsed.kind
+        self._metrics.messages_in.inc({"kind": kind.value})
+        content_type = content_type_of_message(properties)
+        if kind is TopicKind.NTP_REQUEST:
+            encoding = self._ntp.handle(parsed.product_id, parsed.device_id, payload, content_type, recv_ns)
+            if encoding is not None:
+                self._note_heard(parsed.product_id, parsed.device_id, encoding)
+            return PUBACK_SUCCESS
+        try:
+            body, encoding = decode(payload, content_type, self._max_payload)
+        except DecodeError as exc:
+            self._rejects.reject(kind.value, exc.reason, parsed.device_id or topic, exc.detail)
+            return PUBACK_SUCCESS
+        try:
+            if kind is TopicKind.TELEMETRY:
+                result = self._registry.accept_telemetry(parsed.product_id, parsed.device_id, body, encoding)
+                for name, reason in result.dropped_fields:
+                    self._rejects.reject("telemetry_field", "wrong_type", parsed.device_id,
+                                         f"state field {name!r} dropped: {reason}")
+            elif kind is TopicKind.EVENT:
+                self._events.accept(parsed.product_id, parsed.device_id, body, encoding)
+            elif kind is TopicKind.RESPONSE:
+                self._commands.handle_response(parsed.product_id, parsed.device_id, body)
+                spec, device = self._registry.resolve(parsed.product_id, parsed.device_id)
+                self._registry.heard_from(spec, parsed.device_id, device, encoding)
+            else:
+                # Text requests (*_in) belong to the agent; nothing subscribes to them yet.
+                self._rejects.reject(kind.value, "not_handled", topic, f"{kind.value} messages are not handled")
+        except Rejected as exc:
+            self._rejects.reject(kind.value, exc.reason, parsed.device_id or topic, exc.detail)
+        return PUBACK_SUCCESS
+
+    def _note_heard(self, product_id: str, device_id: str, encoding: str) -> None:
+        """A valid time-sync request shows a known device is alive; it does not register one."""
+        if self._registry.get(device_id) is None:
+            return
+        try:
+            spec, device = self._registry.resolve(product_id, device_id)
+        except Rejected:
+            return
+        self._registry.heard_from(spec, device_id, device, encoding)
