@@ -1,0 +1,237 @@
+"""The daemon: builds every part from the config, starts them in order, stops them in reverse.
+
+Start: store (restores devices) → MQTT link → HTTP → READY. Stop: STOPPING → HTTP closed →
+MQTT disconnected → waiting commands failed → store flushed and closed, so every accepted
+event is on disk before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from deviceagentd import __version__
+from deviceagentd.config import Config, parse_listen
+from deviceagentd.core.catalog import Catalog
+from deviceagentd.core.clock import Clock
+from deviceagentd.core.commands import CommandService
+from deviceagentd.core.events import EventRecorder
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.http.app import create_app
+from deviceagentd.http.context import HttpContext
+from deviceagentd.mqtt.clocksync import ClockSyncState
+from deviceagentd.mqtt.ingest import Ingest
+from deviceagentd.mqtt.link import MqttLink
+from deviceagentd.mqtt.ntp import NtpResponder
+from deviceagentd.mqtt.publisher import MqttCommandPublisher
+from deviceagentd.mqtt.rejects import RejectReporter
+from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
+from deviceagentd.store.settings import StoreSettings
+from deviceagentd.store.store import Store
+from deviceagentd.systemd import Notifier
+
+log = logging.getLogger("deviceagentd")
+
+DB_FILENAME = "deviceagentd.db"
+# READY normally waits for the broker; a broker that is down at boot must not make systemd
+# kill us, so after this long we report READY (degraded) and keep trying in the background.
+READY_WITHOUT_BROKER_S = 20.0
+TICK_S = 0.5
+STATUS_EVERY_S = 5.0
+SUBSCRIBED_KINDS = (TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.RESPONSE, TopicKind.NTP_REQUEST)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    catalog: Catalog
+    notifier: Notifier = field(default_factory=Notifier)
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.metrics = Metrics()
+        self.store = Store(
+            Path(cfg.storage.dir) / DB_FILENAME,
+            StoreSettings(
+                batch_interval_s=cfg.storage.batch_interval_s,
+                batch_max_rows=cfg.storage.batch_max_rows,
+                events_max_age_days=cfg.storage.events_max_age_days,
+                events_max_rows=cfg.storage.events_max_rows,
+                commands_max_age_days=cfg.storage.commands_max_age_days,
+                commands_max_rows=cfg.storage.commands_max_rows,
+                retention_interval_s=cfg.storage.retention_interval_s,
+            ),
+            clock_ms=self.clock.wall_ms,
+        )
+        self.registry = DeviceRegistry(self.catalog, self.store, self.metrics, cfg.devices.offline_after_s, self.clock)
+        self.rejects = RejectReporter(self.metrics, self.clock)
+        topics = cfg.mqtt.topics
+        subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
+        self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics)
+        self.commands = CommandService(
+            self.registry,
+            self.store,
+            MqttCommandPublisher(self.link, topics, self.metrics),
+            self.metrics,
+            self.clock,
+            cfg.commands.default_timeout_ms,
+        )
+        self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
+        self.ingest = Ingest(
+            TopicParser(topics),
+            self.registry,
+            EventRecorder(self.registry, self.store, self.clock),
+            self.commands,
+            self.ntp,
+            self.metrics,
+            self.rejects,
+            cfg.mqtt.max_payload_bytes,
+        )
+        self.started_monotonic = time.monotonic()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.http_port = 0
+        self.ready = asyncio.Event()
+        self._register_gauges()
+
+    async def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        return await self.ingest.on_message(topic, payload, qos, properties)
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.gauge("deviceagentd_devices_total", "Registered devices", lambda: self.registry.total)
+        m.gauge("deviceagentd_devices_online", "Devices online now", lambda: self.registry.online_count)
+        m.gauge("deviceagentd_mqtt_connected", "1 when the broker connection is up",
+                lambda: float(self.link.is_connected))
+        m.gauge("deviceagentd_commands_pending", "Commands waiting for an answer", lambda: self.commands.pending_count)
+        m.gauge("deviceagentd_store_pending_rows", "Rows accepted but not yet committed",
+                lambda: self.store.stats().pending_rows)
+        m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits)
+        m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: 0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        # Opening the store (quick_check, migrations) happens once before any traffic; a
+        # thread keeps the loop free for the watchdog meanwhile.
+        await asyncio.to_thread(self.store.open)
+        self.registry.load(self.store.load_devices())
+        log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
+                 len(self.catalog.products), self.registry.total, self.config.storage.dir)
+        self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
+        self._tasks.append(asyncio.create_task(self.registry.run_offline_timer(), name="offline-timer"))
+        await self._start_http()
+        self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
+        self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))
+
+    async def _start_http(self) -> None:
+        cfg = self.config
+        context = HttpContext(
+            version=__version__,
+            catalog=self.catalog,
+            registry=self.registry,
+            commands=self.commands,
+            store=self.store,
+            metrics=self.metrics,
+            broker=self.link,
+            broker_detail=self._broker_detail,
+            tokens=cfg.http.tokens,
+            max_body_bytes=cfg.http.max_body_bytes,
+            started_monotonic=self.started_monotonic,
+        )
+        app = create_app(context)
+        # Short shutdown: open requests (a command waiting for a device) are answered 503 by
+        # fail_all before the runner waits on them.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
+        await self._runner.setup()
+        endpoint = parse_listen(cfg.http.listen)
+        site = web.TCPSite(self._runner, endpoint.host, endpoint.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else endpoint.port
+        log.info("HTTP API listening on http://%s:%d", endpoint.host, self.http_port)
+
+    def _broker_detail(self) -> dict[str, Any]:
+        status = self.link.status
+        detail: dict[str, Any] = {"state": status.state, "url": self.config.mqtt.url, "connects": status.connects}
+        if status.last_error:
+            detail["lastError"] = status.last_error
+        return detail
+
+    async def _announce_ready(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.link.subscribed.wait(), READY_WITHOUT_BROKER_S)
+        if not self.link.subscribed.is_set():
+            log.warning("MQTT broker %s still unreachable after %.0f s; serving HTTP and retrying",
+                        self.config.mqtt.url, READY_WITHOUT_BROKER_S)
+        self.ready.set()
+        self.notifier.ready(self._status_line())
+        log.info("ready (%s)", self._status_line())
+
+    def _status_line(self) -> str:
+        status = self.link.status
+        if self.link.is_connected:
+            broker = "MQTT connected"
+        else:
+            broker = f"MQTT {status.state}" + (f" ({status.last_error})" if status.last_error else "")
+        store = "" if self.store.healthy else ", storage failing"
+        return f"{broker}, {self.registry.online_count}/{self.registry.total} devices online{store}"
+
+    async def _tick(self) -> None:
+        """Loop-lag measurement, systemd watchdog and STATUS, all from the event loop itself,
+        so a stalled loop stops the pings and systemd restarts us."""
+        loop = asyncio.get_running_loop()
+        next_status = 0.0
+        next_watchdog = 0.0
+        expected = loop.time() + TICK_S
+        while True:
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now = loop.time()
+            self.metrics.loop_lag.observe(max(0.0, now - expected))
+            expected = now + TICK_S
+            interval = self.notifier.watchdog_interval_s
+            if interval and now >= next_watchdog and self.store.writer_alive:
+                self.notifier.watchdog()
+                next_watchdog = now + interval
+            if self.ready.is_set() and now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + STATUS_EVERY_S
+
+    async def stop(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        self.commands.fail_all("the gateway is shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.link.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await asyncio.to_thread(self.store.close)
+        log.info("stopped; all accepted events are stored")
+
+
+async def run_daemon(config: Config, catalog: Catalog) -> None:
+    daemon = Daemon(config, catalog)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()

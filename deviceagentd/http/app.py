@@ -1,0 +1,105 @@
+"""The aiohttp application: middlewares (errors, bearer tokens, metrics) and route table."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from deviceagentd.core.errors import CoreError
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.http import routes_devices
+from deviceagentd.http.context import CONTEXT, HttpContext, context_of
+from deviceagentd.http.errors import ApiError, error_response, from_core
+from deviceagentd.http.openapi import load_openapi
+
+log = logging.getLogger("deviceagentd.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/api/health"})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except CoreError as exc:
+        api = from_core(exc)
+        return error_response(api.status, api.code, api.message, api.details)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONTEXT].max_body_bytes
+        return error_response(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"no route {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here (allowed: {allowed})",
+                              headers={"Allow": allowed})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+
+
+def auth_middleware(tokens: list[str]) -> Middleware:
+    encoded = [t.encode() for t in tokens]
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not encoded or request.path in PUBLIC_PATHS:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return error_response(401, "unauthorized", "send Authorization: Bearer <token>",
+                                  headers={"WWW-Authenticate": 'Bearer realm="deviceagentd"'})
+        given = presented.strip().encode()
+        # Compare against every token so timing does not reveal which one nearly matched.
+        matched = False
+        for token in encoded:
+            matched |= hmac.compare_digest(given, token)
+        if not matched:
+            return error_response(401, "unauthorized", "the bearer token is not valid",
+                                  headers={"WWW-Authenticate": 'Bearer realm="deviceagentd", error="invalid_token"'})
+        return await handler(request)
+
+    return check_token
+
+
+def metrics_middleware(metrics: Metrics) -> Middleware:
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http_requests.inc({"route": route, "status": str(response.status)})
+        return response
+
+    return count
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(load_openapi())
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    body = context_of(request).metrics.render()
+    return web.Response(text=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+def create_app(context: HttpContext) -> web.Application:
+    app = web.Application(
+        client_max_size=context.max_body_bytes,
+        middlewares=[metrics_middleware(context.metrics), error_middleware, auth_middleware(context.tokens)],
+    )
+    app[CONTEXT] = context
+    routes_devices.add_routes(app.router)
+    app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_get("/metrics", metrics_text)
+    return app

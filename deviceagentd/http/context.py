@@ -1,0 +1,54 @@
+"""What the HTTP routes need from the rest of the daemon, passed in (no globals)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from deviceagentd.core.catalog import Catalog
+from deviceagentd.core.commands import CommandService
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.store.records import EventRecord
+
+
+class EventQueries(Protocol):
+    @property
+    def healthy(self) -> bool: ...
+
+    async def query_events(self, device_id: str, *, limit: int, before: int | None = None,
+                           event: str | None = None) -> list[EventRecord]: ...
+
+
+class BrokerState(Protocol):
+    @property
+    def is_connected(self) -> bool: ...
+
+
+@dataclass
+class HttpContext:
+    version: str
+    catalog: Catalog
+    registry: DeviceRegistry
+    commands: CommandService
+    store: EventQueries
+    metrics: Metrics
+    broker: BrokerState
+    # Extra facts about the broker connection for /api/health (state, last error, ...).
+    broker_detail: Callable[[], dict[str, Any]]
+    tokens: list[str] = field(default_factory=list)
+    max_body_bytes: int = 1048576
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+
+CONTEXT = web.AppKey("context", HttpContext)
+
+
+def context_of(request: web.Request) -> HttpContext:
+    return request.app[CONTEXT]
+
+

@@ -1,0 +1,94 @@
+"""The HTTP error envelope (SPEC §3) and the helpers that read request input strictly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from deviceagentd.core.errors import (
+    BrokerUnavailable,
+    CommandTimeout,
+    Conflict,
+    CoreError,
+    DeviceOffline,
+    InvalidInput,
+    NotFound,
+)
+
+STATUS_OF: dict[type[CoreError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    DeviceOffline: 409,
+    Conflict: 409,
+    BrokerUnavailable: 503,
+    CommandTimeout: 504,
+}
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {code, message, details?}}` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def from_core(exc: CoreError) -> ApiError:
+    status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 500)
+    return ApiError(status, exc.code, exc.message, exc.details)
+
+
+def bad_field(field: str, reason: str) -> ApiError:
+    return ApiError(400, "invalid_request", f"{field} {reason}", [{"field": field, "reason": reason}])
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or ApiError 415/413/400."""
+    content_type = request.content_type
+    if content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json (got {content_type or 'no content type'})")
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        details = [{"field": name, "reason": "is not a known field"} for name in extra]
+        raise ApiError(400, "invalid_request",
+                       f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})", details)
+
+
+def int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_field(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise bad_field(name, f"must be between {low} and {high}")
+    return value

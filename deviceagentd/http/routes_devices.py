@@ -1,0 +1,130 @@
+"""Routes for health, products, devices, commands and events (SPEC §3)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from deviceagentd import __version__
+from deviceagentd.core.events import event_to_json
+from deviceagentd.core.registry import Device
+from deviceagentd.core.spec import ProductSpec
+from deviceagentd.http.context import context_of
+from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
+
+COMMAND_FIELDS = {"command", "params", "timeoutMs", "requestId"}
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    mqtt_ok = ctx.broker.is_connected
+    storage_ok = ctx.store.healthy
+    body = {
+        "status": "ok" if mqtt_ok and storage_ok else "degraded",
+        "version": __version__,
+        "uptimeS": round(time.monotonic() - ctx.started_monotonic, 1),
+        "mqtt": {"connected": mqtt_ok, **ctx.broker_detail()},
+        "storage": {"healthy": storage_ok},
+        "devices": {"total": ctx.registry.total, "online": ctx.registry.online_count},
+    }
+    return web.json_response(body, status=200 if mqtt_ok and storage_ok else 503)
+
+
+async def list_products(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    products = [
+        {
+            "productId": spec.product_id,
+            "name": spec.name,
+            "description": spec.description,
+            "commands": sorted(spec.commands),
+            "devices": len(ctx.registry.devices(product_id=spec.product_id)),
+        }
+        for spec in ctx.catalog.products.values()
+    ]
+    return web.json_response({"products": products})
+
+
+def _product(request: web.Request) -> ProductSpec:
+    ctx = context_of(request)
+    product_id = request.match_info["productId"]
+    spec = ctx.catalog.get(product_id)
+    if spec is None:
+        raise ApiError(404, "product_not_found", f"product {product_id!r} is not configured",
+                       {"productId": product_id})
+    return spec
+
+
+async def get_product(request: web.Request) -> web.Response:
+    return web.json_response(_product(request).to_json())
+
+
+async def list_product_devices(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    spec = _product(request)
+    status = request.query.get("status")
+    if status not in (None, "", "online", "offline"):
+        raise bad_field("status", "must be online or offline")
+    online = None if not status else status == "online"
+    devices = ctx.registry.devices(product_id=spec.product_id, online=online)
+    devices.sort(key=lambda d: d.device_id)
+    return web.json_response({"devices": [d.to_json() for d in devices]})
+
+
+def _device(request: web.Request) -> Device:
+    ctx = context_of(request)
+    device_id = request.match_info["deviceId"]
+    device = ctx.registry.get(device_id)
+    if device is None:
+        raise ApiError(404, "device_not_found", f"device {device_id!r} is not registered", {"deviceId": device_id})
+    return device
+
+
+async def get_device(request: web.Request) -> web.Response:
+    return web.json_response(_device(request).to_json())
+
+
+async def send_command(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    device = _device(request)
+    body = await read_json_object(request)
+    reject_unknown_fields(body, COMMAND_FIELDS)
+    command = body.get("command")
+    if not isinstance(command, str) or not command:
+        raise bad_field("command", "is required and must be a non-empty string")
+    params = body.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise bad_field("params", "must be an object")
+    timeout_ms = body.get("timeoutMs")
+    if timeout_ms is not None and (isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int)):
+        raise bad_field("timeoutMs", "must be an integer number of milliseconds (100..120000)")
+    request_id = body.get("requestId")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad_field("requestId", "must be a string")
+    outcome = await ctx.commands.send(device.device_id, command, params, timeout_ms, request_id)
+    return web.json_response(outcome.to_json())
+
+
+async def list_events(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    device = _device(request)
+    limit = int_query(request, "limit", 50, 1, 1000)
+    before = int_query(request, "before", None, 1, 2**62)
+    event_name = request.query.get("event") or None
+    assert limit is not None
+    events = await ctx.store.query_events(device.device_id, limit=limit, before=before, event=event_name)
+    next_before = events[-1].id if len(events) == limit else None
+    return web.json_response({"events": [event_to_json(e) for e in events], "nextBefore": next_before})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/health", health)
+    router.add_get("/api/products", list_products)
+    router.add_get("/api/products/{productId}", get_product)
+    router.add_get("/api/products/{productId}/devices", list_product_devices)
+    router.add_get("/api/devices/{deviceId}", get_device)
+    router.add_post("/api/devices/{deviceId}/commands", send_command)
+    router.add_get("/api/devices/{deviceId}/events", list_events)
