@@ -263,6 +263,8 @@ class MqttLink:
     # ------------------------------------------------------------------ gmqtt callbacks
 
     def _handle_connect(self, client: _Client, flags: int, rc: int, properties: dict[str, Any]) -> None:
+        # CONNACK accepted: usable from here on (connect() itself returns a little later).
+        self.status.state = "connected"
         receive_max = properties.get("receive_maximum") if isinstance(properties, dict) else None
         capacity = receive_max[0] if isinstance(receive_max, list) and receive_max else 65535
         if self._storage is not None:
