@@ -241,17 +241,22 @@ def env_name(dotted: str) -> str:
     return ENV_PREFIX + dotted.replace(".", "_").upper()
 
 
-def _env_keys(obj: Any, prefix: str = "") -> dict[str, tuple[Any, str, Any]]:
-    """Every settable key as {ENV_NAME: (owner object, attribute, type hint)}."""
+def _settable(obj: Any, prefix: str = "") -> dict[str, tuple[Any, str, Any]]:
+    """Every settable key as {dotted key: (owner object, attribute, type hint)}."""
     out: dict[str, tuple[Any, str, Any]] = {}
     for name, (_, hint) in _fields_of(obj).items():
         dotted = f"{prefix}{name}"
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
-            out.update(_env_keys(current, dotted + "."))
+            out.update(_settable(current, dotted + "."))
         else:
-            out[env_name(dotted)] = (obj, name, hint)
+            out[dotted] = (obj, name, hint)
     return out
+
+
+def config_keys() -> list[str]:
+    """Every configuration key, dotted (`mqtt.topics.command`), in declaration order."""
+    return list(_settable(Config()))
 
 
 def _parse_env_value(raw: str, hint: Any) -> Any:
@@ -285,7 +290,7 @@ def _parse_env_value(raw: str, hint: Any) -> Any:
 
 
 def _apply_env(config: Config, env: Mapping[str, str], problems: list[ConfigProblem]) -> None:
-    known = _env_keys(config)
+    known = {env_name(dotted): target for dotted, target in _settable(config).items()}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

@@ -217,7 +217,7 @@ class DeviceRegistry:
         if snapshot:
             for name, value in snapshot.items():
                 field_spec = spec.telemetry.get(name)
-                reason = check_value(field_spec, value) if field_spec is not None else None
+                reason = check_value(field_spec, value, check_range=False) if field_spec is not None else None
                 if reason is not None:
                     result.dropped_fields.append((name, reason))
                     continue

@@ -26,8 +26,12 @@ class FieldError:
         return {"field": self.field, "reason": self.reason}
 
 
-def check_value(spec: FieldSpec, value: Any) -> str | None:
-    """Return why `value` does not fit `spec`, or None when it does."""
+def check_value(spec: FieldSpec, value: Any, check_range: bool = True) -> str | None:
+    """Return why `value` does not fit `spec`, or None when it does.
+
+    `check_range=False` checks type and enum only: a sensor reading outside the spec's range is
+    still a reading (a 61 °C room is news, not noise), while a command out of range is refused.
+    """
     kind = spec.type
     if kind == "int":
         # JSON has one number type; 24.0 is a fair way to write the integer 24.
@@ -50,7 +54,7 @@ def check_value(spec: FieldSpec, value: Any) -> str | None:
         return "must be an array"
     if spec.enum is not None and not _in_enum(value, spec.enum):
         return f"must be one of {', '.join(str(v) for v in spec.enum)}"
-    if kind in ("int", "float"):
+    if check_range and kind in ("int", "float"):
         if spec.min is not None and value < spec.min:
             return f"must be at least {_num(spec.min)}"
         if spec.max is not None and value > spec.max:
