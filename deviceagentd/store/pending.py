@@ -1,0 +1,251 @@
+"""Rows accepted but not yet committed: filled by the event loop, drained by the writer.
+
+Two generations: `open` collects new rows; `inflight` is the batch the writer is writing
+(and retrying, if a commit failed). The loop only ever changes `open`, so the writer reads
+`inflight` without holding the lock. Every accepted operation gets a sequence number so
+`flush()` can wait for "everything accepted up to now".
+
+The lock is only held for dict/deque operations, never for I/O, so taking it from the loop
+cannot stall it behind a slow commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from deviceagentd.store.errors import StoreError
+from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow, with_outcome
+
+_log = logging.getLogger("deviceagentd.store")
+
+
+@dataclass
+class Batch:
+    events: deque[EventRow] = field(default_factory=deque)
+    devices: dict[str, DeviceRow | None] = field(default_factory=dict)
+    """Last write per device wins; None deletes the row."""
+    command_inserts: dict[str, CommandRow] = field(default_factory=dict)
+    command_updates: dict[str, CommandOutcome] = field(default_factory=dict)
+    """Outcomes for commands inserted by an earlier batch (never also in command_inserts)."""
+    first_at: float = 0.0
+    """time.monotonic() when the first row arrived; the batch window starts there."""
+    last_seq: int = 0
+
+    def __len__(self) -> int:
+        return (
+            len(self.events)
+            + len(self.devices)
+            + len(self.command_inserts)
+            + len(self.command_updates)
+        )
+
+
+class PendingWrites:
+    def __init__(self, *, batch_max_rows: int, max_rows: int) -> None:
+        self._cond = threading.Condition()
+        self._batch_max_rows = batch_max_rows
+        self._max_rows = max_rows
+        self._open = Batch()
+        self._inflight: Batch | None = None
+        self._accepted_seq = 0
+        self._taken_seq = 0
+        self._committed_seq = 0
+        self._flush_upto = 0
+        self._closing = False
+        self._dropping = False
+        self.dropped_rows = 0
+
+    # --- producer side (the event loop) ---
+
+    def put_event(self, row: EventRow) -> None:
+        with self._cond:
+            batch = self._accept()
+            batch.events.append(row)
+            if self._rows() > self._max_rows and len(batch.events) > 1:
+                # The inflight batch is the writer's, so the oldest rows we may drop are the
+                # oldest of `open`. Devices and commands are few and never dropped.
+                batch.events.popleft()
+                self.dropped_rows += 1
+                if not self._dropping:
+                    self._dropping = True
+                    _log.warning(
+                        "more than %d rows wait for a commit (commits failing or too slow); "
+                        "dropping the oldest waiting events until a commit succeeds",
+                        self._max_rows,
+                    )
+            self._accepted()
+
+    def put_device(self, device_id: str, row: DeviceRow | None) -> None:
+        with self._cond:
+            self._accept().devices[device_id] = row
+            self._accepted()
+
+    def put_command(self, row: CommandRow) -> None:
+        with self._cond:
+            batch = self._accept()
+            batch.command_inserts[row.request_id] = row
+            batch.command_updates.pop(row.request_id, None)
+            self._accepted()
+
+    def put_command_outcome(self, request_id: str, outcome: CommandOutcome) -> None:
+        with self._cond:
+            batch = self._accept()
+            inserted = batch.command_inserts.get(request_id)
+            if inserted is not None:
+                batch.command_inserts[request_id] = with_outcome(inserted, outcome)
+            else:
+                batch.command_updates[request_id] = outcome
+            self._accepted()
+
+    def request_flush(self) -> int:
+        """Ask the writer to commit without waiting out the batch window; returns the target."""
+        with self._cond:
+            self._flush_upto = self._accepted_seq
+            if self._flush_upto > self._taken_seq:
+                self._cond.notify_all()
+            return self._flush_upto
+
+    def close(self) -> None:
+        """Refuse new rows and tell the writer to commit what is left and stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def _accept(self) -> Batch:
+        if self._closing:
+            raise StoreError("store is closed")
+        if not self._open:
+            self._open.first_at = time.monotonic()
+        return self._open
+
+    def _accepted(self) -> None:
+        self._accepted_seq += 1
+        self._open.last_seq = self._accepted_seq
+        # Wake the writer only when it has a reason to act, not on every row.
+        n = len(self._open)
+        if n == 1 or n == self._batch_max_rows:
+            self._cond.notify_all()
+
+    # --- reads (any thread) ---
+
+    @property
+    def committed_seq(self) -> int:
+        return self._committed_seq
+
+    def rows(self) -> int:
+        with self._cond:
+            return self._rows()
+
+    def _rows(self) -> int:
+        return len(self._open) + (len(self._inflight) if self._inflight is not None else 0)
+
+    def _generations(self) -> list[Batch]:
+        """Oldest first."""
+        return [self._open] if self._inflight is None else [self._inflight, self._open]
+
+    def events(
+        self, device_id: str, *, limit: int, before: int | None, event: str | None
+    ) -> list[EventRow]:
+        """Matching waiting events, newest first."""
+        found: list[EventRow] = []
+        with self._cond:
+            for batch in reversed(self._generations()):
+                for row in reversed(batch.events):
+                    if len(found) >= limit:
+                        return found
+                    if (
+                        row.device_id == device_id
+                        and (before is None or row.id < before)
+                        and (event is None or row.event == event)
+                    ):
+                        found.append(row)
+        return found
+
+    def command(self, request_id: str) -> tuple[CommandRow | None, CommandOutcome | None]:
+        """The newest waiting insert of the command, and an outcome to lay over it.
+
+        With an insert the outcome is already folded in; without one, the outcome applies to
+        the row in the database.
+        """
+        inserted: CommandRow | None = None
+        outcome: CommandOutcome | None = None
+        with self._cond:
+            for batch in self._generations():
+                if request_id in batch.command_inserts:
+                    inserted, outcome = batch.command_inserts[request_id], None
+                if request_id in batch.command_updates:
+                    outcome = batch.command_updates[request_id]
+        if inserted is not None and outcome is not None:
+            inserted, outcome = with_outcome(inserted, outcome), None
+        return inserted, outcome
+
+    def devices(self) -> dict[str, DeviceRow | None]:
+        merged: dict[str, DeviceRow | None] = {}
+        with self._cond:
+            for batch in self._generations():
+                merged.update(batch.devices)
+        return merged
+
+    # --- consumer side (the writer thread) ---
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def wait_ready(self, *, interval_s: float, until: float) -> bool:
+        """Block until a batch is due (True), or until `until` (monotonic) passes or the
+        store closes with nothing left to write (False)."""
+        with self._cond:
+            while True:
+                if self._inflight is not None:
+                    return True
+                now = time.monotonic()
+                n = len(self._open)
+                if n:
+                    due = self._open.first_at + interval_s
+                    if (
+                        self._closing
+                        or now >= due
+                        or n >= self._batch_max_rows
+                        or self._flush_upto > self._taken_seq
+                    ):
+                        return True
+                    wake_at = min(due, until)
+                elif self._closing:
+                    return False
+                else:
+                    wake_at = until
+                if now >= until:
+                    return False
+                self._cond.wait(wake_at - now)
+
+    def take(self) -> Batch | None:
+        """The batch to write: the one that failed last time, else everything open."""
+        with self._cond:
+            if self._inflight is None and self._open:
+                self._inflight, self._open = self._open, Batch()
+                self._taken_seq = self._inflight.last_seq
+            return self._inflight
+
+    def committed(self, batch: Batch) -> None:
+        with self._cond:
+            assert batch is self._inflight
+            self._inflight = None
+            self._committed_seq = batch.last_seq
+            self._dropping = False
+
+    def abandon(self) -> int:
+        """Forget everything waiting (the store is closing and commits keep failing)."""
+        with self._cond:
+            lost = self._rows()
+            self._inflight, self._open = None, Batch()
+            return lost
+
+    def sleep(self, seconds: float) -> None:
+        """Back off after a failed commit; returns early when the store starts closing."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closing, seconds)

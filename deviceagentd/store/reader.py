@@ -1,0 +1,80 @@
+"""The read side: one thread with its own read-only connection.
+
+WAL lets it read while the writer writes; a dedicated thread (not the loop's default
+executor) keeps reads from queueing behind unrelated blocking work, and keeps the
+connection on one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from deviceagentd.store.errors import StoreError
+from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow
+
+T = TypeVar("T")
+
+_EVENT_COLUMNS = ", ".join(EventRow._fields)
+_DEVICE_COLUMNS = ", ".join(DeviceRow._fields)
+_COMMAND_COLUMNS = ", ".join(CommandRow._fields)
+
+
+class Reader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+
+    async def call(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._submit(query))
+
+    def call_sync(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        return self._submit(query).result()
+
+    def _submit(self, query: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        try:
+            return self._executor.submit(query, self._conn)
+        except RuntimeError as exc:  # shut down by a close() on another thread
+            raise StoreError("store is closed") from exc
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._conn.close()
+
+
+def select_events(
+    conn: sqlite3.Connection,
+    device_id: str,
+    *,
+    limit: int,
+    before: int | None,
+    event: str | None,
+) -> list[EventRow]:
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE device_id = ?"
+    args: list[object] = [device_id]
+    if before is not None:
+        sql += " AND id < ?"
+        args.append(before)
+    if event is not None:
+        sql += " AND event = ?"
+        args.append(event)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [EventRow._make(row) for row in conn.execute(sql, args)]
+
+
+def select_command(conn: sqlite3.Connection, request_id: str) -> CommandRow | None:
+    row = conn.execute(
+        f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE request_id = ?", (request_id,)
+    ).fetchone()
+    return None if row is None else CommandRow._make(row)
+
+
+def select_devices(conn: sqlite3.Connection) -> list[DeviceRow]:
+    return [
+        DeviceRow._make(row)
+        for row in conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+    ]

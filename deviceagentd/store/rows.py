@@ -1,0 +1,185 @@
+"""Records ⇄ SQLite rows: column order, JSON columns, booleans as 0/1.
+
+Rows are built on the caller's thread at the moment a record is handed to the store, so the
+writer thread never touches the caller's (mutable) dicts, and a value JSON cannot hold is
+reported to the caller instead of failing a whole batch later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
+
+
+class EventRow(NamedTuple):
+    id: int
+    device_id: str
+    product_id: str
+    event: str
+    level: str
+    declared: int
+    data: str
+    ts_ms: int
+    received_at_ms: int
+    source: str
+
+
+class DeviceRow(NamedTuple):
+    device_id: str
+    product_id: str
+    online: int
+    state: str
+    metadata: str
+    first_seen_ms: int
+    last_seen_ms: int
+    encoding: str
+
+
+class CommandOutcome(NamedTuple):
+    """The fields a later update of a command may overwrite (the tail of CommandRow)."""
+
+    status: str
+    code: int | None
+    msg: str | None
+    data: str | None
+    answered_at_ms: int | None
+    late: int
+    extra: str
+
+
+class CommandRow(NamedTuple):
+    request_id: str
+    device_id: str
+    product_id: str
+    command: str
+    params: str
+    sent_at_ms: int
+    timeout_ms: int
+    status: str
+    code: int | None
+    msg: str | None
+    data: str | None
+    answered_at_ms: int | None
+    late: int
+    extra: str
+
+
+assert CommandRow._fields[-len(CommandOutcome._fields) :] == CommandOutcome._fields
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON; raises TypeError/ValueError for values JSON cannot hold (bytes, sets…)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (legal in a JSON string from a device) cannot be bound as UTF-8;
+        # \u escapes keep it losslessly.
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
+def event_row(event_id: int, new: NewEvent) -> EventRow:
+    return EventRow(
+        event_id,
+        new.device_id,
+        new.product_id,
+        new.event,
+        new.level,
+        int(new.declared),
+        dump_json(new.data),
+        new.ts_ms,
+        new.received_at_ms,
+        new.source,
+    )
+
+
+def event_record(row: EventRow) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        device_id=row.device_id,
+        product_id=row.product_id,
+        event=row.event,
+        level=row.level,
+        declared=bool(row.declared),
+        data=json.loads(row.data),
+        ts_ms=row.ts_ms,
+        received_at_ms=row.received_at_ms,
+        source=row.source,
+    )
+
+
+def device_row(record: DeviceRecord) -> DeviceRow:
+    return DeviceRow(
+        record.device_id,
+        record.product_id,
+        int(record.online),
+        dump_json(record.state),
+        dump_json(record.metadata),
+        record.first_seen_ms,
+        record.last_seen_ms,
+        record.encoding,
+    )
+
+
+def device_record(row: DeviceRow) -> DeviceRecord:
+    return DeviceRecord(
+        device_id=row.device_id,
+        product_id=row.product_id,
+        online=bool(row.online),
+        state=json.loads(row.state),
+        metadata=json.loads(row.metadata),
+        first_seen_ms=row.first_seen_ms,
+        last_seen_ms=row.last_seen_ms,
+        encoding=row.encoding,
+    )
+
+
+def command_outcome(record: CommandRecord) -> CommandOutcome:
+    return CommandOutcome(
+        record.status,
+        record.code,
+        record.msg,
+        None if record.data is None else dump_json(record.data),
+        record.answered_at_ms,
+        int(record.late),
+        dump_json(record.extra),
+    )
+
+
+def command_row(record: CommandRecord) -> CommandRow:
+    return CommandRow(
+        record.request_id,
+        record.device_id,
+        record.product_id,
+        record.command,
+        dump_json(record.params),
+        record.sent_at_ms,
+        record.timeout_ms,
+        *command_outcome(record),
+    )
+
+
+def with_outcome(row: CommandRow, outcome: CommandOutcome) -> CommandRow:
+    return row._replace(**outcome._asdict())
+
+
+def command_record(row: CommandRow) -> CommandRecord:
+    return CommandRecord(
+        request_id=row.request_id,
+        device_id=row.device_id,
+        product_id=row.product_id,
+        command=row.command,
+        params=json.loads(row.params),
+        sent_at_ms=row.sent_at_ms,
+        timeout_ms=row.timeout_ms,
+        status=row.status,
+        code=row.code,
+        msg=row.msg,
+        data=None if row.data is None else json.loads(row.data),
+        answered_at_ms=row.answered_at_ms,
+        late=bool(row.late),
+        extra=json.loads(row.extra),
+    )

@@ -1,0 +1,105 @@
+"""Schema versions: `PRAGMA user_version` counts the migrations applied.
+
+To change the schema, append a migration to MIGRATIONS; never edit one that has shipped,
+since databases in the field already ran it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from deviceagentd.store.errors import SchemaTooNewError
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _statements(*sql: str) -> Migration:
+    def run(conn: sqlite3.Connection) -> None:
+        # One statement at a time: executescript() would COMMIT the surrounding transaction.
+        for statement in sql:
+            conn.execute(statement)
+
+    return run
+
+
+_V1_DEVICES_EVENTS_COMMANDS = _statements(
+    """
+    CREATE TABLE devices (
+        device_id     TEXT PRIMARY KEY,
+        product_id    TEXT NOT NULL,
+        online        INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        metadata      TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        encoding      TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE events (
+        id             INTEGER PRIMARY KEY,
+        device_id      TEXT NOT NULL,
+        product_id     TEXT NOT NULL,
+        event          TEXT NOT NULL,
+        level          TEXT NOT NULL,
+        declared       INTEGER NOT NULL,
+        data           TEXT NOT NULL,
+        ts_ms          INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        source         TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX events_by_device ON events (device_id, id)",
+    "CREATE INDEX events_by_received_at ON events (received_at_ms)",
+    """
+    CREATE TABLE commands (
+        request_id     TEXT PRIMARY KEY,
+        device_id      TEXT NOT NULL,
+        product_id     TEXT NOT NULL,
+        command        TEXT NOT NULL,
+        params         TEXT NOT NULL,
+        sent_at_ms     INTEGER NOT NULL,
+        timeout_ms     INTEGER NOT NULL,
+        status         TEXT NOT NULL,
+        code           INTEGER,
+        msg            TEXT,
+        data           TEXT,
+        answered_at_ms INTEGER,
+        late           INTEGER NOT NULL,
+        extra          TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX commands_by_sent_at ON commands (sent_at_ms)",
+)
+
+# Index i holds the step from version i to version i + 1.
+MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS,)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(
+    conn: sqlite3.Connection, path: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> None:
+    """Bring the database up to len(migrations); each step commits on its own.
+
+    `conn` must be in autocommit mode (isolation_level=None) so the transactions here are
+    the only ones. A step that fails rolls back whole, user_version included.
+    """
+    current = schema_version(conn)
+    if current > len(migrations):
+        raise SchemaTooNewError(path, current, len(migrations))
+    for version in range(current, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrations[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,26 @@
+"""Tuning knobs of the store, one frozen object passed in by the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    batch_interval_s: float = 1.0
+    """How long the writer collects rows before one commit (the loss window of a crash)."""
+    batch_max_rows: int = 5000
+    """Commit early when this many rows are waiting."""
+    events_max_age_days: float = 30.0
+    events_max_rows: int = 1_000_000
+    commands_max_age_days: float = 30.0
+    commands_max_rows: int = 200_000
+    retention_interval_s: float = 300.0
+    max_pending_rows: int = 200_000
+    """Rows held in memory while commits fail; past it the oldest waiting events are dropped."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"store setting {f.name} must be a positive number, got {value!r}")

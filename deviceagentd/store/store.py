@@ -1,0 +1,257 @@
+"""The store facade: what the rest of the daemon calls.
+
+Durability contract
+-------------------
+Writes are accepted in memory on the event loop and committed by one writer thread in
+batches (one transaction per `batch_interval_s`, sooner at `batch_max_rows`, on `flush()`
+and on `close()`). The database runs in WAL mode with synchronous=NORMAL, so:
+
+* `close()` (the SIGTERM path) commits everything accepted before it returns.
+* A crash of the process (kill -9, OOM kill) loses only rows not yet committed: at most
+  the last batch window, plus whatever was waiting while commits were failing.
+* A power cut or OS crash may additionally roll back the last few committed
+  transactions (NORMAL does not fsync the WAL on every commit), again a few seconds.
+* Neither ever corrupts the file. If it is corrupt anyway (bad SD card), `open()` moves
+  it aside as `<name>.corrupt-<ms>` and starts with an empty database.
+
+Rows that JSON cannot encode are refused when handed in (TypeError/ValueError from the
+call), never later. If more than `max_pending_rows` are waiting (commits failing), the
+oldest waiting events are dropped and counted in `stats().dropped_rows`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deviceagentd.store.database import open_reader, open_writer
+from deviceagentd.store.errors import StoreError
+from deviceagentd.store.pending import PendingWrites
+from deviceagentd.store.reader import Reader, select_command, select_devices, select_events
+from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
+from deviceagentd.store.rows import (
+    DeviceRow,
+    command_outcome,
+    command_record,
+    command_row,
+    device_record,
+    device_row,
+    event_record,
+    event_row,
+    with_outcome,
+)
+from deviceagentd.store.settings import StoreSettings
+from deviceagentd.store.writer import Writer
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    commits: int
+    rows_written: int
+    pending_rows: int
+    dropped_rows: int
+    last_commit_ms: int | None
+    last_error: str | None
+    db_path: str
+    db_bytes: int
+
+
+@dataclass
+class _Running:
+    pending: PendingWrites
+    writer: Writer
+    reader: Reader
+
+
+class Store:
+    """SQLite storage for devices, events and commands.
+
+    The add/save/update/delete methods and the async reads are for the event loop thread
+    only: they never wait on I/O.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: StoreSettings,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self._path = path
+        self._settings = settings
+        self._clock_ms = clock_ms
+        self._running: _Running | None = None
+        self._closed = False
+        self._next_event_id = 1
+
+    # --- lifecycle ---
+
+    def open(self) -> None:
+        """Check, repair or create the database and start the writer. Blocking; call once."""
+        if self._running is not None or self._closed:
+            raise StoreError("Store.open() may be called only once")
+        conn = open_writer(self._path, self._clock_ms())
+        try:
+            max_id = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+            reader = Reader(open_reader(self._path))
+        except BaseException:
+            conn.close()
+            raise
+        self._next_event_id = (max_id or 0) + 1
+        pending = PendingWrites(
+            batch_max_rows=self._settings.batch_max_rows,
+            max_rows=self._settings.max_pending_rows,
+        )
+        writer = Writer(conn, pending, self._settings, self._clock_ms)
+        writer.start()
+        self._running = _Running(pending, writer, reader)
+
+    def close(self) -> None:
+        """Commit everything accepted, stop the writer, close connections. Blocking."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._running is not None:
+            self._running.writer.stop()
+            self._running.reader.close()
+
+    # --- writes: enqueue only ---
+
+    def save_device(self, record: DeviceRecord) -> None:
+        self._live().pending.put_device(record.device_id, device_row(record))
+
+    def delete_device(self, device_id: str) -> None:
+        self._live().pending.put_device(device_id, None)
+
+    def add_event(self, event: NewEvent) -> EventRecord:
+        pending = self._live().pending
+        event_id = self._next_event_id
+        pending.put_event(event_row(event_id, event))
+        self._next_event_id += 1
+        return EventRecord(
+            id=event_id,
+            device_id=event.device_id,
+            product_id=event.product_id,
+            event=event.event,
+            level=event.level,
+            declared=event.declared,
+            data=event.data,
+            ts_ms=event.ts_ms,
+            received_at_ms=event.received_at_ms,
+            source=event.source,
+        )
+
+    def add_command(self, record: CommandRecord) -> None:
+        self._live().pending.put_command(command_row(record))
+
+    def update_command(self, record: CommandRecord) -> None:
+        self._live().pending.put_command_outcome(record.request_id, command_outcome(record))
+
+    # --- reads ---
+
+    def load_devices(self) -> list[DeviceRecord]:
+        """Every stored device. Blocking; meant for start-up."""
+        running = self._live()
+        waiting = running.pending.devices()
+        stored = running.reader.call_sync(select_devices)
+        by_id: dict[str, DeviceRow | None] = {row.device_id: row for row in stored}
+        by_id.update(waiting)
+        return [
+            device_record(row)
+            for _, row in sorted(by_id.items(), key=lambda item: item[0])
+            if row is not None
+        ]
+
+    async def query_events(
+        self,
+        device_id: str,
+        *,
+        limit: int,
+        before: int | None = None,
+        event: str | None = None,
+    ) -> list[EventRecord]:
+        """Events of one device, newest first, including ones not committed yet."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first: a commit between the two reads then shows a row twice
+        # (deduplicated by id) instead of not at all.
+        waiting = running.pending.events(device_id, limit=limit, before=before, event=event)
+        by_id = {row.id: row for row in waiting}
+        # Batches commit in id order, so a stored row missing from `waiting` is older than
+        # all of it; with `limit` waiting rows the database cannot add anything.
+        if len(waiting) < limit:
+            query = functools.partial(
+                select_events, device_id=device_id, limit=limit, before=before, event=event
+            )
+            for row in await running.reader.call(query):
+                by_id.setdefault(row.id, row)
+        return [event_record(by_id[key]) for key in sorted(by_id, reverse=True)[:limit]]
+
+    async def get_command(self, request_id: str) -> CommandRecord | None:
+        running = self._live()
+        inserted, outcome = running.pending.command(request_id)
+        if inserted is not None:
+            return command_record(inserted)
+        stored = await running.reader.call(functools.partial(select_command, request_id=request_id))
+        if stored is None:
+            return None
+        return command_record(stored if outcome is None else with_outcome(stored, outcome))
+
+    async def flush(self) -> None:
+        """Resolve once everything accepted before this call is committed.
+
+        Raises StoreError if the writer stopped before that (closing with a failed disk).
+        """
+        running = self._running
+        if running is None:
+            raise StoreError("store is not open")
+        target = running.pending.request_flush()
+        await running.writer.when_committed(target, asyncio.get_running_loop())
+
+    # --- health ---
+
+    @property
+    def healthy(self) -> bool:
+        """False if the writer thread is gone or the last commit failed."""
+        return self._running is not None and self._running.writer.healthy
+
+    @property
+    def writer_alive(self) -> bool:
+        """False once the writer thread is gone (crashed or closed); a failing disk is not
+        enough, so a watchdog can tell "stuck for good" from "retrying"."""
+        return self._running is not None and self._running.writer.alive
+
+    def stats(self) -> StoreStats:
+        running = self._running
+        db_bytes = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):  # not created yet, or moved aside
+                db_bytes += os.stat(f"{self._path}{suffix}").st_size
+        if running is None:
+            return StoreStats(0, 0, 0, 0, None, None, str(self._path), db_bytes)
+        writer = running.writer
+        return StoreStats(
+            commits=writer.commits,
+            rows_written=writer.rows_written,
+            pending_rows=running.pending.rows(),
+            dropped_rows=running.pending.dropped_rows + writer.rejected_rows,
+            last_commit_ms=writer.last_commit_ms,
+            last_error=writer.last_error,
+            db_path=str(self._path),
+            db_bytes=db_bytes,
+        )
+
+    def _live(self) -> _Running:
+        if self._running is None or self._closed:
+            raise StoreError("store is not open" if not self._closed else "store is closed")
+        return self._running

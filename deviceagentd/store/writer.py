@@ -1,0 +1,263 @@
+"""The writer thread: owns the write connection, commits batches, runs retention.
+
+It waits for the first waiting row, lets rows gather for `batch_interval_s` (or until
+`batch_max_rows`, a flush, or close), then writes them all in one transaction. A failed
+commit keeps the batch and retries it with backoff; the thread itself never gives up
+until the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from deviceagentd.store.errors import StoreError
+from deviceagentd.store.pending import Batch, PendingWrites
+from deviceagentd.store.retention import prune
+from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow
+from deviceagentd.store.settings import StoreSettings
+
+_log = logging.getLogger("deviceagentd.store")
+
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 30.0
+_CLOSE_ATTEMPTS = 3
+
+# Errors that come from one row's values (too-large int, unbindable type, constraint), not
+# from the disk: retrying the batch would fail forever, so the rows are written one by one
+# and the offending ones dropped.
+_ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+
+
+def _insert(table: str, fields: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in fields)
+    return f"INSERT OR REPLACE INTO {table} ({', '.join(fields)}) VALUES ({marks})"
+
+
+_INSERT_EVENT = _insert("events", EventRow._fields)
+_UPSERT_DEVICE = _insert("devices", DeviceRow._fields)
+_DELETE_DEVICE = "DELETE FROM devices WHERE device_id = ?"
+_INSERT_COMMAND = _insert("commands", CommandRow._fields)
+_UPDATE_COMMAND = (
+    f"UPDATE commands SET {', '.join(f'{name} = ?' for name in CommandOutcome._fields)} "
+    "WHERE request_id = ?"
+)
+
+
+def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
+    return [
+        (_INSERT_EVENT, batch.events),
+        (_DELETE_DEVICE, [(key,) for key, row in batch.devices.items() if row is None]),
+        (_UPSERT_DEVICE, [row for row in batch.devices.values() if row is not None]),
+        (_INSERT_COMMAND, batch.command_inserts.values()),
+        (_UPDATE_COMMAND, [(*outcome, key) for key, outcome in batch.command_updates.items()]),
+    ]
+
+
+class Writer:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        pending: PendingWrites,
+        settings: StoreSettings,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._conn = conn
+        self._pending = pending
+        self._settings = settings
+        self._clock_ms = clock_ms
+        # daemon: a caller that forgets close() must not hang interpreter exit; it loses
+        # at most the open batch window, the same as a crash.
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._waiters_lock = threading.Lock()
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._finished = False
+        self._failing = False
+        # Read by the loop for stats; single int/str assignments, so no lock.
+        self.commits = 0
+        self.rows_written = 0
+        self.rejected_rows = 0
+        self.last_commit_ms: int | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what is waiting, then end the thread and close the connection."""
+        self._pending.close()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and not self._failing
+
+    def when_committed(self, target: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future resolved (on `loop`) once operation number `target` is committed."""
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if self._pending.committed_seq >= target:
+                future.set_result(None)
+            elif self._finished:
+                future.set_exception(StoreError("store writer has stopped; rows were not saved"))
+            else:
+                self._waiters.append((target, loop, future))
+        return future
+
+    # --- the thread ---
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            self.last_error = f"writer thread died: {exc!r}"
+            _log.exception("store writer thread died; nothing more will be saved")
+        finally:
+            with self._waiters_lock:
+                self._finished = True
+                waiters, self._waiters = self._waiters, []
+            for _, loop, future in waiters:
+                _call_soon(loop, _fail, future)
+            self._close_connection()
+
+    def _serve(self) -> None:
+        settings = self._settings
+        retention_at = time.monotonic()  # once at start, so frequent restarts still prune
+        failures = 0
+        while True:
+            if self._pending.wait_ready(interval_s=settings.batch_interval_s, until=retention_at):
+                batch = self._pending.take()
+                assert batch is not None
+                if not self._commit(batch):
+                    failures += 1
+                    if self._pending.closing and failures >= _CLOSE_ATTEMPTS:
+                        lost = self._pending.abandon()
+                        _log.error("store closing: gave up on %d unsaved rows", lost)
+                        return
+                    backoff = _BACKOFF_FIRST_S * 2 ** min(failures - 1, 10)
+                    self._pending.sleep(min(_BACKOFF_MAX_S, backoff))
+                    continue
+                failures = 0
+            elif self._pending.closing:
+                return
+            if not self._pending.closing and time.monotonic() >= retention_at:
+                finished = self._prune()
+                retention_at = time.monotonic() + (
+                    settings.retention_interval_s if finished else 0.0
+                )
+
+    def _commit(self, batch: Batch) -> bool:
+        rejected = 0
+        try:
+            try:
+                self._write(batch, one_by_one=False)
+            except _ROW_ERRORS as exc:
+                rejected = self._write(batch, one_by_one=True)
+                self.rejected_rows += rejected
+                self.last_error = f"rejected {rejected} row(s): {exc}"
+                _log.error("store rejected %d row(s) it cannot save: %s", rejected, exc)
+        except sqlite3.Error as exc:
+            self.last_error = f"commit failed: {exc}"
+            if not self._failing:
+                self._failing = True
+                _log.error("store commit failed, keeping the rows and retrying: %s", exc)
+            return False
+        if self._failing:
+            self._failing = False
+            _log.warning("store commits work again")
+        self.commits += 1
+        self.rows_written += len(batch) - rejected
+        self.last_commit_ms = self._clock_ms()
+        self._pending.committed(batch)
+        self._notify(batch.last_seq)
+        return True
+
+    def _write(self, batch: Batch, *, one_by_one: bool) -> int:
+        """Write the batch in one transaction; returns how many rows were rejected."""
+        rejected = 0
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in _statements(batch):
+                if not one_by_one:
+                    conn.executemany(sql, rows)
+                    continue
+                for row in rows:
+                    try:
+                        conn.execute(sql, row)
+                    except _ROW_ERRORS as exc:
+                        rejected += 1
+                        _log.debug("store rejected row %r: %s", row, exc)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return rejected
+
+    def _prune(self) -> bool:
+        try:
+            result = prune(self._conn, self._settings, self._clock_ms())
+        except sqlite3.Error as exc:
+            self.last_error = f"retention failed: {exc}"
+            _log.warning("store retention failed, will try again later: %s", exc)
+            return True
+        if result.events or result.commands:
+            _log.info(
+                "store retention deleted %d events and %d commands",
+                result.events,
+                result.commands,
+            )
+        return result.finished
+
+    def _notify(self, committed_seq: int) -> None:
+        with self._waiters_lock:
+            done = [w for w in self._waiters if w[0] <= committed_seq]
+            self._waiters = [w for w in self._waiters if w[0] > committed_seq]
+        for _, loop, future in done:
+            _call_soon(loop, _resolve, future)
+
+    def _close_connection(self) -> None:
+        try:
+            # Leave a small WAL behind; the reader may still hold the file open, so the
+            # automatic checkpoint-on-close would not happen.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _log.debug("store checkpoint at close failed: %s", exc)
+        self._conn.close()
+
+
+def _call_soon(
+    loop: asyncio.AbstractEventLoop,
+    callback: Callable[[asyncio.Future[None]], None],
+    future: asyncio.Future[None],
+) -> None:
+    with contextlib.suppress(RuntimeError):  # that loop is closed; nobody is waiting any more
+        loop.call_soon_threadsafe(callback, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(StoreError("store writer has stopped; rows were not saved"))

@@ -1,0 +1,164 @@
+"""Opening the database: fresh files, migrations, downgrade refusal, corrupt files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from deviceagentd.store import NewEvent, SchemaTooNewError, Store, StoreSettings
+from deviceagentd.store.schema import MIGRATIONS, migrate
+
+NOW_MS = 1_700_000_000_000
+SETTINGS = StoreSettings(batch_interval_s=30.0)
+
+
+def clock_ms() -> int:
+    return NOW_MS
+
+
+def new_event(n: int = 0) -> NewEvent:
+    return NewEvent("dev-1", "thermo", "alarm", "info", True, {"n": n}, NOW_MS, NOW_MS)
+
+
+def schema_objects(path: Path) -> set[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+    return set(rows)
+
+
+def pragma(path: Path, name: str) -> object:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+async def write_events(path: Path, count: int) -> None:
+    store = Store(path, SETTINGS, clock_ms)
+    store.open()
+    try:
+        for i in range(count):
+            store.add_event(new_event(i))
+        await store.flush()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("existing", ["missing", "empty file"])
+async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing: str) -> None:
+    path = tmp_path / "a" / "b" / "state.db"
+    if existing == "empty file":
+        path.parent.mkdir(parents=True)
+        path.touch()
+
+    await write_events(path, 1)
+
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 1
+    assert pragma(path, "journal_mode") == "wal"
+    assert pragma(path, "auto_vacuum") == 2  # incremental
+    assert schema_objects(path) == {
+        ("table", "devices"),
+        ("table", "events"),
+        ("table", "commands"),
+        ("index", "events_by_device"),
+        ("index", "events_by_received_at"),
+        ("index", "commands_by_sent_at"),
+    }
+    with sqlite3.connect(path) as conn:
+        columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]
+        assert columns == ["device_id", "id"]
+        assert conn.execute("SELECT data FROM events").fetchall() == [('{"n":0}',)]
+
+
+async def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await write_events(path, 2)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 7")
+
+    store = Store(path, SETTINGS, clock_ms)
+    with pytest.raises(SchemaTooNewError) as caught:
+        store.open()
+
+    assert (caught.value.found, caught.value.known) == (7, len(MIGRATIONS))
+    assert "version 7" in str(caught.value)
+    assert not store.healthy
+    assert pragma(path, "user_version") == 7
+    assert list(tmp_path.glob("*.corrupt-*")) == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+
+
+def test_a_new_migration_is_one_more_list_entry(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    migrate(conn, "m.db")
+    conn.execute("INSERT INTO devices VALUES ('d', 'p', 1, '{}', '{}', 1, 2, 'json')")
+
+    def add_sessions(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY)")
+
+    migrate(conn, "m.db", [*MIGRATIONS, add_sessions])
+
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone()
+    assert conn.execute("SELECT device_id FROM devices").fetchall() == [("d",)]
+    conn.close()
+
+
+def test_a_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+
+    def half_done(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY)")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        migrate(conn, "m.db", [*MIGRATIONS, half_done])
+
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone() is None
+    assert not conn.in_transaction
+    conn.close()
+
+
+async def test_garbage_file_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    garbage = b"this is not an SQLite database " * 500
+    path.write_bytes(garbage)
+    Path(f"{path}-wal").write_bytes(b"stale wal")
+
+    with caplog.at_level(logging.WARNING, logger="deviceagentd.store"):
+        await write_events(path, 3)
+
+    moved = tmp_path / f"state.db.corrupt-{NOW_MS}"
+    assert moved.read_bytes() == garbage
+    # The old WAL must never be replayed into the new file.
+    wal = Path(f"{path}-wal")
+    assert not wal.exists() or wal.read_bytes() != b"stale wal"
+    assert any(str(moved) in r.getMessage() for r in caplog.records)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
+
+
+async def test_damaged_pages_are_detected_and_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await write_events(path, 3000)
+    page_size = int(str(pragma(path, "page_size")))
+    assert path.stat().st_size > 20 * page_size
+    with path.open("r+b") as f:
+        f.seek(5 * page_size)
+        f.write(os.urandom(10 * page_size))
+
+    await write_events(path, 1)
+
+    [moved] = tmp_path.glob("state.db.corrupt-*")
+    assert moved.stat().st_size > 20 * page_size
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM events").fetchall() == [(1,)]
