@@ -7,6 +7,7 @@ failure is one `DecodeError` with a reason name used for counting and logging.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
 import cbor2
@@ -27,6 +28,39 @@ class DecodeError(Exception):
 
 def _reject_shared_refs(*_decoder: Any) -> Any:
     raise ValueError("CBOR value sharing (tags 28/29) is not accepted")
+
+
+def _reject_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# What the rest of the gateway can store and serve as JSON: 64-bit integers, finite floats.
+_INT_LIMIT = 2**63
+
+
+def _json_problem(value: Any, path: str) -> str | None:
+    """Where a decoded CBOR value holds something JSON cannot (bytes, tags, NaN, huge ints)."""
+    if value is None or isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if -_INT_LIMIT <= value < _INT_LIMIT else f"{path} is an integer beyond 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is not a finite number"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a map key that is not a text string"
+            problem = _json_problem(item, f"{path}.{key}")
+            if problem:
+                return problem
+        return None
+    return f"{path} is a CBOR {type(value).__name__}, which has no JSON equivalent"
 
 
 def sniff_encoding(payload: bytes, content_type: str | None) -> Encoding:
@@ -54,8 +88,8 @@ def decode(payload: bytes, content_type: str | None, max_bytes: int) -> tuple[di
     value: Any
     if encoding == "json":
         try:
-            value = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            value = json.loads(payload, parse_constant=_reject_json_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DecodeError("bad_json", str(exc)) from exc
     else:
         try:
@@ -70,8 +104,10 @@ def decode(payload: bytes, content_type: str | None, max_bytes: int) -> tuple[di
             raise DecodeError("bad_cbor", str(exc)) from exc
     if not isinstance(value, dict):
         raise DecodeError("not_object", f"payload decodes to {type(value).__name__}, not an object")
-    if encoding == "cbor" and not all(isinstance(k, str) for k in value):
-        raise DecodeError("bad_cbor", "map keys must be text strings")
+    if encoding == "cbor":
+        problem = _json_problem(value, "$")
+        if problem:
+            raise DecodeError("unsupported_cbor_value", problem)
     return value, encoding
 
 
