@@ -56,6 +56,7 @@ class Daemon:
     catalog: Catalog
     notifier: Notifier = field(default_factory=Notifier)
     clock: Clock = field(default_factory=Clock)
+    ready_without_broker_s: float = READY_WITHOUT_BROKER_S
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -171,10 +172,10 @@ class Daemon:
 
     async def _announce_ready(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.link.subscribed.wait(), READY_WITHOUT_BROKER_S)
+            await asyncio.wait_for(self.link.subscribed.wait(), self.ready_without_broker_s)
         if not self.link.subscribed.is_set():
             log.warning("MQTT broker %s still unreachable after %.0f s; serving HTTP and retrying",
-                        self.config.mqtt.url, READY_WITHOUT_BROKER_S)
+                        self.config.mqtt.url, self.ready_without_broker_s)
         self.ready.set()
         self.notifier.ready(self._status_line())
         log.info("ready (%s)", self._status_line())

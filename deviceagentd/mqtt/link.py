@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class _Client(gmqtt.Client):  # type: ignore[misc]
 class LinkStatus:
     state: str = "starting"  # starting | connecting | connected | disconnected | stopped
     connects: int = 0
+    # Failed connection attempts since start (consecutive ones drive the backoff).
+    failures_seen: int = 0
     last_error: str = ""
     since_monotonic: float = 0.0
 
@@ -237,11 +240,18 @@ class MqttLink:
             message = f"no answer within {CONNECT_TIMEOUT_S:g} s"
         elif isinstance(exc, ssl.SSLError):
             message = f"TLS error: {exc.reason or exc}"
+        elif isinstance(exc, ConnectionRefusedError):
+            message = f"connection refused (is the broker running on {self._broker.host}:{self._broker.port}?)"
+        elif isinstance(exc, socket.gaierror):
+            message = f"cannot resolve the broker host {self._broker.host!r}"
+        elif isinstance(exc, OSError) and exc.strerror:
+            message = exc.strerror.lower()
         else:
             message = str(exc) or type(exc).__name__
         self.status.state = "disconnected"
         self.status.last_error = message
         self._failures += 1
+        self.status.failures_seen += 1
         # The first failure and then every tenth: enough to see in the journal, not a flood.
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning("cannot connect to MQTT broker %s: %s (attempt %d, retrying)",
