@@ -117,7 +117,8 @@ class Daemon:
         m.gauge("deviceagentd_commands_pending", "Commands waiting for an answer", lambda: self.commands.pending_count)
         m.gauge("deviceagentd_store_pending_rows", "Rows accepted but not yet committed",
                 lambda: self.store.stats().pending_rows)
-        m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits)
+        m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
+                kind="counter")
         m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: 0)
 
     # ------------------------------------------------------------------ lifecycle

@@ -56,15 +56,17 @@ class Counter:
 
 @dataclass
 class Gauge:
-    """A value read when scraped, so it can never go stale."""
+    """A value read when scraped, so it can never go stale. `kind` "counter" for totals kept
+    elsewhere (e.g. the store's commit count)."""
 
     name: str
     help: str
     read: Callable[[], float]
+    kind: str = "gauge"
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         yield f"{self.name} {_num(self.read())}"
 
 
@@ -148,8 +150,8 @@ class Metrics:
     )
     gauges: list[Gauge] = field(default_factory=list)
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self.gauges.append(Gauge(name, help_text, read))
+    def gauge(self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge") -> None:
+        self.gauges.append(Gauge(name, help_text, read, kind))
 
     def render(self) -> str:
         lines: list[str] = []

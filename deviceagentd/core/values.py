@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ def check_value(spec: FieldSpec, value: Any, check_range: bool = True) -> str | 
         if (isinstance(value, bool) or not isinstance(value, int)) and not is_integral_float:
             return "must be an integer"
     elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             return "must be a number"
     elif kind == "bool":
         if not isinstance(value, bool):

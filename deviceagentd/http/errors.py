@@ -65,12 +65,17 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return body
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity; they are not JSON and no device could parse them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -85,10 +90,10 @@ def int_query(request: web.Request, name: str, default: int | None, low: int, hi
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_field(name, "must be an integer") from None
+    # Plain ASCII digits only: int() would also take "1_0", " 5" and non-Latin digits.
+    if not (raw.isascii() and raw.isdigit()):
+        raise bad_field(name, "must be an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise bad_field(name, f"must be between {low} and {high}")
     return value
