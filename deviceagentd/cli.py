@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 from deviceagentd import __version__
-from deviceagentd.config import Config, ConfigError, effective_config, load_config, to_toml
+from deviceagentd.config import CONFIG_PATH_ENV, Config, ConfigError, effective_config, load_config, to_toml
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.spec import SpecError
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 1
-CONFIG_ENV = "DEVICEAGENTD_CONFIG"
 
 _SYSLOG_PREFIX = {logging.DEBUG: "<7>", logging.INFO: "<6>", logging.WARNING: "<4>", logging.ERROR: "<3>",
                   logging.CRITICAL: "<2>"}
@@ -45,7 +44,7 @@ def setup_logging(level: str) -> None:
 
 
 def _config_path(arg: str | None) -> Path | None:
-    value = arg or os.environ.get(CONFIG_ENV)
+    value = arg or os.environ.get(CONFIG_PATH_ENV)
     return Path(value) if value else None
 
 
@@ -100,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("-c", "--config",
-                             help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+                             help=f"TOML config file (default: ${CONFIG_PATH_ENV}, else built-in defaults)")
         command.set_defaults(func=func)
     return parser
 

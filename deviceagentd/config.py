@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 
 ENV_PREFIX = "DEVICEAGENTD_"
+# Read by the CLI (which file to load), not a key inside the file.
+CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset({"mqtt.password", "http.tokens"})
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
@@ -292,16 +294,17 @@ def _parse_env_value(raw: str, hint: Any) -> Any:
 def _apply_env(config: Config, env: Mapping[str, str], problems: list[ConfigProblem]) -> None:
     known = {env_name(dotted): target for dotted, target in _settable(config).items()}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
             continue
         if name not in known:
             problems.append(ConfigProblem(name, "unknown environment override (no such key)"))
             continue
         owner, attr, hint = known[name]
         if isinstance(owner, TopicTemplates):
-            values = dataclasses.asdict(owner)
+            # Topic templates are frozen: rebuild from the current ones, so that several
+            # overrides all apply.
+            values = dataclasses.asdict(config.mqtt.topics)
             values[attr] = raw
-            # Topic templates are frozen; rebuild the object that owns them.
             config.mqtt.topics = TopicTemplates(**values)
             continue
         converted = _convert(_parse_env_value(raw, hint), hint, name, problems)

@@ -33,11 +33,17 @@ PRODUCTS_DIR = REPO / "etc" / "deviceagentd" / "products"
 
 def daemon_env(broker_url: str, state_dir: Path, http_port: int, **overrides: Any) -> dict[str, str]:
     """Environment overrides for a test daemon; keyword names are `section_key` in lower case."""
+    voice_port = free_port()
+    while voice_port == http_port:
+        voice_port = free_port()
     env = {
         "DEVICEAGENTD_MQTT_URL": broker_url,
         "DEVICEAGENTD_MQTT_CLIENT_ID": f"test-gw-{uuid.uuid4().hex[:8]}",
         "DEVICEAGENTD_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "DEVICEAGENTD_VOICE_LISTEN": f"127.0.0.1:{free_port()}",
+        "DEVICEAGENTD_VOICE_LISTEN": f"127.0.0.1:{voice_port}",
+        # Test gateways use fresh client ids; a short session keeps the shared broker from
+        # queueing every later message for each of them. Tests of persistence override it.
+        "DEVICEAGENTD_MQTT_SESSION_EXPIRY_S": "30",
         "DEVICEAGENTD_STORAGE_DIR": str(state_dir),
         "DEVICEAGENTD_STORAGE_BATCH_INTERVAL_S": "0.05",
         "DEVICEAGENTD_PRODUCTS_DIR": str(PRODUCTS_DIR),

@@ -12,7 +12,8 @@ from deviceagentd.store.records import EventRecord, NewEvent
 
 # Device timestamps before this are not real epoch milliseconds (seconds, or an unset clock).
 _MIN_PLAUSIBLE_TS_MS = 1_000_000_000_000
-_MAX_PLAUSIBLE_TS_MS = 100_000_000_000_000
+# A device clock more than a day ahead of ours is wrong; we keep our receive time instead.
+_MAX_AHEAD_MS = 24 * 3600 * 1000
 
 
 class EventStore(Protocol):
@@ -41,7 +42,7 @@ class EventRecorder:
         fields = {k: v for k, v in data.items() if k not in ("event", "level")}
         now_ms = self.clock.wall_ms()
         ts = body.get("ts")
-        if isinstance(ts, bool) or not isinstance(ts, int) or not _MIN_PLAUSIBLE_TS_MS <= ts < _MAX_PLAUSIBLE_TS_MS:
+        if isinstance(ts, bool) or not isinstance(ts, int) or not _MIN_PLAUSIBLE_TS_MS <= ts <= now_ms + _MAX_AHEAD_MS:
             ts = now_ms
         return self.store.add_event(
             NewEvent(

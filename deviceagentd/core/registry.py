@@ -212,6 +212,9 @@ class DeviceRegistry:
         else:
             snapshot = data
         spec, device = self.resolve(product_id, device_id, metadata)
+        if device is None and going_offline:
+            # Typically the last will of a device we never saw online: nothing to record.
+            raise Rejected("not_registered", f"offline status from {device_id!r}, which never registered")
         device = self.heard_from(spec, device_id, device, encoding)
         result = TelemetryResult(device)
         if snapshot:

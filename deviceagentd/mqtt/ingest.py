@@ -82,8 +82,10 @@ class Ingest:
             elif kind is TopicKind.EVENT:
                 self._events.accept(parsed.product_id, parsed.device_id, body, encoding)
             elif kind is TopicKind.RESPONSE:
-                self._commands.handle_response(parsed.product_id, parsed.device_id, body)
+                # Resolve first: an answer under another product's topic must not complete
+                # the command.
                 spec, device = self._registry.resolve(parsed.product_id, parsed.device_id)
+                self._commands.handle_response(parsed.product_id, parsed.device_id, body)
                 self._registry.heard_from(spec, parsed.device_id, device, encoding)
             else:
                 # Text requests (*_in) belong to the agent; nothing subscribes to them yet.
