@@ -195,6 +195,9 @@ class DeviceLink:
         address = self.settings.address
         while True:
             client = self._new_client()
+            # Set before connecting: the on-connect callback publishes the online status
+            # through self._client, and it runs before connect() returns.
+            self._client = client
             try:
                 await asyncio.wait_for(
                     client.connect(
@@ -207,6 +210,7 @@ class DeviceLink:
                     CONNECT_TIMEOUT_S,
                 )
             except (OSError, TimeoutError, gmqtt.MQTTConnectError) as exc:
+                self._client = None
                 await self._abandon(client)
                 wait = delay * self._rng.uniform(0.8, 1.2)
                 self._log.warning("%s — retrying in %.0f s", connect_failure(address.url, exc), wait)
@@ -214,9 +218,9 @@ class DeviceLink:
                 delay = min(delay * 2, MAX_RETRY_S)
                 continue
             except BaseException:
+                self._client = None
                 await self._abandon(client)
                 raise
-            self._client = client
             break
         await self._online_once.wait()
 
