@@ -105,8 +105,9 @@ class Daemon:
         self.ready = asyncio.Event()
         self._register_gauges()
 
-    async def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
-        return await self.ingest.on_message(topic, payload, qos, properties)
+    def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        # The link is built before ingest (ingest answers time sync through the link).
+        return self.ingest.on_message(topic, payload, qos, properties)
 
     def _register_gauges(self) -> None:
         m = self.metrics

@@ -34,6 +34,10 @@ def _reject_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# One decoder for every payload: json.loads with options builds a new decoder per call, which
+# is a measurable share of ingest time.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_json_constant)
+
 # What the rest of the gateway can store and serve as JSON: 64-bit integers, finite floats.
 _INT_LIMIT = 2**63
 
@@ -88,7 +92,7 @@ def decode(payload: bytes, content_type: str | None, max_bytes: int) -> tuple[di
     value: Any
     if encoding == "json":
         try:
-            value = json.loads(payload, parse_constant=_reject_json_constant)
+            value = _JSON_DECODER.decode(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DecodeError("bad_json", str(exc)) from exc
     else:

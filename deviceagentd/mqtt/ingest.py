@@ -49,7 +49,7 @@ class Ingest:
         self._rejects = rejects
         self._max_payload = max_payload_bytes
 
-    async def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # Stamp first: serverRecvTime must not include our own parsing.
         recv_ns = time.time_ns()
         try:

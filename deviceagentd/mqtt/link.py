@@ -18,7 +18,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,8 @@ from deviceagentd.core.metrics import Metrics
 log = logging.getLogger("deviceagentd.mqtt")
 
 # on_message(topic, payload, qos, properties) -> reason code for the PUBACK (0 = success).
-MessageHandler = Callable[[str, bytes, int, dict[str, Any]], Awaitable[int]]
+# Synchronous: handling never waits, and one coroutine per message is all gmqtt needs.
+MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int]
 
 CONNECT_TIMEOUT_S = 10.0
 PUBACK_WAIT_S = 10.0
@@ -300,7 +301,7 @@ class MqttLink:
     async def _handle_message(self, client: _Client, topic: str, payload: bytes, qos: int,
                               properties: dict[str, Any]) -> int:
         try:
-            return await self._on_message(topic, payload, qos, properties)
+            return self._on_message(topic, payload, qos, properties)
         except Exception:
             # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
             log.exception("error handling a message on %s", topic)

@@ -98,13 +98,28 @@ class TopicParser:
         TopicKind.PRODUCT_IN,
     )
 
+    # Devices publish on a few topics each, again and again: remember the parsed ones.
+    CACHE_SIZE = 8192
+
     def __init__(self, templates: TopicTemplates, kinds: tuple[TopicKind, ...] = INBOUND) -> None:
         self._patterns: list[tuple[TopicKind, re.Pattern[str]]] = [
             (kind, _compile(templates.template(kind))) for kind in kinds
         ]
+        self._cache: dict[str, ParsedTopic] = {}
 
     def parse(self, topic: str) -> ParsedTopic | None:
         """None when no template matches; BadTopicId when one matches with an unusable id."""
+        cached = self._cache.get(topic)
+        if cached is not None:
+            return cached
+        parsed = self._parse(topic)
+        if parsed is not None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache[topic] = parsed
+        return parsed
+
+    def _parse(self, topic: str) -> ParsedTopic | None:
         for kind, pattern in self._patterns:
             match = pattern.fullmatch(topic)
             if match is None:

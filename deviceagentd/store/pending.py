@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow, with_outcome
+from deviceagentd.store.records import DeviceRecord
+from deviceagentd.store.rows import CommandOutcome, CommandRow, EventRow, with_outcome
 
 _log = logging.getLogger("deviceagentd.store")
 
@@ -26,7 +27,9 @@ _log = logging.getLogger("deviceagentd.store")
 @dataclass
 class Batch:
     events: deque[EventRow] = field(default_factory=deque)
-    devices: dict[str, DeviceRow | None] = field(default_factory=dict)
+    # Device records stay objects until the writer encodes them: a device reporting 50 times
+    # per batch window is encoded once, off the event loop.
+    devices: dict[str, DeviceRecord | None] = field(default_factory=dict)
     """Last write per device wins; None deletes the row."""
     command_inserts: dict[str, CommandRow] = field(default_factory=dict)
     command_updates: dict[str, CommandOutcome] = field(default_factory=dict)
@@ -79,7 +82,7 @@ class PendingWrites:
                     )
             self._accepted()
 
-    def put_device(self, device_id: str, row: DeviceRow | None) -> None:
+    def put_device(self, device_id: str, row: DeviceRecord | None) -> None:
         with self._cond:
             self._accept().devices[device_id] = row
             self._accepted()
@@ -183,8 +186,8 @@ class PendingWrites:
             inserted, outcome = with_outcome(inserted, outcome), None
         return inserted, outcome
 
-    def devices(self) -> dict[str, DeviceRow | None]:
-        merged: dict[str, DeviceRow | None] = {}
+    def devices(self) -> dict[str, DeviceRecord | None]:
+        merged: dict[str, DeviceRecord | None] = {}
         with self._cond:
             for batch in self._generations():
                 merged.update(batch.devices)

@@ -36,12 +36,10 @@ from deviceagentd.store.pending import PendingWrites
 from deviceagentd.store.reader import Reader, select_command, select_devices, select_events
 from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
 from deviceagentd.store.rows import (
-    DeviceRow,
     command_outcome,
     command_record,
     command_row,
     device_record,
-    device_row,
     event_record,
     event_row,
     with_outcome,
@@ -127,7 +125,7 @@ class Store:
     # --- writes: enqueue only ---
 
     def save_device(self, record: DeviceRecord) -> None:
-        self._live().pending.put_device(record.device_id, device_row(record))
+        self._live().pending.put_device(record.device_id, record)
 
     def delete_device(self, device_id: str) -> None:
         self._live().pending.put_device(device_id, None)
@@ -163,13 +161,9 @@ class Store:
         running = self._live()
         waiting = running.pending.devices()
         stored = running.reader.call_sync(select_devices)
-        by_id: dict[str, DeviceRow | None] = {row.device_id: row for row in stored}
+        by_id: dict[str, DeviceRecord | None] = {row.device_id: device_record(row) for row in stored}
         by_id.update(waiting)
-        return [
-            device_record(row)
-            for _, row in sorted(by_id.items(), key=lambda item: item[0])
-            if row is not None
-        ]
+        return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
 
     async def query_events(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.pending import Batch, PendingWrites
 from deviceagentd.store.retention import prune
-from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow
+from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow, device_row
 from deviceagentd.store.settings import StoreSettings
 
 _log = logging.getLogger("deviceagentd.store")
@@ -56,11 +56,25 @@ _UPDATE_COMMAND = (
 )
 
 
+def _device_rows(batch: Batch) -> list[DeviceRow]:
+    rows = []
+    for record in batch.devices.values():
+        if record is None:
+            continue
+        try:
+            rows.append(device_row(record))
+        except (TypeError, ValueError) as exc:
+            # Device values come through the payload codec, which admits only JSON values;
+            # should one slip through, that device's row is skipped, not the whole batch.
+            _log.error("device %s not saved: its state cannot be stored as JSON (%s)", record.device_id, exc)
+    return rows
+
+
 def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
     return [
         (_INSERT_EVENT, batch.events),
         (_DELETE_DEVICE, [(key,) for key, row in batch.devices.items() if row is None]),
-        (_UPSERT_DEVICE, [row for row in batch.devices.values() if row is not None]),
+        (_UPSERT_DEVICE, _device_rows(batch)),
         (_INSERT_COMMAND, batch.command_inserts.values()),
         (_UPDATE_COMMAND, [(*outcome, key) for key, outcome in batch.command_updates.items()]),
     ]
