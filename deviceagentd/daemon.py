@@ -132,7 +132,7 @@ class Daemon:
         log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
                  len(self.catalog.products), self.registry.total, self.config.storage.dir)
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
-        self._tasks.append(asyncio.create_task(self.registry.run_offline_timer(), name="offline-timer"))
+        self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))
@@ -223,6 +223,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.registry.persist_changes()
         await asyncio.to_thread(self.store.close)
         log.info("stopped; all accepted events are stored")
 

@@ -91,6 +91,8 @@ async def test_seed_online_status_registers_the_device(broker: MosquittoBroker, 
         assert device.device_id in [d["deviceId"] for d in listed["devices"]]
 
         # The device and its lifecycle event are on disk, not only in memory.
+        # Changed devices reach the store on the registry's persist tick; take it now.
+        gw.daemon.registry.persist_changes()
         await gw.daemon.store.flush()
         stored = await asyncio.to_thread(gw.daemon.store.load_devices)
         [record] = [r for r in stored if r.device_id == device.device_id]
@@ -487,6 +489,7 @@ async def test_a_cbor_value_without_json_equivalent_is_rejected(broker: Mosquitt
         assert "dump" not in [e.event for e in await events_of(gw, device.device_id)]
         status, body = await gw.request("GET", f"/api/devices/{device.device_id}")
         assert status == 200, body
+        gw.daemon.registry.persist_changes()
         await gw.daemon.store.flush()
         stored = await asyncio.to_thread(gw.daemon.store.load_devices)
         [record] = [r for r in stored if r.device_id == device.device_id]

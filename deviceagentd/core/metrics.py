@@ -35,6 +35,15 @@ def _num(value: float) -> str:
 
 
 @dataclass
+class BoundCounter:
+    values: dict[LabelKey, float]
+    key: LabelKey
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.values[self.key] += amount
+
+
+@dataclass
 class Counter:
     name: str
     help: str
@@ -46,6 +55,12 @@ class Counter:
 
     def get(self, labels: dict[str, str] | None = None) -> float:
         return self.values.get(_labels(labels), 0.0)
+
+    def labels(self, **labels: str) -> BoundCounter:
+        """A child with fixed labels, for hot paths (no per-call label sorting)."""
+        key = _labels(labels)
+        self.values.setdefault(key, 0.0)
+        return BoundCounter(self.values, key)
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"

@@ -97,6 +97,9 @@ class DeviceRegistry:
         self._offline_after_s = offline_after_s
         self._clock = clock or Clock()
         self._devices: dict[str, Device] = {}
+        # Devices changed since they were last handed to the store. A device reporting many
+        # times a second is copied and saved once per persist tick, not once per message.
+        self._dirty: set[str] = set()
         self._online_count = 0
         self.listeners: list[Callable[[Device, str], None]] = []
 
@@ -187,6 +190,7 @@ class DeviceRegistry:
         device.last_seen_ms = now_ms
         device.heard_at = self._clock.monotonic()
         device.encoding = encoding
+        self._dirty.add(device_id)
         if not device.online:
             self._set_online(device, True, "message received")
         return device
@@ -229,7 +233,6 @@ class DeviceRegistry:
             device.metadata = metadata
         if going_offline:
             self._set_online(device, False, "device reported offline")
-        self._store.save_device(device.to_record())
         if result.dropped_fields:
             self._metrics.validation_warnings.inc({"product": spec.product_id}, len(result.dropped_fields))
         return result
@@ -257,7 +260,7 @@ class DeviceRegistry:
                 source="gateway",
             )
         )
-        self._store.save_device(device.to_record())
+        self._dirty.add(device.device_id)
         for listener in self.listeners:
             listener(device, word)
 
@@ -271,7 +274,25 @@ class DeviceRegistry:
             self._set_online(device, False, f"no message for {self._offline_after_s:g} s")
         return len(silent)
 
-    async def run_offline_timer(self, tick_s: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(tick_s)
-            self.expire_silent()
+    def persist_changes(self) -> int:
+        """Hand every device changed since the last call to the store; returns how many."""
+        dirty, self._dirty = self._dirty, set()
+        for device_id in dirty:
+            device = self._devices.get(device_id)
+            if device is not None:
+                self._store.save_device(device.to_record())
+        return len(dirty)
+
+    async def run(self, persist_every_s: float = 0.25, expire_every_s: float = 1.0) -> None:
+        """Persist changed devices and expire silent ones, until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_expiry = loop.time() + expire_every_s
+        try:
+            while True:
+                await asyncio.sleep(persist_every_s)
+                self.persist_changes()
+                if loop.time() >= next_expiry:
+                    self.expire_silent()
+                    next_expiry = loop.time() + expire_every_s
+        finally:
+            self.persist_changes()

@@ -48,6 +48,7 @@ class Ingest:
         self._metrics = metrics
         self._rejects = rejects
         self._max_payload = max_payload_bytes
+        self._received = {kind: metrics.messages_in.labels(kind=kind.value) for kind in TopicKind}
 
     def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # Stamp first: serverRecvTime must not include our own parsing.
@@ -61,7 +62,7 @@ class Ingest:
             self._rejects.reject("message", "unknown_topic", topic, f"no topic template matches {topic!r}")
             return PUBACK_SUCCESS
         kind = parsed.kind
-        self._metrics.messages_in.inc({"kind": kind.value})
+        self._received[kind].inc()
         content_type = content_type_of_message(properties)
         if kind is TopicKind.NTP_REQUEST:
             encoding = self._ntp.handle(parsed.product_id, parsed.device_id, payload, content_type, recv_ns)
