@@ -478,9 +478,6 @@ async def http_command_rtts(b: Bench, daemon: DaemonClient, count: int, warmup: 
     spec = b.catalog.products["thermostat"]
     device = SimulatedDevice(spec, "bench-cmd", SimulatorOptions(url=b.broker.url, heartbeat_s=0, seed=1))
     await device.start()
-    # Under uvloop the simulator can drop its "online" status (it publishes from on_connect
-    # before DeviceLink.connect() has stored the client); a state report registers it anyway.
-    await device.report_state()
     url = f"{daemon.base_url}/api/devices/bench-cmd/commands"
     run = CommandRun()
     rtts, latencies, floor = run.rtt_ms, run.inside_ms, run.floor_ms
