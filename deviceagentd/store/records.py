@@ -19,10 +19,7 @@ class DeviceRecord:
 
 
 @dataclass
-class EventRecord:
-    """A stored event. `id` is assigned by the store when the event is accepted."""
-
-    id: int
+class NewEvent:
     device_id: str
     product_id: str
     event: str
@@ -35,16 +32,10 @@ class EventRecord:
 
 
 @dataclass
-class NewEvent:
-    device_id: str
-    product_id: str
-    event: str
-    level: str
-    declared: bool
-    data: dict[str, Any]
-    ts_ms: int
-    received_at_ms: int
-    source: str = "device"
+class EventRecord(NewEvent):
+    """A stored event: a NewEvent with the id the store gave it when it was accepted."""
+
+    id: int = 0
 
 
 @dataclass

@@ -135,18 +135,7 @@ class Store:
         event_id = self._next_event_id
         pending.put_event(event_row(event_id, event))
         self._next_event_id += 1
-        return EventRecord(
-            id=event_id,
-            device_id=event.device_id,
-            product_id=event.product_id,
-            event=event.event,
-            level=event.level,
-            declared=event.declared,
-            data=event.data,
-            ts_ms=event.ts_ms,
-            received_at_ms=event.received_at_ms,
-            source=event.source,
-        )
+        return EventRecord(**vars(event), id=event_id)
 
     def add_command(self, record: CommandRecord) -> None:
         self._live().pending.put_command(command_row(record))
