@@ -20,8 +20,9 @@ class EventQueries(Protocol):
     @property
     def healthy(self) -> bool: ...
 
-    async def query_events(self, device_id: str, *, limit: int, before: int | None = None,
-                           event: str | None = None) -> list[EventRecord]: ...
+    async def query_events(self, device_id: str | None, *, limit: int, before: int | None = None,
+                           event: str | None = None, since_ms: int | None = None,
+                           levels: frozenset[str] | None = None) -> list[EventRecord]: ...
 
 
 class BrokerState(Protocol):

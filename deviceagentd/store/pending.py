@@ -151,9 +151,16 @@ class PendingWrites:
         return [self._open] if self._inflight is None else [self._inflight, self._open]
 
     def events(
-        self, device_id: str, *, limit: int, before: int | None, event: str | None
+        self,
+        device_id: str | None,
+        *,
+        limit: int,
+        before: int | None,
+        event: str | None,
+        since_ms: int | None = None,
+        levels: frozenset[str] | None = None,
     ) -> list[EventRow]:
-        """Matching waiting events, newest first."""
+        """Matching waiting events, newest first; `device_id=None` means every device."""
         found: list[EventRow] = []
         with self._cond:
             for batch in reversed(self._generations()):
@@ -161,9 +168,11 @@ class PendingWrites:
                     if len(found) >= limit:
                         return found
                     if (
-                        row.device_id == device_id
+                        (device_id is None or row.device_id == device_id)
                         and (before is None or row.id < before)
                         and (event is None or row.event == event)
+                        and (since_ms is None or row.received_at_ms >= since_ms)
+                        and (levels is None or row.level in levels)
                     ):
                         found.append(row)
         return found

@@ -47,22 +47,35 @@ class Reader:
 
 def select_events(
     conn: sqlite3.Connection,
-    device_id: str,
+    device_id: str | None,
     *,
     limit: int,
     before: int | None,
     event: str | None,
+    since_ms: int | None = None,
+    levels: frozenset[str] | None = None,
 ) -> list[EventRow]:
-    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE device_id = ?"
-    args: list[object] = [device_id]
+    """Newest first; `device_id=None` means every device."""
+    clauses: list[str] = []
+    args: list[object] = []
+    if device_id is not None:
+        clauses.append("device_id = ?")
+        args.append(device_id)
     if before is not None:
-        sql += " AND id < ?"
+        clauses.append("id < ?")
         args.append(before)
     if event is not None:
-        sql += " AND event = ?"
+        clauses.append("event = ?")
         args.append(event)
-    sql += " ORDER BY id DESC LIMIT ?"
+    if since_ms is not None:
+        clauses.append("received_at_ms >= ?")
+        args.append(since_ms)
+    if levels is not None:
+        clauses.append(f"level IN ({', '.join('?' for _ in levels)})")
+        args.extend(sorted(levels))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     args.append(limit)
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events{where} ORDER BY id DESC LIMIT ?"
     return [EventRow._make(row) for row in conn.execute(sql, args)]
 
 

@@ -156,25 +156,30 @@ class Store:
 
     async def query_events(
         self,
-        device_id: str,
+        device_id: str | None,
         *,
         limit: int,
         before: int | None = None,
         event: str | None = None,
+        since_ms: int | None = None,
+        levels: frozenset[str] | None = None,
     ) -> list[EventRecord]:
-        """Events of one device, newest first, including ones not committed yet."""
+        """Events of one device (or all with None), newest first, including ones not committed yet."""
         running = self._live()
         if limit <= 0:
             return []
         # Waiting rows first: a commit between the two reads then shows a row twice
         # (deduplicated by id) instead of not at all.
-        waiting = running.pending.events(device_id, limit=limit, before=before, event=event)
+        waiting = running.pending.events(
+            device_id, limit=limit, before=before, event=event, since_ms=since_ms, levels=levels
+        )
         by_id = {row.id: row for row in waiting}
         # Batches commit in id order, so a stored row missing from `waiting` is older than
         # all of it; with `limit` waiting rows the database cannot add anything.
         if len(waiting) < limit:
             query = functools.partial(
-                select_events, device_id=device_id, limit=limit, before=before, event=event
+                select_events, device_id=device_id, limit=limit, before=before, event=event,
+                since_ms=since_ms, levels=levels,
             )
             for row in await running.reader.call(query):
                 by_id.setdefault(row.id, row)
