@@ -22,7 +22,7 @@ from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 ENV_PREFIX = "DEVICEAGENTD_"
 # Read by the CLI (which file to load), not a key inside the file.
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
-SECRET_KEYS = frozenset({"mqtt.password", "http.tokens"})
+SECRET_KEYS = frozenset({"mqtt.password", "http.tokens", "openai.api_key"})
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
 SOURCE_PRODUCTS_DIR = PACKAGE_DIR.parent / "etc" / "deviceagentd" / "products"
@@ -96,6 +96,37 @@ class CommandsConfig:
 
 
 @dataclass
+class AgentConfig:
+    # local = the offline intent engine; openai = any OpenAI-compatible endpoint ([openai]).
+    provider: str = "local"
+    history_max_messages: int = 50
+    sessions_max_age_days: float = 30.0
+    max_tool_iterations: int = 6
+    turn_timeout_s: float = 120.0
+    max_message_chars: int = 4000
+    # MQTT text requests (*_in topics): how many run at once, how many may wait.
+    text_requests_concurrency: int = 2
+    text_requests_queue: int = 100
+
+
+@dataclass
+class OpenAIConfig:
+    base_url: str = "https://api.openai.com/v1"
+    # Empty: OPENAI_API_KEY from the environment is used (LAN servers may need none).
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_retries: int = 2
+
+
+@dataclass
+class VisionConfig:
+    max_frame_bytes: int = 4194304
+    frame_ttl_s: float = 900.0
+
+
+@dataclass
 class LogConfig:
     level: str = "info"
 
@@ -109,6 +140,9 @@ class Config:
     products: ProductsConfig = field(default_factory=ProductsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -428,6 +462,38 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("devices.offline_after_s", "must be 0 (never) or a positive number of seconds")
     if not 100 <= config.commands.default_timeout_ms <= 120000:
         bad("commands.default_timeout_ms", "must be between 100 and 120000")
+    agent = config.agent
+    if agent.provider not in ("local", "openai"):
+        bad("agent.provider", "must be local or openai")
+    if not 2 <= agent.history_max_messages <= 1000:
+        bad("agent.history_max_messages", "must be between 2 and 1000")
+    if agent.sessions_max_age_days <= 0:
+        bad("agent.sessions_max_age_days", "must be above 0")
+    if not 1 <= agent.max_tool_iterations <= 20:
+        bad("agent.max_tool_iterations", "must be between 1 and 20")
+    if not 1 <= agent.turn_timeout_s <= 600:
+        bad("agent.turn_timeout_s", "must be between 1 and 600 seconds")
+    if not 1 <= agent.max_message_chars <= 100000:
+        bad("agent.max_message_chars", "must be between 1 and 100000")
+    if not 1 <= agent.text_requests_concurrency <= 32:
+        bad("agent.text_requests_concurrency", "must be between 1 and 32")
+    if not 1 <= agent.text_requests_queue <= 10000:
+        bad("agent.text_requests_queue", "must be between 1 and 10000")
+    openai = config.openai
+    if urlsplit(openai.base_url).scheme not in ("http", "https") or not urlsplit(openai.base_url).netloc:
+        bad("openai.base_url", f"{openai.base_url!r} must be an http:// or https:// URL")
+    if agent.provider == "openai" and not openai.model:
+        bad("openai.model", "is required when agent.provider is openai")
+    if not 0.1 <= openai.connect_timeout_s <= 120:
+        bad("openai.connect_timeout_s", "must be between 0.1 and 120 seconds")
+    if not 0.1 <= openai.read_timeout_s <= 600:
+        bad("openai.read_timeout_s", "must be between 0.1 and 600 seconds")
+    if not 0 <= openai.max_retries <= 10:
+        bad("openai.max_retries", "must be between 0 and 10")
+    if not 1024 <= config.vision.max_frame_bytes <= 32 * 1024 * 1024:
+        bad("vision.max_frame_bytes", "must be between 1024 and 33554432")
+    if not 1 <= config.vision.frame_ttl_s <= 7 * 86400:
+        bad("vision.frame_ttl_s", "must be between 1 second and 7 days")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
     return problems

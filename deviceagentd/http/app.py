@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.http import routes_devices
+from deviceagentd.http import routes_agent, routes_devices
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
 from deviceagentd.http.openapi import load_openapi
@@ -93,13 +93,37 @@ async def metrics_text(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-def create_app(context: HttpContext) -> web.Application:
+def _base_app(context: HttpContext) -> web.Application:
+    # The application-wide body limit is the largest route's; each route checks its own.
+    largest = max(context.max_body_bytes, context.agent.vision_body_bytes if context.agent else 0)
     app = web.Application(
-        client_max_size=context.max_body_bytes,
+        client_max_size=largest,
         middlewares=[metrics_middleware(context.metrics), error_middleware, auth_middleware(context.tokens)],
     )
     app[CONTEXT] = context
+
+    async def stop_turns(_app: web.Application) -> None:
+        # Open chat streams end (with an error event) instead of holding the shutdown.
+        if context.agent is not None:
+            context.agent.agent.shutdown()
+
+    app.on_shutdown.append(stop_turns)
+    return app
+
+
+def create_app(context: HttpContext) -> web.Application:
+    """The main HTTP API (http.listen)."""
+    app = _base_app(context)
     routes_devices.add_routes(app.router)
+    routes_agent.add_routes(app.router)
+    routes_agent.add_session_routes(app.router)
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_text)
+    return app
+
+
+def create_voice_app(context: HttpContext) -> web.Application:
+    """The voice port (voice.listen): /api/chat and /api/vision/frames by the same code."""
+    app = _base_app(context)
+    routes_agent.add_routes(app.router)
     return app

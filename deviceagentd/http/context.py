@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from deviceagentd.agent.runner import Agent
+from deviceagentd.agent.types import ChatMessage
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
@@ -30,6 +32,28 @@ class BrokerState(Protocol):
     def is_connected(self) -> bool: ...
 
 
+class SessionAdmin(Protocol):
+    async def exists(self, session_id: str) -> bool: ...
+    async def history(self, session_id: str, limit: int) -> list[ChatMessage]: ...
+    async def delete(self, session_id: str) -> bool: ...
+
+
+class FrameUploads(Protocol):
+    async def add(self, session_id: str, device_id: str | None, mime_type: str, image_base64: str,
+                  source: str | None) -> Any: ...
+
+
+@dataclass
+class AgentContext:
+    """What /api/chat, the session routes and /api/vision/frames need (on both ports)."""
+
+    agent: Agent
+    sessions: SessionAdmin
+    frames: FrameUploads
+    # Vision uploads are larger than other bodies: base64 of the frame limit plus the JSON around it.
+    vision_body_bytes: int
+
+
 @dataclass
 class HttpContext:
     version: str
@@ -43,6 +67,7 @@ class HttpContext:
     broker_detail: Callable[[], dict[str, Any]]
     tokens: list[str] = field(default_factory=list)
     max_body_bytes: int = 1048576
+    agent: AgentContext | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
 
 

@@ -55,13 +55,20 @@ def bad_field(field: str, reason: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field} {reason}", [{"field": field, "reason": reason}])
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or ApiError 415/413/400."""
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object, or ApiError 415/413/400.
+
+    `limit` is the route's own body limit (the application-wide one is the largest route's).
+    """
     content_type = request.content_type
     if content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json (got {content_type or 'no content type'})")
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
     raw = await request.read()
+    if len(raw) > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
     if not raw:
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:

@@ -88,7 +88,7 @@ async def get_device(request: web.Request) -> web.Response:
 async def send_command(request: web.Request) -> web.Response:
     ctx = context_of(request)
     device = _device(request)
-    body = await read_json_object(request)
+    body = await read_json_object(request, ctx.max_body_bytes)
     reject_unknown_fields(body, COMMAND_FIELDS)
     command = body.get("command")
     if not isinstance(command, str) or not command:

@@ -7,7 +7,7 @@ message is acknowledged, because redelivering a malformed message cannot make it
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.events import EventRecorder
@@ -19,6 +19,12 @@ from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.topics import BadTopicId, TopicKind, TopicParser
 
 PUBACK_SUCCESS = 0
+TEXT_KINDS = (TopicKind.DEVICE_IN, TopicKind.PRODUCT_IN)
+
+
+class TextRequestSink(Protocol):
+    def submit(self, kind: TopicKind, product_id: str, device_id: str, payload: bytes,
+               content_type: str | None) -> None: ...
 
 
 def content_type_of_message(properties: dict[str, Any]) -> str | None:
@@ -39,6 +45,7 @@ class Ingest:
         metrics: Metrics,
         rejects: RejectReporter,
         max_payload_bytes: int,
+        text_requests: TextRequestSink | None = None,
     ) -> None:
         self._parser = parser
         self._registry = registry
@@ -48,6 +55,7 @@ class Ingest:
         self._metrics = metrics
         self._rejects = rejects
         self._max_payload = max_payload_bytes
+        self._text_requests = text_requests
         self._received = {kind: metrics.messages_in.labels(kind=kind.value) for kind in TopicKind}
 
     def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
@@ -69,6 +77,12 @@ class Ingest:
             if encoding is not None:
                 self._note_heard(parsed.product_id, parsed.device_id, encoding)
             return PUBACK_SUCCESS
+        if kind in TEXT_KINDS:
+            if self._text_requests is None:
+                self._rejects.reject(kind.value, "not_handled", topic, "text requests are not served here")
+            else:
+                self._text_requests.submit(kind, parsed.product_id, parsed.device_id, payload, content_type)
+            return PUBACK_SUCCESS
         try:
             body, encoding = decode(payload, content_type, self._max_payload)
         except DecodeError as exc:
@@ -88,9 +102,6 @@ class Ingest:
                 spec, device = self._registry.resolve(parsed.product_id, parsed.device_id)
                 self._commands.handle_response(parsed.product_id, parsed.device_id, body)
                 self._registry.heard_from(spec, parsed.device_id, device, encoding)
-            else:
-                # Text requests (*_in) belong to the agent; nothing subscribes to them yet.
-                self._rejects.reject(kind.value, "not_handled", topic, f"{kind.value} messages are not handled")
         except Rejected as exc:
             self._rejects.reject(kind.value, exc.reason, parsed.device_id or topic, exc.detail)
         return PUBACK_SUCCESS
