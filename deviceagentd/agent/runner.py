@@ -214,6 +214,9 @@ class Agent:
 
         task = asyncio.create_task(produce(), name=f"turn-{session_id}")
         running.task = task
+        if running.interrupted or self._closing:
+            # Interrupted (or shutting down) before the provider even started.
+            task.cancel()
         try:
             while True:
                 get = asyncio.ensure_future(queue.get())
