@@ -266,7 +266,7 @@ class Agent:
             if produced or self.provider is self.fallback:
                 await queue.put(TurnFailed("provider_unavailable", str(exc) or "the model could not be reached"))
                 return
-            log.warning("provider %s unreachable (%s); answering with %s", self.provider.name, exc,
+            log.warning("provider %s: %s; answering with %s", self.provider.name, exc,
                         self.fallback.name)
         except ProviderError as exc:
             await queue.put(TurnFailed(exc.code, exc.message))

@@ -153,7 +153,7 @@ class TextRequests:
         metadata: dict[str, Any] = {**job.metadata, "timestamp": now}
         if job.request_id is not None:
             metadata["requestId"] = job.request_id
-        body = {"sessionId": job.session_id, "text": text, "metadata": metadata, "timestamp": now}
+        body: dict[str, Any] = {"sessionId": job.session_id, "text": text, "metadata": metadata, "timestamp": now}
         if job.request_id is not None:
             body["requestId"] = job.request_id
         out = TopicKind.DEVICE_OUT if job.kind is TopicKind.DEVICE_IN else TopicKind.PRODUCT_OUT
