@@ -57,7 +57,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 1
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 2
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -67,6 +67,10 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
         ("index", "events_by_device"),
         ("index", "events_by_received_at"),
         ("index", "commands_by_sent_at"),
+        ("table", "sessions"),
+        ("table", "session_messages"),
+        ("index", "sessions_by_updated"),
+        ("index", "session_messages_by_session"),
     }
     with sqlite3.connect(path) as conn:
         columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]
@@ -98,13 +102,13 @@ def test_a_new_migration_is_one_more_list_entry(tmp_path: Path) -> None:
     migrate(conn, "m.db")
     conn.execute("INSERT INTO devices VALUES ('d', 'p', 1, '{}', '{}', 1, 2, 'json')")
 
-    def add_sessions(c: sqlite3.Connection) -> None:
-        c.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY)")
+    def add_voice_tokens(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE voice_tokens (voice_id TEXT PRIMARY KEY)")
 
-    migrate(conn, "m.db", [*MIGRATIONS, add_sessions])
+    migrate(conn, "m.db", [*MIGRATIONS, add_voice_tokens])
 
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone()
+    assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) + 1,)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'voice_tokens'").fetchone()
     assert conn.execute("SELECT device_id FROM devices").fetchall() == [("d",)]
     conn.close()
 
@@ -113,14 +117,14 @@ def test_a_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
 
     def half_done(c: sqlite3.Connection) -> None:
-        c.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY)")
+        c.execute("CREATE TABLE voice_tokens (voice_id TEXT PRIMARY KEY)")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         migrate(conn, "m.db", [*MIGRATIONS, half_done])
 
-    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone() is None
+    assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'voice_tokens'").fetchone() is None
     assert not conn.in_transaction
     conn.close()
 

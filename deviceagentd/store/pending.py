@@ -19,9 +19,47 @@ from dataclasses import dataclass, field
 
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.records import DeviceRecord
-from deviceagentd.store.rows import CommandOutcome, CommandRow, EventRow, with_outcome
+from deviceagentd.store.rows import (
+    CommandOutcome,
+    CommandRow,
+    EventRow,
+    MessageRow,
+    SessionRow,
+    with_outcome,
+)
 
 _log = logging.getLogger("deviceagentd.store")
+
+
+@dataclass
+class SessionChange:
+    """What one batch does to one session, applied in this order: delete, header, touch,
+    device, messages (then the oldest messages beyond `max_messages` go).
+
+    A delete clears what the batch held for the session before it, so everything else in
+    a change always comes after its delete.
+    """
+
+    deleted: bool = False
+    header: SessionRow | None = None
+    """A whole header written by save_session (the stored created_ms is kept)."""
+    touched_ms: int | None = None
+    """Latest write time of a message or device: creates the header if missing and moves
+    updated_ms forward."""
+    device: tuple[str | None, str | None] | None = None
+    """(product_id, device_id) set after the header."""
+    messages: deque[MessageRow] = field(default_factory=deque)
+    max_messages: int = 0
+    """The bound given with the newest message; the writer trims the session to it."""
+
+    def __len__(self) -> int:
+        # Rows as counted for batch_max_rows and stats; the touch rides with a message or device.
+        return int(self.deleted) + int(self.header is not None) + int(self.device is not None) + len(self.messages)
+
+    def copy(self) -> SessionChange:
+        return SessionChange(
+            self.deleted, self.header, self.touched_ms, self.device, deque(self.messages), self.max_messages
+        )
 
 
 @dataclass
@@ -34,6 +72,9 @@ class Batch:
     command_inserts: dict[str, CommandRow] = field(default_factory=dict)
     command_updates: dict[str, CommandOutcome] = field(default_factory=dict)
     """Outcomes for commands inserted by an earlier batch (never also in command_inserts)."""
+    sessions: dict[str, SessionChange] = field(default_factory=dict)
+    session_rows: int = 0
+    """Sum of len() over `sessions`, kept up to date so len(batch) stays O(1) per event."""
     first_at: float = 0.0
     """time.monotonic() when the first row arrived; the batch window starts there."""
     last_seq: int = 0
@@ -44,6 +85,7 @@ class Batch:
             + len(self.devices)
             + len(self.command_inserts)
             + len(self.command_updates)
+            + self.session_rows
         )
 
 
@@ -102,6 +144,53 @@ class PendingWrites:
                 batch.command_inserts[request_id] = with_outcome(inserted, outcome)
             else:
                 batch.command_updates[request_id] = outcome
+            self._accepted()
+
+    def put_session_delete(self, session_id: str) -> None:
+        with self._cond:
+            batch = self._accept()
+            # What the open batch held for the session was accepted before the delete: gone.
+            old = batch.sessions.get(session_id)
+            batch.session_rows -= 0 if old is None else len(old)
+            batch.sessions[session_id] = SessionChange(deleted=True)
+            batch.session_rows += 1
+            self._accepted()
+
+    def put_session_header(self, row: SessionRow) -> None:
+        with self._cond:
+            batch = self._accept()
+            change = batch.sessions.setdefault(row.session_id, SessionChange())
+            before = len(change)
+            change.header = row
+            change.device = None  # the header carries its own device, written later
+            batch.session_rows += len(change) - before
+            self._accepted()
+
+    def put_session_device(
+        self, session_id: str, product_id: str | None, device_id: str | None, now_ms: int
+    ) -> None:
+        with self._cond:
+            batch = self._accept()
+            change = batch.sessions.setdefault(session_id, SessionChange())
+            before = len(change)
+            change.device = (product_id, device_id)
+            change.touched_ms = max(now_ms, change.touched_ms or now_ms)
+            batch.session_rows += len(change) - before
+            self._accepted()
+
+    def put_session_message(self, row: MessageRow, now_ms: int, max_messages: int) -> None:
+        with self._cond:
+            batch = self._accept()
+            change = batch.sessions.setdefault(row.session_id, SessionChange())
+            before = len(change)
+            change.messages.append(row)
+            # Older ones would be trimmed at the commit anyway; dropping them now keeps a
+            # chatty session from growing the batch while commits fail.
+            while len(change.messages) > max_messages:
+                change.messages.popleft()
+            change.max_messages = max_messages
+            change.touched_ms = max(now_ms, change.touched_ms or now_ms)
+            batch.session_rows += len(change) - before
             self._accepted()
 
     def request_flush(self) -> int:
@@ -194,6 +283,15 @@ class PendingWrites:
         if inserted is not None and outcome is not None:
             inserted, outcome = with_outcome(inserted, outcome), None
         return inserted, outcome
+
+    def session(self, session_id: str) -> list[SessionChange]:
+        """Copies of the session's waiting changes, oldest first."""
+        with self._cond:
+            return [
+                batch.sessions[session_id].copy()
+                for batch in self._generations()
+                if session_id in batch.sessions
+            ]
 
     def devices(self) -> dict[str, DeviceRecord | None]:
         merged: dict[str, DeviceRecord | None] = {}

@@ -14,13 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow
+from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow, MessageRow, SessionRow
 
 T = TypeVar("T")
 
 _EVENT_COLUMNS = ", ".join(EventRow._fields)
 _DEVICE_COLUMNS = ", ".join(DeviceRow._fields)
 _COMMAND_COLUMNS = ", ".join(CommandRow._fields)
+_SESSION_COLUMNS = ", ".join(SessionRow._fields)
+_MESSAGE_COLUMNS = ", ".join(MessageRow._fields)
 
 
 class Reader:
@@ -90,4 +92,22 @@ def select_devices(conn: sqlite3.Connection) -> list[DeviceRow]:
     return [
         DeviceRow._make(row)
         for row in conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+    ]
+
+
+def select_session(conn: sqlite3.Connection, session_id: str) -> SessionRow | None:
+    row = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return None if row is None else SessionRow._make(row)
+
+
+def select_session_messages(conn: sqlite3.Connection, session_id: str, *, limit: int) -> list[MessageRow]:
+    """The newest `limit` messages of the session, newest first."""
+    return [
+        MessageRow._make(row)
+        for row in conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM session_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+            (session_id, limit),
+        )
     ]

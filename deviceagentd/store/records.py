@@ -60,3 +60,35 @@ class CommandRecord:
     answered_at_ms: int | None = None
     late: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SessionRecord:
+    """A conversation's header: when it started, when it was last used, its default device.
+
+    `updated_ms` is the store's clock at the last write to the session (header or message);
+    retention deletes sessions whose `updated_ms` is older than `sessions_max_age_days`.
+    """
+
+    session_id: str
+    created_ms: int
+    updated_ms: int
+    product_id: str | None = None
+    device_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SessionMessage:
+    """One entry of a session's history, as plain JSON values.
+
+    The store does not know the agent's types (dependencies point inward); the agent turns
+    its tool calls and results into JSON objects and back.
+    """
+
+    role: str
+    text: str
+    ts_ms: int
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False

@@ -22,6 +22,8 @@ _DAY_MS = 86_400_000
 class PruneResult:
     events: int = 0
     commands: int = 0
+    sessions: int = 0
+    session_messages: int = 0
     finished: bool = True
     """False when the chunk budget ran out before every rule was satisfied."""
 
@@ -60,8 +62,23 @@ def prune(
         (),
         total=_count(conn, "commands") - settings.commands_max_rows,
     )
+    sessions_cutoff = (now_ms - int(settings.sessions_max_age_days * _DAY_MS),)
+    # Old sessions are rare: a read through the index spares the usual run two
+    # transactions and two chunks of its budget.
+    if conn.execute("SELECT 1 FROM sessions WHERE updated_ms < ? LIMIT 1", sessions_cutoff).fetchone():
+        # Messages before their header: if the chunk budget runs out in between, the header
+        # is still there for the next run to find the rest by.
+        result.session_messages += run.delete(
+            "DELETE FROM session_messages WHERE id IN (SELECT id FROM session_messages WHERE session_id IN "
+            "(SELECT session_id FROM sessions WHERE updated_ms < ?) LIMIT ?)",
+            sessions_cutoff,
+        )
+        result.sessions += run.delete(
+            "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE updated_ms < ? LIMIT ?)",
+            sessions_cutoff,
+        )
     result.finished = not run.exhausted
-    if result.events or result.commands:
+    if result.events or result.commands or result.sessions or result.session_messages:
         # Python's execute() steps a statement once, which frees a single page here;
         # executescript() runs it to the end.
         conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")

@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
+from deviceagentd.store.records import (
+    CommandRecord,
+    DeviceRecord,
+    EventRecord,
+    NewEvent,
+    SessionMessage,
+    SessionRecord,
+)
 
 
 class EventRow(NamedTuple):
@@ -67,6 +74,26 @@ class CommandRow(NamedTuple):
 
 
 assert CommandRow._fields[-len(CommandOutcome._fields) :] == CommandOutcome._fields
+
+
+class SessionRow(NamedTuple):
+    session_id: str
+    created_ms: int
+    updated_ms: int
+    product_id: str | None
+    device_id: str | None
+    metadata: str
+
+
+class MessageRow(NamedTuple):
+    id: int
+    session_id: str
+    role: str
+    text: str
+    ts_ms: int
+    tool_calls: str
+    tool_results: str
+    interrupted: int
 
 
 def dump_json(value: Any) -> str:
@@ -182,4 +209,60 @@ def command_record(row: CommandRow) -> CommandRecord:
         answered_at_ms=row.answered_at_ms,
         late=bool(row.late),
         extra=json.loads(row.extra),
+    )
+
+
+def bindable_text(*values: str | None) -> None:
+    """Raise UnicodeEncodeError (a ValueError) now for text SQLite cannot bind (a lone
+    surrogate), instead of the writer rejecting the row later."""
+    for value in values:
+        if value is not None:
+            value.encode("utf-8")
+
+
+def session_row(record: SessionRecord) -> SessionRow:
+    bindable_text(record.session_id, record.product_id, record.device_id)
+    return SessionRow(
+        record.session_id,
+        record.created_ms,
+        record.updated_ms,
+        record.product_id,
+        record.device_id,
+        dump_json(record.metadata),
+    )
+
+
+def session_record(row: SessionRow) -> SessionRecord:
+    return SessionRecord(
+        session_id=row.session_id,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        product_id=row.product_id,
+        device_id=row.device_id,
+        metadata=json.loads(row.metadata),
+    )
+
+
+def message_row(message_id: int, session_id: str, message: SessionMessage) -> MessageRow:
+    bindable_text(session_id, message.role, message.text)
+    return MessageRow(
+        message_id,
+        session_id,
+        message.role,
+        message.text,
+        message.ts_ms,
+        dump_json(message.tool_calls),
+        dump_json(message.tool_results),
+        int(message.interrupted),
+    )
+
+
+def message_record(row: MessageRow) -> SessionMessage:
+    return SessionMessage(
+        role=row.role,
+        text=row.text,
+        ts_ms=row.ts_ms,
+        tool_calls=json.loads(row.tool_calls),
+        tool_results=json.loads(row.tool_results),
+        interrupted=bool(row.interrupted),
     )

@@ -73,8 +73,38 @@ _V1_DEVICES_EVENTS_COMMANDS = _statements(
     "CREATE INDEX commands_by_sent_at ON commands (sent_at_ms)",
 )
 
+# Conversation history. No foreign key: the writer creates the header in the same
+# transaction as a session's first message, and deletes messages before their header, so
+# the constraint would only add a way for a batch to fail.
+_V2_SESSIONS = _statements(
+    """
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        product_id TEXT,
+        device_id  TEXT,
+        metadata   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX sessions_by_updated ON sessions (updated_ms)",
+    """
+    CREATE TABLE session_messages (
+        id           INTEGER PRIMARY KEY,
+        session_id   TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        ts_ms        INTEGER NOT NULL,
+        tool_calls   TEXT NOT NULL,
+        tool_results TEXT NOT NULL,
+        interrupted  INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX session_messages_by_session ON session_messages (session_id, id)",
+)
+
 # Index i holds the step from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS,)
+MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -15,6 +15,8 @@ class StoreSettings:
     events_max_rows: int = 1_000_000
     commands_max_age_days: float = 30.0
     commands_max_rows: int = 200_000
+    sessions_max_age_days: float = 30.0
+    """Sessions (header and messages) not written to for this long are deleted."""
     retention_interval_s: float = 300.0
     max_pending_rows: int = 200_000
     """Rows held in memory while commits fail; past it the oldest waiting events are dropped."""

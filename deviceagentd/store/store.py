@@ -17,6 +17,11 @@ and on `close()`). The database runs in WAL mode with synchronous=NORMAL, so:
 Rows that JSON cannot encode are refused when handed in (TypeError/ValueError from the
 call), never later. If more than `max_pending_rows` are waiting (commits failing), the
 oldest waiting events are dropped and counted in `stats().dropped_rows`.
+
+Session history follows the same path: messages are accepted in memory, committed in
+batches, and reads merge the waiting ones. A session keeps at most `max_messages` (given
+with each message); the oldest beyond it are deleted in the same transaction that adds new
+ones, and reads never return more than that bound, committed or not.
 """
 
 from __future__ import annotations
@@ -32,20 +37,43 @@ from pathlib import Path
 
 from deviceagentd.store.database import open_reader, open_writer
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.pending import PendingWrites
-from deviceagentd.store.reader import Reader, select_command, select_devices, select_events
-from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
+from deviceagentd.store.pending import PendingWrites, SessionChange
+from deviceagentd.store.reader import (
+    Reader,
+    select_command,
+    select_devices,
+    select_events,
+    select_session,
+    select_session_messages,
+)
+from deviceagentd.store.records import (
+    CommandRecord,
+    DeviceRecord,
+    EventRecord,
+    NewEvent,
+    SessionMessage,
+    SessionRecord,
+)
 from deviceagentd.store.rows import (
+    MessageRow,
+    SessionRow,
+    bindable_text,
     command_outcome,
     command_record,
     command_row,
     device_record,
     event_record,
     event_row,
+    message_record,
+    message_row,
+    session_record,
+    session_row,
     with_outcome,
 )
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.writer import Writer
+
+DEFAULT_SESSION_MAX_MESSAGES = 50
 
 
 def wall_clock_ms() -> int:
@@ -72,7 +100,7 @@ class _Running:
 
 
 class Store:
-    """SQLite storage for devices, events and commands.
+    """SQLite storage for devices, events, commands and session history.
 
     The add/save/update/delete methods and the async reads are for the event loop thread
     only: they never wait on I/O.
@@ -90,6 +118,7 @@ class Store:
         self._running: _Running | None = None
         self._closed = False
         self._next_event_id = 1
+        self._next_message_id = 1
 
     # --- lifecycle ---
 
@@ -100,11 +129,15 @@ class Store:
         conn = open_writer(self._path, self._clock_ms())
         try:
             max_id = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+            # Message ids are given here, like event ids, so waiting and stored messages
+            # merge by id and a session's order is its id order.
+            max_message_id = conn.execute("SELECT MAX(id) FROM session_messages").fetchone()[0]
             reader = Reader(open_reader(self._path))
         except BaseException:
             conn.close()
             raise
         self._next_event_id = (max_id or 0) + 1
+        self._next_message_id = (max_message_id or 0) + 1
         pending = PendingWrites(
             batch_max_rows=self._settings.batch_max_rows,
             max_rows=self._settings.max_pending_rows,
@@ -142,6 +175,33 @@ class Store:
 
     def update_command(self, record: CommandRecord) -> None:
         self._live().pending.put_command_outcome(record.request_id, command_outcome(record))
+
+    def save_session(self, record: SessionRecord) -> None:
+        """Write a session's header (default device, metadata). A session that exists keeps
+        its created_ms; updated_ms never moves back."""
+        self._live().pending.put_session_header(session_row(record))
+
+    def set_session_device(self, session_id: str, product_id: str | None, device_id: str | None) -> None:
+        """Set the session's default device, creating the session if needed; other header
+        fields stay as they are."""
+        bindable_text(session_id, product_id, device_id)
+        self._live().pending.put_session_device(session_id, product_id, device_id, self._clock_ms())
+
+    def add_session_message(
+        self, session_id: str, message: SessionMessage, *, max_messages: int = DEFAULT_SESSION_MAX_MESSAGES
+    ) -> None:
+        """Append to the session's history (creating the session if needed), keeping only
+        its newest `max_messages`."""
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        pending = self._live().pending
+        row = message_row(self._next_message_id, session_id, message)
+        pending.put_session_message(row, self._clock_ms(), max_messages)
+        self._next_message_id += 1
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete the header and every message, stored or still waiting."""
+        self._live().pending.put_session_delete(session_id)
 
     # --- reads ---
 
@@ -195,6 +255,42 @@ class Store:
             return None
         return command_record(stored if outcome is None else with_outcome(stored, outcome))
 
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        running = self._live()
+        # Waiting changes first, then the database: a commit in between is applied twice,
+        # which the changes allow (each is idempotent, as the writer's SQL is).
+        changes = running.pending.session(session_id)
+        row: SessionRow | None = None
+        if not any(change.deleted for change in changes):
+            row = await running.reader.call(functools.partial(select_session, session_id=session_id))
+        for change in changes:
+            row = _apply_session_change(session_id, change, row)
+        return None if row is None else session_record(row)
+
+    async def session_messages(self, session_id: str, *, limit: int) -> list[SessionMessage]:
+        """The session's newest `limit` messages, oldest first, including ones not committed yet.
+
+        Never more than the bound given with the session's waiting messages, even while the
+        older ones it pushes out are still in the database.
+        """
+        running = self._live()
+        changes = running.pending.session(session_id)
+        bound = next((change.max_messages for change in reversed(changes) if change.messages), None)
+        if bound is not None:
+            limit = min(limit, bound)
+        if limit <= 0:
+            return []
+        deleted_at = max((i for i, change in enumerate(changes) if change.deleted), default=None)
+        visible = changes if deleted_at is None else changes[deleted_at:]
+        by_id: dict[int, MessageRow] = {row.id: row for change in visible for row in change.messages}
+        # Batches commit in id order, so every stored message is older than every waiting
+        # one; with `limit` waiting, or a delete waiting, the database adds nothing.
+        if deleted_at is None and len(by_id) < limit:
+            query = functools.partial(select_session_messages, session_id=session_id, limit=limit)
+            for row in await running.reader.call(query):
+                by_id.setdefault(row.id, row)
+        return [message_record(by_id[key]) for key in sorted(by_id)[-limit:]]
+
     async def flush(self) -> None:
         """Resolve once everything accepted before this call is committed.
 
@@ -243,3 +339,23 @@ class Store:
         if self._running is None or self._closed:
             raise StoreError("store is not open" if not self._closed else "store is closed")
         return self._running
+
+
+def _apply_session_change(session_id: str, change: SessionChange, row: SessionRow | None) -> SessionRow | None:
+    """The header after the writer applies `change` to `row` (mirrors its SQL)."""
+    if change.deleted:
+        row = None
+    if change.header is not None:
+        header = change.header
+        if row is not None:
+            header = header._replace(created_ms=row.created_ms, updated_ms=max(row.updated_ms, header.updated_ms))
+        row = header
+    if change.touched_ms is not None:
+        touched = change.touched_ms
+        if row is None:
+            row = SessionRow(session_id, touched, touched, None, None, "{}")
+        else:
+            row = row._replace(updated_ms=max(row.updated_ms, touched))
+    if change.device is not None and row is not None:
+        row = row._replace(product_id=change.device[0], device_id=change.device[1])
+    return row

@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterable, Sequence
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.pending import Batch, PendingWrites
 from deviceagentd.store.retention import prune
-from deviceagentd.store.rows import CommandOutcome, CommandRow, DeviceRow, EventRow, device_row
+from deviceagentd.store.rows import (
+    CommandOutcome,
+    CommandRow,
+    DeviceRow,
+    EventRow,
+    MessageRow,
+    SessionRow,
+    device_row,
+)
 from deviceagentd.store.settings import StoreSettings
 
 _log = logging.getLogger("deviceagentd.store")
@@ -54,6 +62,25 @@ _UPDATE_COMMAND = (
     f"UPDATE commands SET {', '.join(f'{name} = ?' for name in CommandOutcome._fields)} "
     "WHERE request_id = ?"
 )
+_DELETE_SESSION_MESSAGES = "DELETE FROM session_messages WHERE session_id = ?"
+_DELETE_SESSION = "DELETE FROM sessions WHERE session_id = ?"
+# A header written again keeps the session's first created_ms; updated_ms never goes back.
+_UPSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(SessionRow._fields)}) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (session_id) DO UPDATE SET updated_ms = MAX(updated_ms, excluded.updated_ms), "
+    "product_id = excluded.product_id, device_id = excluded.device_id, metadata = excluded.metadata"
+)
+_TOUCH_SESSION = (
+    f"INSERT INTO sessions ({', '.join(SessionRow._fields)}) VALUES (?, ?, ?, NULL, NULL, '{{}}') "
+    "ON CONFLICT (session_id) DO UPDATE SET updated_ms = MAX(updated_ms, excluded.updated_ms)"
+)
+_SET_SESSION_DEVICE = "UPDATE sessions SET product_id = ?, device_id = ? WHERE session_id = ?"
+_INSERT_MESSAGE = _insert("session_messages", MessageRow._fields)
+# Everything older than the newest N (no row at OFFSET N: the subquery is NULL, nothing goes).
+_TRIM_SESSION = (
+    "DELETE FROM session_messages WHERE session_id = ? AND id <= "
+    "(SELECT id FROM session_messages WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
 
 
 def _device_rows(batch: Batch) -> list[DeviceRow]:
@@ -70,6 +97,24 @@ def _device_rows(batch: Batch) -> list[DeviceRow]:
     return rows
 
 
+def _session_statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
+    # Grouped by kind across sessions; within one session the order is SessionChange's.
+    changes = batch.sessions.items()
+    deleted = [(key,) for key, change in changes if change.deleted]
+    return [
+        (_DELETE_SESSION_MESSAGES, deleted),
+        (_DELETE_SESSION, deleted),
+        (_UPSERT_SESSION, [change.header for _, change in changes if change.header is not None]),
+        (
+            _TOUCH_SESSION,
+            [(key, change.touched_ms, change.touched_ms) for key, change in changes if change.touched_ms is not None],
+        ),
+        (_SET_SESSION_DEVICE, [(*change.device, key) for key, change in changes if change.device is not None]),
+        (_INSERT_MESSAGE, [row for _, change in changes for row in change.messages]),
+        (_TRIM_SESSION, [(key, key, change.max_messages) for key, change in changes if change.messages]),
+    ]
+
+
 def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
     return [
         (_INSERT_EVENT, batch.events),
@@ -77,6 +122,7 @@ def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
         (_UPSERT_DEVICE, _device_rows(batch)),
         (_INSERT_COMMAND, batch.command_inserts.values()),
         (_UPDATE_COMMAND, [(*outcome, key) for key, outcome in batch.command_updates.items()]),
+        *_session_statements(batch),
     ]
 
 
@@ -233,11 +279,13 @@ class Writer:
             self.last_error = f"retention failed: {exc}"
             _log.warning("store retention failed, will try again later: %s", exc)
             return True
-        if result.events or result.commands:
+        if result.events or result.commands or result.sessions or result.session_messages:
             _log.info(
-                "store retention deleted %d events and %d commands",
+                "store retention deleted %d events, %d commands, %d sessions and %d session messages",
                 result.events,
                 result.commands,
+                result.sessions,
+                result.session_messages,
             )
         return result.finished
 
