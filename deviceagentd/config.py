@@ -22,7 +22,9 @@ from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 ENV_PREFIX = "DEVICEAGENTD_"
 # Read by the CLI (which file to load), not a key inside the file.
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
-SECRET_KEYS = frozenset({"mqtt.password", "http.tokens", "openai.api_key"})
+SECRET_KEYS = frozenset(
+    {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key"}
+)
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
 SOURCE_PRODUCTS_DIR = PACKAGE_DIR.parent / "etc" / "deviceagentd" / "products"
@@ -63,8 +65,59 @@ class HttpConfig:
 
 
 @dataclass
+class VoiceAliyunConfig:
+    """DashScope: realtime ASR (Paraformer) and CosyVoice TTS over WebSocket."""
+
+    # Empty: DASHSCOPE_API_KEY from the environment; still empty = not configured.
+    api_key: str = ""
+    url: str = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
+    workspace: str = ""
+    asr_model: str = "paraformer-realtime-v2"
+    tts_model: str = "cosyvoice-v2"
+    tts_voice: str = "longxiaochun_v2"
+    tts_sample_rate: int = 24000
+
+
+@dataclass
+class VoiceOpenAIConfig:
+    """OpenAI-compatible /audio/transcriptions and /audio/speech (also LAN servers)."""
+
+    # Empty base_url = not configured. Empty api_key: OPENAI_API_KEY, or none for LAN servers.
+    base_url: str = ""
+    api_key: str = ""
+    asr_model: str = "whisper-1"
+    tts_model: str = "tts-1"
+    tts_voice: str = "alloy"
+
+
+@dataclass
+class VoiceEspeakConfig:
+    binary: str = "espeak-ng"
+    voice: str = "en"
+    voice_zh: str = "cmn"
+    words_per_minute: int = 175
+
+
+@dataclass
 class VoiceConfig:
     listen: str = "127.0.0.1:3001"
+    # The provider used when hello names none ("" = the first configured: aliyun, openai).
+    default_provider: str = ""
+    # End of speech in auto mode: silence after the last voiced frame (200..1250 ms).
+    silence_ms: int = 700
+    vad_mode: int = 2
+    energy_margin_db: float = 9.0
+    min_voiced_s: float = 0.3
+    max_utterance_s: float = 15.0
+    no_speech_timeout_s: float = 8.0
+    idle_timeout_s: float = 120.0
+    # What the gateway sends: PCM s16le mono at this rate, in frames of this duration.
+    output_sample_rate: int = 16000
+    output_frame_ms: int = 60
+    max_sessions: int = 16
+    aliyun: VoiceAliyunConfig = field(default_factory=VoiceAliyunConfig)
+    openai: VoiceOpenAIConfig = field(default_factory=VoiceOpenAIConfig)
+    espeak: VoiceEspeakConfig = field(default_factory=VoiceEspeakConfig)
 
 
 @dataclass
@@ -462,6 +515,35 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("devices.offline_after_s", "must be 0 (never) or a positive number of seconds")
     if not 100 <= config.commands.default_timeout_ms <= 120000:
         bad("commands.default_timeout_ms", "must be between 100 and 120000")
+    voice = config.voice
+    if voice.default_provider not in ("", "aliyun", "openai"):
+        bad("voice.default_provider", "must be aliyun, openai or empty (the first configured)")
+    if not 200 <= voice.silence_ms <= 1250:
+        bad("voice.silence_ms", "must be between 200 and 1250 ms")
+    if voice.vad_mode not in (0, 1, 2, 3):
+        bad("voice.vad_mode", "must be 0, 1, 2 or 3 (3 filters non-speech most aggressively)")
+    if not 0 <= voice.energy_margin_db <= 30:
+        bad("voice.energy_margin_db", "must be between 0 and 30 dB")
+    if not 0.1 <= voice.min_voiced_s <= 5:
+        bad("voice.min_voiced_s", "must be between 0.1 and 5 seconds")
+    if not 2 <= voice.max_utterance_s <= 60:
+        bad("voice.max_utterance_s", "must be between 2 and 60 seconds")
+    if not 1 <= voice.no_speech_timeout_s <= 60:
+        bad("voice.no_speech_timeout_s", "must be between 1 and 60 seconds")
+    if not 5 <= voice.idle_timeout_s <= 3600:
+        bad("voice.idle_timeout_s", "must be between 5 and 3600 seconds")
+    if voice.output_sample_rate not in (8000, 16000, 24000, 48000):
+        bad("voice.output_sample_rate", "must be 8000, 16000, 24000 or 48000")
+    if not 10 <= voice.output_frame_ms <= 120 or voice.output_frame_ms % 10:
+        bad("voice.output_frame_ms", "must be a multiple of 10 between 10 and 120")
+    if not 1 <= voice.max_sessions <= 256:
+        bad("voice.max_sessions", "must be between 1 and 256")
+    if voice.aliyun.tts_sample_rate not in (8000, 16000, 22050, 24000, 44100, 48000):
+        bad("voice.aliyun.tts_sample_rate", "must be 8000, 16000, 22050, 24000, 44100 or 48000")
+    for key, url, schemes in (("voice.aliyun.url", voice.aliyun.url, ("ws", "wss")),
+                              ("voice.openai.base_url", voice.openai.base_url, ("http", "https"))):
+        if url and (urlsplit(url).scheme not in schemes or not urlsplit(url).netloc):
+            bad(key, f"{url!r} must be a {' or '.join(s + '://' for s in schemes)} URL")
     agent = config.agent
     if agent.provider not in ("local", "openai"):
         bad("agent.provider", "must be local or openai")
@@ -507,12 +589,15 @@ def effective_config(config: Config) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data.pop("source", None)
     for dotted in SECRET_KEYS:
-        section, key = dotted.split(".")
-        value = data[section][key]
+        *path, key = dotted.split(".")
+        table = data
+        for part in path:
+            table = table[part]
+        value = table[key]
         if isinstance(value, list):
-            data[section][key] = ["********" for _ in value]
+            table[key] = ["********" for _ in value]
         elif value:
-            data[section][key] = "********"
+            table[key] = "********"
     return data
 
 
