@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from deviceagentd import __version__
+from deviceagentd.agent.local import LocalProvider
+from deviceagentd.agent.openai import OpenAIProvider, OpenAISettings, resolve_api_key
+from deviceagentd.agent.runner import Agent
+from deviceagentd.agent.sessions import SessionStore
+from deviceagentd.agent.tools import DeviceTools
+from deviceagentd.agent.types import Provider
+from deviceagentd.agent.vision import VisionFrames
 from deviceagentd.config import Config, parse_listen
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.clock import Clock
@@ -26,14 +34,15 @@ from deviceagentd.core.commands import CommandService
 from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.http.app import create_app
-from deviceagentd.http.context import HttpContext
+from deviceagentd.http.app import create_app, create_voice_app
+from deviceagentd.http.context import AgentContext, HttpContext
 from deviceagentd.mqtt.clocksync import ClockSyncState
 from deviceagentd.mqtt.ingest import Ingest
 from deviceagentd.mqtt.link import MqttLink
 from deviceagentd.mqtt.ntp import NtpResponder
 from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
+from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
@@ -47,7 +56,17 @@ DB_FILENAME = "deviceagentd.db"
 READY_WITHOUT_BROKER_S = 20.0
 TICK_S = 0.5
 STATUS_EVERY_S = 5.0
-SUBSCRIBED_KINDS = (TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.RESPONSE, TopicKind.NTP_REQUEST)
+SUBSCRIBED_KINDS = (
+    TopicKind.TELEMETRY,
+    TopicKind.EVENT,
+    TopicKind.RESPONSE,
+    TopicKind.NTP_REQUEST,
+    TopicKind.DEVICE_IN,
+    TopicKind.PRODUCT_IN,
+)
+FRAME_PURGE_EVERY_S = 60.0
+# base64 grows by 4/3; the JSON around a frame is small.
+VISION_BODY_OVERHEAD = 64 * 1024
 
 
 @dataclass
@@ -57,6 +76,8 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     clock: Clock = field(default_factory=Clock)
     ready_without_broker_s: float = READY_WITHOUT_BROKER_S
+    # Tests inject a scripted provider; normally it is chosen by agent.provider.
+    provider: Provider | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -71,6 +92,7 @@ class Daemon:
                 commands_max_age_days=cfg.storage.commands_max_age_days,
                 commands_max_rows=cfg.storage.commands_max_rows,
                 retention_interval_s=cfg.storage.retention_interval_s,
+                sessions_max_age_days=cfg.agent.sessions_max_age_days,
             ),
             clock_ms=self.clock.wall_ms,
         )
@@ -88,6 +110,11 @@ class Daemon:
             cfg.commands.default_timeout_ms,
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
+        self._build_agent()
+        self.text_requests = TextRequests(
+            self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
+            cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
+        )
         self.ingest = Ingest(
             TopicParser(topics),
             self.registry,
@@ -97,13 +124,48 @@ class Daemon:
             self.metrics,
             self.rejects,
             cfg.mqtt.max_payload_bytes,
+            self.text_requests,
         )
         self.started_monotonic = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self.http_port = 0
+        self.voice_port = 0
         self.ready = asyncio.Event()
         self._register_gauges()
+
+    def _build_agent(self) -> None:
+        cfg = self.config
+        local = LocalProvider(self.registry)
+        self._openai: OpenAIProvider | None = None
+        provider: Provider = local
+        if self.provider is not None:
+            provider = self.provider
+        elif cfg.agent.provider == "openai":
+            self._openai = OpenAIProvider(OpenAISettings(
+                base_url=cfg.openai.base_url,
+                api_key=resolve_api_key(cfg.openai.api_key, os.environ),
+                model=cfg.openai.model,
+                connect_timeout_s=cfg.openai.connect_timeout_s,
+                read_timeout_s=cfg.openai.read_timeout_s,
+                max_retries=cfg.openai.max_retries,
+                max_tool_iterations=cfg.agent.max_tool_iterations,
+            ))
+            provider = self._openai
+        self.sessions = SessionStore(self.store, cfg.agent.history_max_messages)
+        self.frames = VisionFrames(Path(cfg.storage.dir) / "frames", cfg.vision.max_frame_bytes,
+                                   cfg.vision.frame_ttl_s, self.clock)
+        self.agent = Agent(
+            provider=provider,
+            fallback=local,
+            tools=DeviceTools(self.registry, self.commands, self.store, self.clock),
+            sessions=self.sessions,
+            frames=self.frames,
+            clock=self.clock,
+            history_limit=cfg.agent.history_max_messages,
+            turn_timeout_s=cfg.agent.turn_timeout_s,
+            max_message_chars=cfg.agent.max_message_chars,
+        )
 
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # The link is built before ingest (ingest answers time sync through the link).
@@ -121,6 +183,9 @@ class Daemon:
         m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
                 kind="counter")
         m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: 0)
+        m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
+        m.gauge("deviceagentd_text_requests_waiting", "MQTT text requests waiting for the agent",
+                lambda: self.text_requests.waiting)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,6 +198,8 @@ class Daemon:
                  len(self.catalog.products), self.registry.total, self.config.storage.dir)
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
+        self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
+        self._tasks.append(asyncio.create_task(self._purge_frames(), name="frames"))
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))
@@ -151,19 +218,40 @@ class Daemon:
             tokens=cfg.http.tokens,
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
+            agent=AgentContext(
+                agent=self.agent,
+                sessions=self.sessions,
+                frames=self.frames,
+                vision_body_bytes=cfg.vision.max_frame_bytes * 4 // 3 + VISION_BODY_OVERHEAD,
+            ),
         )
-        app = create_app(context)
-        # Short shutdown: open requests (a command waiting for a device) are answered 503 by
-        # fail_all before the runner waits on them.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
-        await self._runner.setup()
-        endpoint = parse_listen(cfg.http.listen)
-        site = web.TCPSite(self._runner, endpoint.host, endpoint.port, reuse_address=True)
+        self.http_port = await self._serve(create_app(context), cfg.http.listen, "HTTP API")
+        self.voice_port = await self._serve(create_voice_app(context), cfg.voice.listen, "voice port")
+
+    async def _serve(self, app: web.Application, listen: str, what: str) -> int:
+        # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
+        # command wait) instead of leaving it running. Short shutdown: open requests are
+        # ended by on_shutdown (chat streams) and fail_all (commands) first.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False,
+                               handler_cancellation=True)
+        await runner.setup()
+        self._runners.append(runner)
+        endpoint = parse_listen(listen)
+        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else endpoint.port
-        log.info("HTTP API listening on http://%s:%d", endpoint.host, self.http_port)
+        port: int = sockets[0].getsockname()[1] if sockets else endpoint.port
+        log.info("%s listening on http://%s:%d", what, endpoint.host, port)
+        return port
+
+    async def _purge_frames(self) -> None:
+        while True:
+            await asyncio.sleep(FRAME_PURGE_EVERY_S)
+            try:
+                await self.frames.purge_expired()
+            except OSError as exc:
+                log.warning("could not purge expired vision frames: %s", exc)
 
     def _broker_detail(self) -> dict[str, Any]:
         status = self.link.status
@@ -215,15 +303,18 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping")
         self.commands.fail_all("the gateway is shutting down")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self.agent.shutdown()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
         await self.link.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.registry.persist_changes()
+        if self._openai is not None:
+            await self._openai.close()
         await asyncio.to_thread(self.store.close)
         log.info("stopped; all accepted events are stored")
 

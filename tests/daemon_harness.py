@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from mosquitto_broker import free_port
 
+from deviceagentd.agent.types import Provider
 from deviceagentd.config import Config, load_config
 from deviceagentd.core.catalog import load_catalog
 from deviceagentd.daemon import Daemon
@@ -62,6 +63,7 @@ class RunningDaemon:
     config: Config
     base_url: str
     session: aiohttp.ClientSession = field(repr=False)
+    voice_url: str = ""
 
     async def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
                       headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
@@ -79,14 +81,16 @@ class RunningDaemon:
 
 
 async def start_daemon(broker_url: str, state_dir: Path, *, wait_subscribed: bool = True,
-                       **overrides: Any) -> RunningDaemon:
+                       provider: Provider | None = None, **overrides: Any) -> RunningDaemon:
+    """`provider` replaces the configured agent provider (a scripted one in tests)."""
     port = free_port()
     config = load_config(None, daemon_env(broker_url, state_dir, port, **overrides))
-    daemon = Daemon(config, load_catalog(Path(config.products.dir)))
+    daemon = Daemon(config, load_catalog(Path(config.products.dir)), provider=provider)
     await daemon.start()
     if wait_subscribed:
         await asyncio.wait_for(daemon.link.subscribed.wait(), 10)
-    return RunningDaemon(daemon, config, f"http://127.0.0.1:{port}", aiohttp.ClientSession())
+    return RunningDaemon(daemon, config, f"http://127.0.0.1:{port}", aiohttp.ClientSession(),
+                         f"http://127.0.0.1:{daemon.voice_port}")
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from deviceagentd.agent.runner import TurnDone, TurnFailed, TurnRequest, TurnStarted
 from deviceagentd.agent.types import ChatMessage, Delta, ToolCallFinished, ToolCallStarted
+from deviceagentd.agent.vision import FrameError
 from deviceagentd.core.clock import iso_ms
 from deviceagentd.http.context import AgentContext, context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
@@ -163,7 +164,12 @@ async def upload_frame(request: web.Request) -> web.Response:
     if not isinstance(image, str) or not image:
         raise bad_field("imageBase64", "is required: the image as base64")
     source = _optional_text(body, "source") or "camera"
-    frame = await ctx.frames.add(session_id, _optional_text(body, "deviceId"), mime_type, image, source)
+    try:
+        frame = await ctx.frames.add(session_id, _optional_text(body, "deviceId"), mime_type, image, source)
+    except FrameError as exc:
+        if exc.code == "frame_too_large":
+            raise ApiError(413, "frame_too_large", exc.message, exc.details) from None
+        raise ApiError(400, exc.code, exc.message, exc.details) from None
     ref = {"frameId": frame.frame_id, "capturedAt": iso_ms(frame.captured_at_ms), "source": frame.source}
     return web.json_response({**ref, "mimeType": frame.mime_type, "visionRefs": [ref]})
 

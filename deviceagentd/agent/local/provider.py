@@ -1,0 +1,46 @@
+"""Provider `local`: the offline agent. Plans the message, runs each tool call through the
+site's Tools, and answers with one sentence per step in the language of the question."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from deviceagentd.agent.local.planner import plan
+from deviceagentd.agent.local.replies import Replies
+from deviceagentd.agent.local.steps import Say
+from deviceagentd.agent.local.vocabulary import Vocabulary
+from deviceagentd.agent.types import Delta, ToolCall, ToolCallFinished, ToolCallStarted, Tools, TurnContext, TurnEvent
+from deviceagentd.core.catalog import Catalog
+from deviceagentd.core.registry import DeviceRegistry
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, registry: DeviceRegistry) -> None:
+        self._registry = registry
+        self._catalog: Catalog | None = None
+        self._vocabulary: Vocabulary | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        # Built once; rebuilt only if the registry is given another catalog.
+        if self._vocabulary is None or self._catalog is not self._registry.catalog:
+            self._catalog = self._registry.catalog
+            self._vocabulary = Vocabulary.build(self._catalog)
+        return self._vocabulary
+
+    async def run(self, context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
+        steps = plan(context.message, context, self._registry, self.vocabulary())
+        replies = Replies(self._registry.catalog, steps.language, context.device_id)
+        separator = "" if replies.zh else " "
+        for index, step in enumerate(steps.steps):
+            if isinstance(step, Say):
+                text = step.text
+            else:
+                name, arguments = step.tool_call()
+                call = ToolCall(f"local-{index + 1}", name, arguments)
+                yield ToolCallStarted(call)
+                result = await tools.call(call, context)
+                yield ToolCallFinished(result)
+                text = replies.result(step, result)
+            yield Delta(text if index == 0 else separator + text)
