@@ -20,8 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from deviceagentd import __version__
-from deviceagentd.agent.local import LocalProvider
-from deviceagentd.agent.openai import OpenAIProvider, OpenAISettings, resolve_api_key
+from deviceagentd.agent.lazy import LazyLocalProvider
 from deviceagentd.agent.runner import Agent
 from deviceagentd.agent.sessions import SessionStore
 from deviceagentd.agent.tools import DeviceTools
@@ -136,12 +135,15 @@ class Daemon:
 
     def _build_agent(self) -> None:
         cfg = self.config
-        local = LocalProvider(self.registry)
-        self._openai: OpenAIProvider | None = None
+        local = LazyLocalProvider(self.registry)
+        self._openai: Any = None
         provider: Provider = local
         if self.provider is not None:
             provider = self.provider
         elif cfg.agent.provider == "openai":
+            # Imported only when configured: the idle footprint is measured without it.
+            from deviceagentd.agent.openai import OpenAIProvider, OpenAISettings, resolve_api_key
+
             self._openai = OpenAIProvider(OpenAISettings(
                 base_url=cfg.openai.base_url,
                 api_key=resolve_api_key(cfg.openai.api_key, os.environ),

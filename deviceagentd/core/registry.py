@@ -29,7 +29,7 @@ class DeviceStore(Protocol):
     def add_event(self, event: NewEvent) -> EventRecord: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Device:
     device_id: str
     product_id: str
