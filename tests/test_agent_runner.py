@@ -273,3 +273,16 @@ async def test_shutdown_ends_running_turns() -> None:
     await asyncio.wait_for(consume(), 2)
     failed = events[-1]
     assert isinstance(failed, TurnFailed) and failed.code == "shutting_down"
+
+
+async def test_provider_bug_ends_with_internal_error_and_keeps_partial_text() -> None:
+    async def buggy(context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
+        yield Delta("Half")
+        raise RuntimeError("bug in a provider")
+
+    agent = make_agent(ScriptedProvider("buggy", buggy))
+    events = await run_all(agent, TurnRequest("hi", session_id="s8"))
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed) and failed.code == "internal_error"
+    assert agent.sessions.messages["s8"][-1].text == "Half"  # type: ignore[attr-defined]
+    assert not agent.busy("s8")

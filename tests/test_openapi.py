@@ -9,6 +9,7 @@ The structural checks are our own (no validator in the dev extras); when
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import math
@@ -25,15 +26,18 @@ from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker, free_port
 
 import deviceagentd
-from deviceagentd.config import CommandsConfig, HttpConfig
+from deviceagentd.agent.runner import MAX_SESSION_ID_LEN
+from deviceagentd.config import AgentConfig, CommandsConfig, HttpConfig, VisionConfig, VoiceConfig
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.core.spec import load_spec_file
-from deviceagentd.http.app import create_app
+from deviceagentd.daemon import VISION_BODY_OVERHEAD
+from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import HttpContext
 from deviceagentd.http.openapi import OPENAPI_PATH, load_openapi
+from deviceagentd.http.routes_agent import CHAT_FIELDS, FRAME_FIELDS, MAX_VISION_REFS
 from deviceagentd.http.routes_devices import COMMAND_FIELDS
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
@@ -41,6 +45,15 @@ from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord,
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 TOKEN = "openapi-test-token-0123456789"
 WAIT_S = 15.0
+# Operations whose success is not JSON, and what it is instead.
+NON_JSON_SUCCESS = {"/metrics": "text/plain", "/api/chat": "text/event-stream"}
+SSE_EVENTS = {"session", "delta", "tool_call", "tool_result", "done", "error"}
+TERMINAL_EVENTS = {"done", "error"}
+# One image per vision format (the gateway checks the magic bytes; the PNG is a real 1×1 image).
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00/\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00"
 
 
 def document() -> dict[str, Any]:
@@ -189,6 +202,8 @@ def schema_errors(doc: dict[str, Any], schema: Any, value: Any, at: str = "$") -
     if isinstance(value, list):
         if "minItems" in schema and len(value) < schema["minItems"]:
             errors.append(f"{at}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(f"{at}: more than {schema['maxItems']} items")
         if "items" in schema:
             for index, item in enumerate(value):
                 errors += schema_errors(doc, schema["items"], item, f"{at}[{index}]")
@@ -285,6 +300,54 @@ def media_examples(doc: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
             yield f"{path}/examples/{key}", node["schema"], example["value"]
 
 
+def parse_sse(raw: str) -> list[tuple[str, Any]]:
+    """(event name, decoded data) pairs, as an EventSource reads them (comments skipped)."""
+    events: list[tuple[str, Any]] = []
+    for block in raw.replace("\r\n", "\n").split("\n\n"):
+        name, data = "message", []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+def chat_stream_media(doc: dict[str, Any]) -> dict[str, Any]:
+    media: dict[str, Any] = doc["paths"]["/api/chat"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    return media
+
+
+def check_chat_stream(doc: dict[str, Any], events: list[tuple[str, Any]], what: str) -> None:
+    """Every event is documented and its data matches its schema; the order is the documented one."""
+    documented = chat_stream_media(doc)["x-sse-events"]
+    names = [name for name, _ in events]
+    for index, (name, data) in enumerate(events):
+        assert name in documented, f"{what}: event {index} {name!r} is not documented"
+        assert_valid(doc, documented[name], data, f"{what}: event {index} ({name})")
+    assert names and names[0] == "session", f"{what}: the stream must start with session: {names}"
+    assert names[-1] in TERMINAL_EVENTS, f"{what}: the stream must end with done or error: {names}"
+    assert sum(name in TERMINAL_EVENTS for name in names) == 1, f"{what}: one done or error, last: {names}"
+    assert names.count("session") == 1, f"{what}: {names}"
+    calls: dict[str, str] = {}
+    for name, data in events:
+        if name == "tool_call":
+            calls[data["id"]] = data["name"]
+        elif name == "tool_result":
+            assert calls.get(data["id"]) == data["name"], f"{what}: tool_result {data['id']} without its tool_call"
+    last_name, last = events[-1]
+    if last_name == "done":
+        assert last["sessionId"] == events[0][1]["sessionId"], what
+        # What the EMQX SDKs rely on: the deltas joined are the full text of done.
+        assert last["text"] == "".join(data["textChunk"] for name, data in events if name == "delta"), what
+
+
 # ---------------------------------------------------------------------------------------------
 # The document on its own
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +407,9 @@ def test_every_operation_is_complete(doc: dict[str, Any]) -> None:
             assert re.fullmatch(r"[1-5]\d\d|[1-5]XX|default", status), f"{where}: bad status key {status}"
             response = deref(doc, raw)
             assert response.get("description"), f"{where} {status} has no description"
-            if status != "200" or path != "/metrics":
+            if status == "200" and path in NON_JSON_SUCCESS:
+                assert set(response.get("content", {})) == {NON_JSON_SUCCESS[path]}, f"{where} {status}"
+            else:
                 assert "application/json" in response.get("content", {}), f"{where} {status} is not JSON"
             if status.startswith(("4", "5")) and path != "/api/health":
                 schema = deref(doc, response["content"]["application/json"]["schema"])
@@ -393,6 +458,34 @@ def test_the_validator_here_really_rejects(doc: dict[str, Any]) -> None:
     assert schema_errors(doc, request, {"command": "x", "priority": 1})
     assert schema_errors(doc, request, {"command": "x", "timeoutMs": 99})
     assert schema_errors(doc, request, {"command": "x", "timeoutMs": True})
+    chat = {"$ref": "#/components/schemas/ChatRequest"}
+    assert not schema_errors(doc, chat, {"message": "hi", "stream": True, "visionRefs": [{"frameId": "f"}] * 8})
+    assert schema_errors(doc, chat, {"message": "hi", "stream": False})
+    assert schema_errors(doc, chat, {"message": "hi"})
+    assert schema_errors(doc, chat, {"message": "", "stream": True})
+    assert schema_errors(doc, chat, {"message": "hi", "stream": True, "visionRefs": [{"frameId": "f"}] * 9})
+    assert schema_errors(doc, chat, {"message": "hi", "stream": True, "visionRefs": [{"source": "camera"}]})
+    assert schema_errors(doc, chat, {"message": "hi", "stream": True, "sessionId": "a\u0007b"})
+    assert schema_errors(doc, chat, {"message": "hi", "stream": True, "colour": "red"})
+    result = {"$ref": "#/components/schemas/ToolResult"}
+    assert not schema_errors(doc, result, {"id": "1", "name": "list_devices", "ok": True, "result": None})
+    assert not schema_errors(doc, result, {"id": "1", "name": "list_devices", "ok": False, "error": "no"})
+    assert schema_errors(doc, result, {"id": "1", "name": "list_devices", "ok": True})
+    assert schema_errors(doc, result, {"id": "1", "name": "list_devices", "ok": False, "result": {}})
+    done = {"$ref": "#/components/schemas/ChatDoneEvent"}
+    assert schema_errors(doc, done, {"sessionId": "s", "text": "", "interrupted": False})
+    frame = doc["components"]["schemas"]["VisionFrame"]["examples"][0]
+    frame_ref = {"$ref": "#/components/schemas/VisionFrame"}
+    assert not schema_errors(doc, frame_ref, frame)
+    assert schema_errors(doc, frame_ref, {**frame, "frameId": "frame-001"})
+    assert schema_errors(doc, frame_ref, {**frame, "visionRefs": [{"frameId": frame["frameId"]}]})
+    upload = {"$ref": "#/components/schemas/VisionFrameUpload"}
+    good = {"sessionId": "s", "mimeType": "image/png", "imageBase64": base64.b64encode(PNG).decode()}
+    assert not schema_errors(doc, upload, good)
+    assert not schema_errors(doc, upload, {**good, "imageBase64": "data:image/png;base64," + good["imageBase64"]})
+    assert schema_errors(doc, upload, {**good, "imageBase64": good["imageBase64"].rstrip("=")})
+    assert schema_errors(doc, upload, {**good, "imageBase64": base64.encodebytes(PNG).decode()})
+    assert schema_errors(doc, upload, {**good, "mimeType": "image/gif"})
     broken = copy.deepcopy(doc)
     broken["components"]["schemas"]["Device"]["requred"] = ["deviceId"]
     assert list(schema_problems(broken["components"]["schemas"]["Device"], "Device"))
@@ -426,6 +519,11 @@ def test_error_statuses_documented_per_operation(doc: dict[str, Any]) -> None:
             "200", "400", "401", "404", "409", "413", "415", "503", "504",
         },
         ("get", "/api/devices/{deviceId}/events"): {"200", "400", "401", "404"},
+        ("post", "/api/chat"): {"200", "400", "401", "404", "409", "413", "415"},
+        ("get", "/api/sessions/{sessionId}/history"): {"200", "400", "401", "404"},
+        ("post", "/api/sessions/{sessionId}/interrupt"): {"200", "401", "404"},
+        ("delete", "/api/sessions/{sessionId}"): {"200", "401", "404"},
+        ("post", "/api/vision/frames"): {"200", "400", "401", "413", "415"},
         ("get", "/api/openapi.json"): {"200", "401"},
         ("get", "/metrics"): {"200", "401"},
     }
@@ -452,6 +550,42 @@ def test_limits_are_the_ones_in_the_code(doc: dict[str, Any]) -> None:
     assert str(HttpConfig().max_body_bytes) in limit["error"]["message"]
 
 
+def test_agent_limits_are_the_ones_in_the_code(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    chat = schemas["ChatRequest"]
+    assert set(chat["properties"]) == CHAT_FIELDS
+    assert chat["additionalProperties"] is False
+    assert chat["required"] == ["message", "stream"]
+    assert chat["properties"]["stream"]["const"] is True
+    assert chat["properties"]["message"]["maxLength"] == AgentConfig().max_message_chars
+    assert chat["properties"]["sessionId"]["maxLength"] == MAX_SESSION_ID_LEN
+    assert chat["properties"]["visionRefs"]["maxItems"] == MAX_VISION_REFS
+    assert doc["components"]["parameters"]["SessionId"]["schema"]["maxLength"] == MAX_SESSION_ID_LEN
+    assert doc["components"]["parameters"]["HistoryLimit"]["schema"] == {
+        "type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
+    upload = schemas["VisionFrameUpload"]
+    assert set(upload["properties"]) == FRAME_FIELDS
+    assert upload["additionalProperties"] is False
+    assert upload["required"] == ["sessionId", "mimeType", "imageBase64"]
+
+    chat_op = doc["paths"]["/api/chat"]["post"]
+    assert chat_op["requestBody"]["required"] is True
+    examples = chat_op["responses"]["400"]["content"]["application/json"]["examples"]
+    too_long = examples["message_too_long"]["value"]["error"]["message"]
+    assert too_long == f"message is longer than {AgentConfig().max_message_chars} characters"
+    assert f"at most {MAX_VISION_REFS} " in examples["too_many_vision_refs"]["value"]["error"]["message"]
+    limit = chat_op["responses"]["413"]["content"]["application/json"]["examples"]["too_large"]["value"]
+    assert limit["error"]["message"].endswith(f"limit of {HttpConfig().max_body_bytes} bytes")
+
+    frames = doc["paths"]["/api/vision/frames"]["post"]
+    assert frames["requestBody"]["required"] is True
+    vision = VisionConfig()
+    examples = frames["responses"]["413"]["content"]["application/json"]["examples"]
+    assert examples["frame_too_large"]["value"]["error"]["message"].endswith(f"limit of {vision.max_frame_bytes}")
+    body_limit = vision.max_frame_bytes * 4 // 3 + VISION_BODY_OVERHEAD
+    assert examples["too_large"]["value"]["error"]["message"].endswith(f"limit of {body_limit} bytes")
+
+
 def test_seed_examples_are_in_the_document(doc: dict[str, Any]) -> None:
     op = doc["paths"]["/api/devices/{deviceId}/commands"]["post"]
     request = op["requestBody"]["content"]["application/json"]["examples"]["set_target_temperature"]["value"]
@@ -461,6 +595,49 @@ def test_seed_examples_are_in_the_document(doc: dict[str, Any]) -> None:
     device = doc["paths"]["/api/devices/{deviceId}"]["get"]["responses"]["200"]["content"]["application/json"]
     assert device["examples"]["thermostat"]["value"]["deviceId"] == "thermostat-001"
     assert doc["components"]["parameters"]["DeviceId"]["example"] == "thermostat-001"
+
+    chat = doc["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert chat["seed"]["value"] == {
+        "message": "Check the current temperature and set the target temperature to 24",
+        "stream": True,
+        "sessionId": "demo-session",
+        "metadata": {"productId": "thermostat", "deviceId": "thermostat-001"},
+    }
+    frames = doc["paths"]["/api/vision/frames"]["post"]
+    upload = frames["requestBody"]["content"]["application/json"]["examples"]["seed"]["value"]
+    assert upload == {"sessionId": "demo-session", "deviceId": "thermostat-001", "mimeType": "image/png",
+                      "imageBase64": base64.b64encode(PNG).decode(), "source": "camera"}
+    answer = frames["responses"]["200"]["content"]["application/json"]["examples"]["seed"]["value"]
+    assert (answer["capturedAt"], answer["source"], answer["mimeType"]) == ("2026-05-11T10:00:00.000Z", "camera",
+                                                                           "image/png")
+    # The seed passes the upload's frameId, capturedAt and source on to chat as visionRefs.
+    vision = chat["vision"]["value"]
+    assert vision["message"] == "Use this image to check whether the device screen looks abnormal"
+    assert vision["visionRefs"] == answer["visionRefs"] == [
+        {key: answer[key] for key in ("frameId", "capturedAt", "source")}]
+
+
+def test_the_chat_stream_is_documented_event_by_event(doc: dict[str, Any]) -> None:
+    media = chat_stream_media(doc)
+    assert media["schema"]["type"] == "string"
+    events = media["x-sse-events"]
+    assert set(events) == SSE_EVENTS
+    for name, schema in events.items():
+        assert set(schema) == {"$ref"} and schema["$ref"].startswith("#/components/schemas/Chat"), name
+    headers = doc["paths"]["/api/chat"]["post"]["responses"]["200"]["headers"]
+    assert headers["Cache-Control"]["schema"]["const"] == "no-cache"
+    ends = set()
+    for key, example in media["examples"].items():
+        stream = parse_sse(example["value"])
+        check_chat_stream(doc, stream, f"example {key}")
+        ends.add(stream[-1][0])
+    assert ends == TERMINAL_EVENTS, "the examples show a stream ending with done and one ending with error"
+    seed = parse_sse(media["examples"]["seed"]["value"])
+    assert [data["name"] for name, data in seed if name == "tool_call"] == ["get_device_state", "send_command"]
+    assert parse_sse(media["examples"]["interrupted"]["value"])[-1][1]["interrupted"] is True
+    # The parser used on real streams skips the comments the server sends as keep-alives.
+    raw = ': keep-alive\n\nevent: delta\r\ndata: {"textChunk": "a"}\r\n\n'
+    assert parse_sse(raw) == [("delta", {"textChunk": "a"})]
 
 
 def test_openapi_spec_validator_accepts_it(doc: dict[str, Any]) -> None:
@@ -498,7 +675,7 @@ class _NoBroker:
         raise AssertionError("nothing is published in this test")
 
 
-def minimal_app(tokens: list[str] | None = None) -> web.Application:
+def minimal_context(tokens: list[str] | None = None) -> HttpContext:
     catalog: Catalog = load_catalog(PRODUCTS_DIR)
     metrics = Metrics()
     store = _NullStore()
@@ -515,7 +692,11 @@ def minimal_app(tokens: list[str] | None = None) -> web.Application:
         broker_detail=dict,
         tokens=tokens or [],
     )
-    return create_app(context)
+    return context
+
+
+def minimal_app(tokens: list[str] | None = None) -> web.Application:
+    return create_app(minimal_context(tokens))
 
 
 def router_operations(app: web.Application) -> set[tuple[str, str]]:
@@ -535,6 +716,27 @@ def test_every_route_is_documented_and_every_documented_route_exists(doc: dict[s
     assert in_router, "the router has no routes?"
     assert in_router - in_document == set(), "routes missing from openapi.json"
     assert in_document - in_router == set(), "openapi.json documents routes the server does not have"
+
+
+VOICE_SERVER = f"http://{VoiceConfig().listen}"
+
+
+def voice_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    """The operations whose path item lists the voice port among its servers."""
+    return {
+        (method, path) for path, method, _, item in operations(doc)
+        if any(server["url"] == VOICE_SERVER for server in item.get("servers", []))
+    }
+
+
+def test_the_voice_port_serves_exactly_the_operations_documented_there(doc: dict[str, Any]) -> None:
+    assert [server["url"] for server in doc["servers"]] == [f"http://{HttpConfig().listen}"]
+    on_voice_port = router_operations(create_voice_app(minimal_context()))
+    assert on_voice_port == voice_operations(doc) == {("post", "/api/chat"), ("post", "/api/vision/frames")}
+    for path, method, op, item in operations(doc):
+        if (method, path) in on_voice_port:
+            assert [server["url"] for server in item["servers"]] == [doc["servers"][0]["url"], VOICE_SERVER]
+            assert "voice port" in op["description"], f"{method.upper()} {path}: say it is on the voice port"
 
 
 async def test_served_document_equals_the_file(aiohttp_client: Any, doc: dict[str, Any]) -> None:
@@ -576,25 +778,46 @@ class Conformance:
         self.gateway = gateway
         self.headers = headers or {}
         self.seen: set[tuple[str, str, str]] = set()
+        # Kinds of chat stream events seen: the event names, plus tool_result:failed and done:interrupted.
+        self.events_seen: set[str] = set()
 
-    async def call(self, method: str, path: str, expect: int, *, json_body: Any = None, data: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> Any:
+    async def call(self, method: str, path: str, expect: int, *, json_body: Any = None, data: Any = None,
+                   headers: dict[str, str] | None = None, voice: bool = False) -> Any:
+        """The decoded answer: JSON, text, or for a chat stream its (event, data) list.
+
+        `voice`: call the voice port, which must be documented for that operation."""
         all_headers = {**self.headers, **(headers or {})}
-        url = self.gateway.base_url + path
+        url = (self.gateway.voice_url if voice else self.gateway.base_url) + path
         async with self.gateway.session.request(method, url, json=json_body, data=data,
                                                 headers=all_headers) as resp:
             text = await resp.text()
             content_type = resp.content_type
             status = resp.status
-        assert status == expect, f"{method} {path}: {status} {text}"
+            response_headers = resp.headers
+        where = f"{method} {'voice port ' if voice else ''}{path} → {status}"
+        assert status == expect, f"{where}: {text}"
         template = match_path(self.doc, path.split("?")[0])
+        if voice:
+            assert (method.lower(), template) in voice_operations(self.doc), f"{where}: not documented there"
         op = self.doc["paths"][template][method.lower()]
         assert str(status) in op["responses"], f"{method} {template} answered {status}, which is not documented"
         response = deref(self.doc, op["responses"][str(status)])
         assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
+        for name, header in response.get("headers", {}).items():
+            assert name in response_headers, f"{where}: documented header {name} missing"
+            assert_valid(self.doc, header["schema"], response_headers[name], f"{where}: header {name}")
         schema = response["content"][content_type]["schema"]
-        body = json.loads(text) if content_type == "application/json" else text
-        assert_valid(self.doc, schema, body, f"{method} {path} → {status}")
+        body: Any = json.loads(text) if content_type == "application/json" else text
+        assert_valid(self.doc, schema, body, where)
+        if content_type == "text/event-stream":
+            body = parse_sse(text)
+            check_chat_stream(self.doc, body, where)
+            for name, data in body:
+                self.events_seen.add(name)
+                if name == "tool_result" and not data["ok"]:
+                    self.events_seen.add("tool_result:failed")
+                if name == "done" and data.get("interrupted"):
+                    self.events_seen.add("done:interrupted")
         if (request_body := op.get("requestBody")) and status == 200 and json_body is not None:
             assert_valid(self.doc, request_body["content"]["application/json"]["schema"], json_body,
                          f"accepted request body of {method} {path}")
@@ -604,7 +827,10 @@ class Conformance:
 
 @pytest.fixture
 async def conformance_gateway(broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    gateway = await start_daemon(broker.url, tmp_path / "state", http_tokens=[TOKEN], http_max_body_bytes=2048)
+    # Small limits, so each can be crossed with a small request; a turn that waits for a device that never
+    # answers ends after 3 s.
+    gateway = await start_daemon(broker.url, tmp_path / "state", http_tokens=[TOKEN], http_max_body_bytes=2048,
+                                 agent_max_message_chars=500, agent_turn_timeout_s=3, vision_max_frame_bytes=4096)
     try:
         yield gateway
     finally:
@@ -684,6 +910,8 @@ async def test_real_answers_match_the_document(
             await check.call("GET", path, 401, headers={"Authorization": "Bearer wrong-token-wrong-token"})
         await check.call("POST", commands, 401, json_body=seed, headers={"Authorization": ""})
 
+        await check_agent_routes(check, gw)
+
         # 503 twice: commands while the broker is away, and health.
         port = free_port()
         down = await start_daemon(f"mqtt://127.0.0.1:{port}", tmp_path / "down", wait_subscribed=False)
@@ -699,9 +927,128 @@ async def test_real_answers_match_the_document(
         }
         # 503 on commands needs a broker that dies mid-test: test_http_api covers it.
         assert documented - check.seen == {("post", "/api/devices/{deviceId}/commands", "503")}
+        assert check.events_seen == SSE_EVENTS | {"tool_result:failed", "done:interrupted"}
     finally:
         for sim in (thermostat, mute, gone):
             await sim.stop()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def check_agent_routes(check: Conformance, gw: RunningDaemon) -> None:
+    """Chat, sessions and vision frames, with the offline engine: thermostat-001 answers commands,
+    thermostat-002 never does (a turn that commands it lasts until the 3 s turn timeout), light-001 is
+    offline."""
+    json_header = {"Content-Type": "application/json"}
+
+    # Chat: the seed request (two tool calls, a reply), a failing tool call, the voice port.
+    chat = "/api/chat"
+    seed = {"message": "Check the current temperature and set the target temperature to 24", "stream": True,
+            "sessionId": "demo-session", "metadata": {"productId": "thermostat", "deviceId": "thermostat-001"}}
+    events = await check.call("POST", chat, 200, json_body=seed)
+    assert [data["name"] for name, data in events if name == "tool_call"] == ["get_device_state", "send_command"]
+    assert events[-1][0] == "done" and "24" in events[-1][1]["text"]
+    events = await check.call("POST", chat, 200, json_body={"message": "turn on light-001", "stream": True,
+                                                           "sessionId": "light-session"})
+    assert any(name == "tool_result" and not data["ok"] for name, data in events)
+    events = await check.call("POST", chat, 200, voice=True, json_body={
+        "message": "what is the current temperature", "stream": True, "metadata": {"deviceId": "thermostat-001"}})
+    assert events[0][1]["sessionId"].startswith("session-")
+
+    # Vision frames: every format, a data URL, the voice port, then every refusal.
+    frames = "/api/vision/frames"
+    upload = {"sessionId": "demo-session", "deviceId": "thermostat-001", "mimeType": "image/png",
+              "imageBase64": b64(PNG), "source": "camera"}
+    frame = await check.call("POST", frames, 200, json_body=upload)
+    for mime_type, image in (("image/jpeg", JPEG), ("image/webp", WEBP)):
+        answer = await check.call("POST", frames, 200, json_body={"sessionId": "demo-session", "mimeType": mime_type,
+                                                                  "imageBase64": b64(image)})
+        assert answer["mimeType"] == mime_type and answer["source"] == "camera"
+    await check.call("POST", frames, 200, voice=True,
+                     json_body={**upload, "imageBase64": "data:image/png;base64," + b64(PNG)})
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({key: value for key, value in upload.items() if key != "sessionId"}, "invalid_request"),
+        ({**upload, "colour": "red"}, "invalid_request"),
+        ({**upload, "mimeType": "image/gif"}, "unsupported_mime_type"),
+        ({**upload, "imageBase64": "not base64!!"}, "invalid_base64"),
+        ({**upload, "imageBase64": b64(PNG).rstrip("=")}, "invalid_base64"),
+        ({**upload, "mimeType": "image/jpeg"}, "mime_mismatch"),
+        ({**upload, "imageBase64": "data:image/jpeg;base64," + b64(PNG)}, "mime_mismatch"),
+        ({**upload, "imageBase64": "data:image/png;base64,"}, "empty_frame"),
+    ]
+    for body, code in refused:
+        answer = await check.call("POST", frames, 400, json_body=body)
+        assert answer["error"]["code"] == code, (body, answer)
+    answer = await check.call("POST", frames, 400, data=b"{not json", headers=json_header)
+    assert answer["error"]["code"] == "invalid_json"
+    answer = await check.call("POST", frames, 413, json_body={**upload, "imageBase64": b64(PNG + bytes(5000))})
+    assert answer["error"]["code"] == "frame_too_large"
+    answer = await check.call("POST", frames, 413, json_body={**upload, "imageBase64": "A" * 100_000})
+    assert answer["error"]["code"] == "payload_too_large"
+    await check.call("POST", frames, 415, data=b"{}", headers={"Content-Type": "text/plain"})
+    await check.call("POST", frames, 401, json_body=upload, headers={"Authorization": ""})
+    await check.call("POST", frames, 401, json_body=upload, headers={"Authorization": ""}, voice=True)
+
+    # Chat about the frame, then every refusal before the stream.
+    await check.call("POST", chat, 200, json_body={
+        "message": "Use this image to check whether the device screen looks abnormal", "stream": True,
+        "sessionId": "demo-session", "visionRefs": frame["visionRefs"]})
+    unknown = "frame-0123456789abcdef0123456789abcdef"
+    answer = await check.call("POST", chat, 404, json_body={"message": "look", "stream": True,
+                                                           "visionRefs": [{"frameId": unknown}]})
+    assert answer["error"]["details"] == {"frameId": unknown}
+    hi = {"message": "hi", "stream": True}
+    bad: dict[str, Any]
+    for bad in ({"stream": True}, {"message": " ", "stream": True}, {"message": "x" * 501, "stream": True},
+                {"message": "hi"}, {**hi, "stream": False}, {**hi, "stream": "true"}, {**hi, "sessionId": ""},
+                {**hi, "sessionId": "s" * 129}, {**hi, "sessionId": "a\u0007b"}, {**hi, "metadata": "thermostat"},
+                {**hi, "metadata": {"deviceId": 7}}, {**hi, "visionRefs": "frame-1"},
+                {**hi, "visionRefs": [{"frameId": unknown}] * 9}, {**hi, "visionRefs": [{"source": "camera"}]},
+                {**hi, "colour": "red"}):
+        answer = await check.call("POST", chat, 400, json_body=bad)
+        assert answer["error"]["details"][0]["field"], answer
+    await check.call("POST", chat, 400, data=b"{not json", headers=json_header)
+    await check.call("POST", chat, 413, json_body={"message": "x" * 3000, "stream": True})
+    await check.call("POST", chat, 415, data=json.dumps(hi).encode(), headers={"Content-Type": "text/plain"})
+    await check.call("POST", chat, 401, json_body=hi, headers={"Authorization": ""})
+    await check.call("POST", chat, 401, json_body=hi, headers={"Authorization": "Bearer wrong"}, voice=True)
+
+    # A busy session: 409 for a second message, interrupt ends the first with done + interrupted.
+    slow = {"message": "set the mode of thermostat-002 to eco", "stream": True, "sessionId": "busy-session"}
+    running = asyncio.create_task(check.call("POST", chat, 200, json_body=slow))
+    await wait_until(lambda: gw.daemon.agent.busy("busy-session"), WAIT_S)
+    answer = await check.call("POST", chat, 409, json_body={**slow, "message": "hello"})
+    assert answer["error"]["details"] == {"sessionId": "busy-session"}
+    interrupt = "/api/sessions/busy-session/interrupt"
+    assert await check.call("POST", interrupt, 200) == {"interrupted": True}
+    events = await asyncio.wait_for(running, WAIT_S)
+    assert events[-1][0] == "done" and events[-1][1]["interrupted"] is True
+    assert await check.call("POST", interrupt, 200) == {"interrupted": False}
+    # Left alone, the same turn ends with an error event when the turn times out.
+    events = await check.call("POST", chat, 200, json_body={**slow, "sessionId": "timeout-session"})
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "turn_timeout"
+
+    # Sessions: history, interrupt and delete, and what they refuse.
+    history = await check.call("GET", "/api/sessions/demo-session/history", 200)
+    assert history["sessionId"] == "demo-session"
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
+    assert [c["name"] for c in history["messages"][1]["toolCalls"]] == ["get_device_state", "send_command"]
+    assert len((await check.call("GET", "/api/sessions/demo-session/history?limit=1", 200))["messages"]) == 1
+    busy = await check.call("GET", "/api/sessions/busy-session/history", 200)
+    assert busy["messages"][-1]["interrupted"] is True
+    for query in ("?limit=0", "?limit=1001", "?limit=ten"):
+        await check.call("GET", f"/api/sessions/demo-session/history{query}", 400)
+    assert await check.call("DELETE", "/api/sessions/light-session", 200) == {"deleted": True}
+    for method, path in (("GET", "/api/sessions/light-session/history"), ("GET", "/api/sessions/nobody/history"),
+                         ("POST", "/api/sessions/nobody/interrupt"), ("DELETE", "/api/sessions/nobody"),
+                         ("DELETE", "/api/sessions/light-session")):
+        answer = await check.call(method, path, 404)
+        assert answer["error"]["code"] == "session_not_found"
+    for method, path in (("GET", "/api/sessions/demo-session/history"), ("POST", interrupt),
+                         ("DELETE", "/api/sessions/demo-session")):
+        await check.call(method, path, 401, headers={"Authorization": "Bearer wrong-token-wrong-token"})
 
 
 async def test_times_in_answers_are_parseable_iso_8601(

@@ -86,7 +86,7 @@ async def test_good_frame_is_kept_and_loaded(
 async def test_defaults_and_data_url_prefix(frames: VisionFrames) -> None:
     frame = await frames.add("s1", None, "IMAGE/PNG", "data:image/png;base64," + b64(PNG), None)
 
-    assert (frame.mime_type, frame.source, frame.device_id) == ("image/png", "upload", None)
+    assert (frame.mime_type, frame.source, frame.device_id) == ("image/png", "camera", None)
     assert (await frames.load(frame.frame_id))[1] == PNG
 
 

@@ -209,6 +209,9 @@ class Agent:
                     await self._provide(context, queue)
             except TimeoutError:
                 await queue.put(TurnFailed("turn_timeout", f"no answer within {self.turn_timeout_s:g} s"))
+            except Exception as exc:  # a provider bug must still end the stream properly
+                log.exception("turn of session %s failed", session_id)
+                await queue.put(TurnFailed("internal_error", f"the assistant failed: {type(exc).__name__}"))
             finally:
                 await queue.put(None)
 

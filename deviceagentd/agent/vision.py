@@ -45,7 +45,8 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_TTL_S = 900.0
 DEFAULT_MAX_FILES = 200
 DEFAULT_MAX_TOTAL_BYTES = 256 * 1024 * 1024
-DEFAULT_SOURCE = "upload"
+# As in the seed document's example upload.
+DEFAULT_SOURCE = "camera"
 # Leftovers of a write that never finished (crash between the two renames) are only
 # removed once this old, so a purge never deletes a frame that is being written.
 ORPHAN_GRACE_S = 60.0
@@ -73,6 +74,8 @@ class FrameError(InvalidInput):
 
 class FrameNotFound(NotFound):
     """No usable frame by that id: never issued, expired, purged, or not a frame id at all."""
+
+    code = "frame_not_found"
 
     def __init__(self, frame_id: str) -> None:
         shown = frame_id if len(frame_id) <= 80 else frame_id[:80] + "…"

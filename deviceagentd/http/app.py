@@ -31,9 +31,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except CoreError as exc:
         api = from_core(exc)
         return error_response(api.status, api.code, api.message, api.details)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONTEXT].max_body_bytes
-        return error_response(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
+    except web.HTTPRequestEntityTooLarge as exc:
+        # Raised by aiohttp against the application-wide limit (the largest route's).
+        return error_response(413, "payload_too_large", exc.text or "the request body is too large")
     except web.HTTPNotFound:
         return error_response(404, "not_found", f"no route {request.path}")
     except web.HTTPMethodNotAllowed as exc:

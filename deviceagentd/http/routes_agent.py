@@ -32,12 +32,12 @@ def _agent(request: web.Request) -> AgentContext:
     return agent
 
 
-def _optional_text(body: dict[str, Any], name: str, max_len: int = 128) -> str | None:
+def _optional_text(body: dict[str, Any], name: str, max_len: int = 128, prefix: str = "") -> str | None:
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > max_len:
-        raise bad_field(name, f"must be a non-empty string of at most {max_len} characters")
+        raise bad_field(prefix + name, f"must be a non-empty string of at most {max_len} characters")
     return value
 
 
@@ -70,8 +70,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     turn = TurnRequest(
         message=body["message"],
         session_id=_optional_text(body, "sessionId"),
-        product_id=_optional_text(metadata, "productId"),
-        device_id=_optional_text(metadata, "deviceId"),
+        product_id=_optional_text(metadata, "productId", prefix="metadata."),
+        device_id=_optional_text(metadata, "deviceId", prefix="metadata."),
         frame_ids=_frame_ids(body),
     )
     # Everything that can be refused (400/404/409) is refused before the stream starts.
@@ -163,7 +163,7 @@ async def upload_frame(request: web.Request) -> web.Response:
     image = body.get("imageBase64")
     if not isinstance(image, str) or not image:
         raise bad_field("imageBase64", "is required: the image as base64")
-    source = _optional_text(body, "source") or "camera"
+    source = _optional_text(body, "source")
     try:
         frame = await ctx.frames.add(session_id, _optional_text(body, "deviceId"), mime_type, image, source)
     except FrameError as exc:
