@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import procs, scenarios, voice_vad
+from bench_lib import agent, procs, scenarios, voice_vad
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "ingest": scenarios.ingest,
     "ntp": scenarios.ntp,
     "commands": scenarios.commands,
+    "agent": agent.agent,
     "commits": scenarios.commits,
     "voice_vad": voice_vad.voice_vad,
     "durability": scenarios.durability,
