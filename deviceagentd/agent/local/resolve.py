@@ -39,26 +39,38 @@ class Mentions:
         return bool(self.device_ids or self.products or self.places)
 
 
+# Bound on remembered place phrases (devices whose metadata keeps changing).
+CACHE_LIMIT = 20_000
+
+
 @dataclass(frozen=True)
 class Places:
-    """Place phrases of every device, computed once per plan."""
+    """Place phrases of every device, for one plan (each device's are cached in the vocabulary)."""
 
     phrases: Mapping[str, frozenset[frozenset[str]]]
 
     @classmethod
     def of(cls, devices: Iterable[Device], vocabulary: Vocabulary) -> Places:
-        product_words = {w for p in vocabulary.products.values() for name in p.names for w in name}
+        product_words = vocabulary.product_words
+        cache = vocabulary.place_cache
         phrases: dict[str, frozenset[frozenset[str]]] = {}
         for device in devices:
-            texts = [device.device_id.replace("-", " ").replace("_", " ")]
-            texts.extend(v for k, v in device.metadata.items() if k in PLACE_KEYS and isinstance(v, str))
-            found: set[frozenset[str]] = set()
-            for text in texts:
-                words = frozenset(w for w in words_of(text)
+            places = tuple(v for k, v in device.metadata.items() if k in PLACE_KEYS and isinstance(v, str))
+            key = (device.device_id, places)
+            found = cache.get(key)
+            if found is None:
+                texts = [device.device_id.replace("-", " ").replace("_", " "), *places]
+                found = frozenset(
+                    words for words in (
+                        frozenset(w for w in words_of(text)
                                   if w not in product_words and w not in lexicon.EN_FILLER and not w.isdigit())
-                if words:
-                    found.add(words)
-            phrases[device.device_id] = frozenset(found)
+                        for text in texts
+                    ) if words
+                )
+                if len(cache) > CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = found
+            phrases[device.device_id] = found
         return cls(MappingProxyType(phrases))
 
     @property

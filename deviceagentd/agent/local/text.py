@@ -7,6 +7,7 @@ entry covers are kept as `residue`: a run of them is a word we do not know (็”ต่
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -154,10 +155,16 @@ def tokenize(text: str, device_ids: Iterable[str]) -> list[Token]:
     return _merge_residue(tokens)
 
 
+@functools.lru_cache(maxsize=4)
+def _device_id_pattern(ids: tuple[str, ...]) -> re.Pattern[str]:
+    # Built once per device set, not per turn: with a thousand devices this is most of a turn.
+    return re.compile(r"(?<![a-z0-9_-])(" + "|".join(re.escape(i) for i in ids) + r")(?![a-z0-9_-])")
+
+
 def _split_device_ids(text: str, ids: list[str]) -> list[tuple[str, bool]]:
     if not ids:
         return [(text, False)]
-    pattern = re.compile(r"(?<![a-z0-9_-])(" + "|".join(re.escape(i) for i in ids) + r")(?![a-z0-9_-])")
+    pattern = _device_id_pattern(tuple(ids))
     pieces: list[tuple[str, bool]] = []
     position = 0
     for match in pattern.finditer(text):

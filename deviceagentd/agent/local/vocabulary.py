@@ -8,9 +8,11 @@ product is named in code: a new DeviceSpec brings its own words.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 
 from deviceagentd.agent.local import lexicon
@@ -102,8 +104,13 @@ class Vocabulary:
     # Words that are values of some parameter (enum values, colours, "warm white"): a part
     # saying one ("heat mode please") is a command even without a verb.
     value_words: frozenset[str]
+    # Place phrases per (device id, place metadata): devices change rarely, turns often, and
+    # tokenizing every device's names on every turn made turns cost O(devices).
+    place_cache: dict[tuple[str, tuple[str, ...]], frozenset[frozenset[str]]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
-    @property
+    @cached_property
     def product_words(self) -> frozenset[str]:
         return frozenset(w for p in self.products.values() for name in p.names for w in name)
 
