@@ -101,6 +101,9 @@ class DeviceRegistry:
         # times a second is copied and saved once per persist tick, not once per message.
         self._dirty: set[str] = set()
         self._online_count = 0
+        # Bumped when a device registers or its metadata changes, so consumers (the offline
+        # engine's device index) can cache what they derive from the device set.
+        self.version = 0
         self.listeners: list[Callable[[Device, str], None]] = []
 
     # ------------------------------------------------------------------ reading
@@ -146,6 +149,7 @@ class DeviceRegistry:
                 heard_at=now,
             )
         self._online_count = sum(1 for d in self._devices.values() if d.online)
+        self.version += 1
 
     # ------------------------------------------------------------------ accepting messages
 
@@ -186,6 +190,7 @@ class DeviceRegistry:
                 encoding=encoding,
             )
             self._devices[device_id] = device
+            self.version += 1
             log.info("device %s registered (product %s)", device_id, spec.product_id)
         device.last_seen_ms = now_ms
         device.heard_at = self._clock.monotonic()
@@ -229,8 +234,9 @@ class DeviceRegistry:
                     result.dropped_fields.append((name, reason))
                     continue
                 device.state[name] = value
-        if isinstance(metadata, dict):
+        if isinstance(metadata, dict) and metadata != device.metadata:
             device.metadata = metadata
+            self.version += 1
         if going_offline:
             self._set_online(device, False, "device reported offline")
         if result.dropped_fields:

@@ -39,9 +39,7 @@ def plan(utterance: str, context: TurnContext, registry: DeviceRegistry,
     replies = Replies(registry.catalog, language, context.device_id)
     if context.images:
         return Plan(language, (Say(replies.vision()),))
-    devices = sorted((d for d in registry.devices() if d.product_id in vocabulary.products),
-                     key=lambda d: d.device_id)
-    places = Places.of(devices, vocabulary)
+    devices, places = _site(registry, vocabulary)
     parsed = parse(utterance, vocabulary, [d.device_id for d in devices], places.words)
     if parsed.vision:
         return Plan(language, (Say(replies.vision()),))
@@ -55,6 +53,19 @@ def plan(utterance: str, context: TurnContext, registry: DeviceRegistry,
         word = next((c.unknown for c in parsed.clauses if c.unknown is not None), None)
         steps = [Say(replies.unknown(utterance, word, planner.example_product()), understood=False)]
     return Plan(language, tuple(_merge_readings(steps)))
+
+
+def _site(registry: DeviceRegistry, vocabulary: Vocabulary) -> tuple[list[Device], Places]:
+    """The served devices, sorted, and their place index; rebuilt only when the registry's
+    device set or metadata changed (turns are frequent, registrations rare)."""
+    cached = vocabulary.site_cache.get("site")
+    if cached is not None and cached[0] == registry.version:
+        return cached[1], cached[2]
+    devices = sorted((d for d in registry.devices() if d.product_id in vocabulary.products),
+                     key=lambda d: d.device_id)
+    places = Places.of(devices, vocabulary)
+    vocabulary.site_cache["site"] = (registry.version, devices, places)
+    return devices, places
 
 
 @dataclass

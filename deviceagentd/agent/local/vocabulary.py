@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 from deviceagentd.agent.local import lexicon
 from deviceagentd.agent.local.text import stem, tokenize, words_of
@@ -109,6 +110,8 @@ class Vocabulary:
     place_cache: dict[tuple[str, tuple[str, ...]], frozenset[frozenset[str]]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+    # The sorted device list and its place index, valid for one registry version.
+    site_cache: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def product_words(self) -> frozenset[str]:
