@@ -14,7 +14,7 @@ _log = logging.getLogger("deviceagentd.store")
 _CONNECTION_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
     "PRAGMA temp_store = MEMORY",
-    "PRAGMA cache_size = -8000",
+    "PRAGMA cache_size = -2000",
     "PRAGMA journal_size_limit = 4194304",
     "PRAGMA foreign_keys = ON",
 )
