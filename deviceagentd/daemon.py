@@ -47,6 +47,7 @@ from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
 from deviceagentd.systemd import Notifier
+from deviceagentd.voice.service import VoiceService
 
 log = logging.getLogger("deviceagentd")
 
@@ -113,6 +114,7 @@ class Daemon:
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
+        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens)
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
@@ -187,7 +189,7 @@ class Daemon:
                 lambda: self.store.stats().pending_rows)
         m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
                 kind="counter")
-        m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: 0)
+        m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_text_requests_waiting", "MQTT text requests waiting for the agent",
                 lambda: self.text_requests.waiting)
@@ -231,7 +233,7 @@ class Daemon:
             ),
         )
         self.http_port = await self._serve(create_app(context), cfg.http.listen, "HTTP API")
-        self.voice_port = await self._serve(create_voice_app(context), cfg.voice.listen, "voice port")
+        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
 
     async def _serve(self, app: web.Application, listen: str, what: str) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
@@ -314,6 +316,7 @@ class Daemon:
         log.info("stopping")
         self.commands.fail_all("the gateway is shutting down")
         self.agent.shutdown()
+        await self.voice.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

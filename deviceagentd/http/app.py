@@ -15,11 +15,14 @@ from deviceagentd.http import routes_agent, routes_devices
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
 from deviceagentd.http.openapi import load_openapi
+from deviceagentd.voice.server import add_routes as add_voice_routes
+from deviceagentd.voice.service import VoiceService
 
 log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/api/health"})
+# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
 
 
 @web.middleware
@@ -122,8 +125,10 @@ def create_app(context: HttpContext) -> web.Application:
     return app
 
 
-def create_voice_app(context: HttpContext) -> web.Application:
-    """The voice port (voice.listen): /api/chat and /api/vision/frames by the same code."""
+def create_voice_app(context: HttpContext, voice: VoiceService | None = None) -> web.Application:
+    """The voice port (voice.listen): /ws/voice, and /api/chat and /api/vision/frames by the same code."""
     app = _base_app(context)
     routes_agent.add_routes(app.router)
+    if voice is not None:
+        add_voice_routes(app.router, voice)
     return app

@@ -1,0 +1,355 @@
+"""What every voice session shares: the configured speech providers, their HTTP client, the
+session settings and the registry of open sessions. Built once by the daemon.
+
+Providers (`[voice]` in the config):
+- `aliyun`: DashScope realtime ASR + CosyVoice TTS, configured when `voice.aliyun.api_key` (or
+  `$DASHSCOPE_API_KEY`) is set;
+- `openai`: the OpenAI-compatible audio endpoints, configured when `voice.openai.base_url` is
+  set (key from `voice.openai.api_key` or `$OPENAI_API_KEY`; LAN servers may need none);
+- `espeak`: local espeak-ng, TTS only. It speaks when the chosen provider has no TTS (its
+  `tts_model` is empty) and espeak-ng is installed.
+
+A provider with an empty `asr_model` offers no ASR (and cannot be chosen in hello); one with an
+empty `tts_model` offers no TTS. Credentials are never logged.
+
+Importing this module loads neither numpy nor webrtcvad (nor the provider clients): the daemon
+builds the service at start, and the audio modules load with the first voice session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from deviceagentd.agent.runner import Agent
+from deviceagentd.config import VoiceConfig
+from deviceagentd.core.clock import Clock
+from deviceagentd.core.metrics import Metrics
+from deviceagentd.voice.server import SessionRegistry
+
+if TYPE_CHECKING:
+    from deviceagentd.voice.providers.base import AsrProvider, TtsProvider
+
+log = logging.getLogger("deviceagentd.voice")
+
+ALIYUN = "aliyun"
+OPENAI = "openai"
+ESPEAK = "espeak"
+# Providers a hello may name, in the order used when it names none (and no default is set).
+ASR_PROVIDERS = (ALIYUN, OPENAI)
+USER_AGENT = "deviceagentd-voice"
+ASR_NOT_CONFIGURED = "asr_not_configured"
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything a voice session needs to know, taken from `[voice]` plus a few fixed limits
+    (tests shorten the timeouts)."""
+
+    # End of speech in auto mode.
+    silence_ms: int = 700
+    vad_mode: int = 2
+    energy_margin_db: float = 9.0
+    min_voiced_s: float = 0.3
+    max_utterance_s: float = 15.0
+    no_speech_timeout_s: float = 8.0
+    idle_timeout_s: float = 120.0
+    # What we send: PCM s16le mono at this rate, in frames of this duration.
+    output_sample_rate: int = 16000
+    output_frame_ms: int = 60
+    # The firmware gives up on our hello after 10 s; a connection without hello is closed then.
+    hello_timeout_s: float = 10.0
+    # Audio is paced in real time after this much has been sent ahead (xiaozhi sends 5 x 60 ms).
+    prebuffer_ms: int = 300
+    # The microphone is ignored while our TTS plays and this long after (echo, room tail).
+    tts_tail_ms: int = 300
+    # Session-side bounds on each provider step (the providers have their own, usually shorter).
+    asr_start_timeout_s: float = 12.0
+    asr_final_timeout_s: float = 12.0
+    tts_first_audio_timeout_s: float = 15.0
+    tts_chunk_timeout_s: float = 15.0
+    # Clauses synthesised at once: the one playing and the next.
+    tts_parallel: int = 2
+    # A JSON control message larger than this is refused; a WebSocket message larger than
+    # max_message_bytes closes the connection (1009).
+    max_text_bytes: int = 65536
+    max_message_bytes: int = 262144
+    # How long an abort (or a disconnect) waits for the pipeline to wind down.
+    abort_wait_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: VoiceConfig) -> SessionSettings:
+        return cls(
+            silence_ms=config.silence_ms,
+            vad_mode=config.vad_mode,
+            energy_margin_db=config.energy_margin_db,
+            min_voiced_s=config.min_voiced_s,
+            max_utterance_s=config.max_utterance_s,
+            no_speech_timeout_s=config.no_speech_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            output_sample_rate=config.output_sample_rate,
+            output_frame_ms=config.output_frame_ms,
+        )
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    asr: str
+    tts: str | None  # None: no TTS at all (replies are text only)
+
+
+class ProviderChoiceError(Exception):
+    """hello named a provider we cannot use; `code` and `message` go to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class VoiceStats:
+    """Totals since start (exported in /metrics)."""
+
+    sessions: int = 0
+    turns: int = 0
+    errors: int = 0
+    dropped_audio: int = 0  # audio messages received while not listening
+
+
+class VoiceService:
+    def __init__(
+        self,
+        config: VoiceConfig,
+        agent: Agent,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        tokens: Sequence[str] = (),
+        environ: Mapping[str, str] | None = None,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.config = config
+        self.agent = agent
+        self.clock = clock
+        self.tokens = tuple(tokens)
+        self.settings = settings or SessionSettings.from_config(config)
+        self.stats = VoiceStats()
+        self.sessions = SessionRegistry(config.max_sessions)
+        self._aliyun_key = config.aliyun.api_key or env.get("DASHSCOPE_API_KEY", "")
+        self._openai_key = config.openai.api_key or env.get("OPENAI_API_KEY", "")
+        self._espeak_path = shutil.which(config.espeak.binary)
+        self._asr: dict[str, AsrProvider] = {}
+        self._tts: dict[str, TtsProvider] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._register_metrics(metrics)
+        self._log_providers()
+
+    # ------------------------------------------------------------------ what is configured
+
+    def has_asr(self, name: str) -> bool:
+        if name == ALIYUN:
+            return bool(self._aliyun_key and self.config.aliyun.asr_model)
+        if name == OPENAI:
+            return bool(self.config.openai.base_url and self.config.openai.asr_model)
+        return False
+
+    def has_tts(self, name: str) -> bool:
+        if name == ALIYUN:
+            return bool(self._aliyun_key and self.config.aliyun.tts_model)
+        if name == OPENAI:
+            return bool(self.config.openai.base_url and self.config.openai.tts_model)
+        if name == ESPEAK:
+            return self._espeak_path is not None
+        return False
+
+    @property
+    def asr_providers(self) -> tuple[str, ...]:
+        """The providers a hello may choose, the default first."""
+        names = [name for name in ASR_PROVIDERS if self.has_asr(name)]
+        default = self.config.default_provider
+        if default in names:
+            names.remove(default)
+            names.insert(0, default)
+        return tuple(names)
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self.sessions)
+
+    def choose(self, requested: str | None) -> ProviderChoice:
+        """The providers for a hello's `provider` (None = the default). Raises
+        ProviderChoiceError naming what is configured."""
+        configured = self.asr_providers
+        if not configured:
+            raise ProviderChoiceError(
+                ASR_NOT_CONFIGURED,
+                "no speech recognition is configured on this gateway: set voice.aliyun.api_key "
+                "(or DASHSCOPE_API_KEY) or voice.openai.base_url",
+            )
+        listed = ", ".join(configured)
+        if requested is None:
+            name = configured[0]
+        elif requested in configured:
+            name = requested
+        elif requested == ESPEAK:
+            raise ProviderChoiceError(
+                "provider_not_configured", f"espeak only speaks, it cannot recognise speech; configured: {listed}"
+            )
+        elif requested in ASR_PROVIDERS:
+            raise ProviderChoiceError(
+                "provider_not_configured",
+                f"provider {requested!r} is not configured on this gateway; configured: {listed}",
+            )
+        else:
+            raise ProviderChoiceError("unknown_provider", f"unknown provider {requested!r}; configured: {listed}")
+        tts: str | None = name if self.has_tts(name) else ESPEAK if self.has_tts(ESPEAK) else None
+        return ProviderChoice(name, tts)
+
+    # ------------------------------------------------------------------ provider clients
+
+    def asr(self, name: str) -> AsrProvider:
+        """The ASR client of a configured provider, built on first use."""
+        provider = self._asr.get(name)
+        if provider is None:
+            provider = self._asr[name] = self._build_asr(name)
+        return provider
+
+    def tts(self, name: str) -> TtsProvider:
+        provider = self._tts.get(name)
+        if provider is None:
+            provider = self._tts[name] = self._build_tts(name)
+        return provider
+
+    def tts_voice(self, name: str, text: str) -> str | None:
+        """The voice for a clause: espeak-ng needs a Chinese voice for Chinese text; the cloud
+        voices speak both."""
+        if name == ESPEAK:
+            from deviceagentd.voice.clauses import mostly_chinese
+
+            espeak = self.config.espeak
+            return espeak.voice_zh if mostly_chinese(text) else espeak.voice
+        return None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # One HTTP client for every provider and session (keep-alive to the cloud), made on
+        # first use inside the running loop.
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+        return self._http
+
+    def _build_asr(self, name: str) -> AsrProvider:
+        from deviceagentd.voice.providers import DashScopeAsr, DashScopeAsrSettings, OpenAiAsr, OpenAiAsrSettings
+
+        if name == ALIYUN:
+            aliyun = self.config.aliyun
+            return DashScopeAsr(
+                DashScopeAsrSettings(
+                    api_key=self._aliyun_key,
+                    url=aliyun.url,
+                    model=aliyun.asr_model,
+                    workspace=aliyun.workspace,
+                    # The service's sentence breaks agree with our end of speech.
+                    max_sentence_silence_ms=min(max(self.config.silence_ms, 200), 6000),
+                ),
+                self._client(),
+            )
+        if name == OPENAI:
+            openai = self.config.openai
+            return OpenAiAsr(
+                OpenAiAsrSettings(
+                    base_url=openai.base_url,
+                    api_key=self._openai_key,
+                    model=openai.asr_model,
+                    max_utterance_s=max(30.0, self.config.max_utterance_s + 5.0),
+                ),
+                self._client(),
+            )
+        raise ValueError(f"no ASR provider {name!r}")
+
+    def _build_tts(self, name: str) -> TtsProvider:
+        from deviceagentd.voice.providers import (
+            DashScopeTts,
+            DashScopeTtsSettings,
+            EspeakSettings,
+            EspeakTts,
+            OpenAiTts,
+            OpenAiTtsSettings,
+        )
+
+        if name == ALIYUN:
+            aliyun = self.config.aliyun
+            return DashScopeTts(
+                DashScopeTtsSettings(
+                    api_key=self._aliyun_key,
+                    url=aliyun.url,
+                    workspace=aliyun.workspace,
+                    model=aliyun.tts_model,
+                    voice=aliyun.tts_voice,
+                    sample_rate=aliyun.tts_sample_rate,
+                ),
+                self._client(),
+            )
+        if name == OPENAI:
+            openai = self.config.openai
+            return OpenAiTts(
+                OpenAiTtsSettings(
+                    base_url=openai.base_url, api_key=self._openai_key, model=openai.tts_model, voice=openai.tts_voice
+                ),
+                self._client(),
+            )
+        if name == ESPEAK:
+            espeak = self.config.espeak
+            return EspeakTts(
+                EspeakSettings(binary=espeak.binary, voice=espeak.voice, words_per_minute=espeak.words_per_minute)
+            )
+        raise ValueError(f"no TTS provider {name!r}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Close every open session (1001), then the provider clients. Idempotent."""
+        await self.sessions.close_all()
+        providers: list[AsrProvider | TtsProvider] = [*self._asr.values(), *self._tts.values()]
+        self._asr.clear()
+        self._tts.clear()
+        for provider in providers:
+            await provider.close()
+        http, self._http = self._http, None
+        if http is not None and not http.closed:
+            await http.close()
+
+    def _register_metrics(self, metrics: Metrics) -> None:
+        stats = self.stats
+        metrics.gauge("deviceagentd_voice_sessions_total", "Voice sessions accepted since start",
+                      lambda: stats.sessions, kind="counter")
+        metrics.gauge("deviceagentd_voice_turns_total", "Voice turns sent to the agent", lambda: stats.turns,
+                      kind="counter")
+        metrics.gauge("deviceagentd_voice_errors_total", "error messages sent to voice clients",
+                      lambda: stats.errors, kind="counter")
+        metrics.gauge("deviceagentd_voice_dropped_audio_total", "Audio messages received while not listening",
+                      lambda: stats.dropped_audio, kind="counter")
+
+    def _log_providers(self) -> None:
+        parts = []
+        if self.has_asr(ALIYUN) or self.has_tts(ALIYUN):
+            source = "voice.aliyun.api_key" if self.config.aliyun.api_key else "DASHSCOPE_API_KEY"
+            parts.append(f"aliyun (key from {source})")
+        if self.has_asr(OPENAI) or self.has_tts(OPENAI):
+            parts.append("openai")
+        if self.has_tts(ESPEAK):
+            parts.append("espeak (TTS)")
+        if self.config.default_provider and not self.has_asr(self.config.default_provider):
+            log.warning("voice.default_provider %r is not configured; hello without provider uses %s",
+                        self.config.default_provider, (self.asr_providers or ("none",))[0])
+        if not self.asr_providers:
+            log.info("voice: no speech recognition configured; /ws/voice answers hello with an error")
+        else:
+            log.info("voice providers: %s", ", ".join(parts))
