@@ -157,6 +157,9 @@ class AgentConfig:
     max_tool_iterations: int = 6
     turn_timeout_s: float = 120.0
     max_message_chars: int = 4000
+    # Turns started per second, at most, across all channels (0 = no limit): device traffic
+    # shares the event loop, so a chat flood makes turns wait instead of starving telemetry.
+    max_turns_per_s: float = 0.0
     # MQTT text requests (*_in topics): how many run at once, how many may wait.
     text_requests_concurrency: int = 2
     text_requests_queue: int = 100
@@ -555,6 +558,8 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("agent.max_tool_iterations", "must be between 1 and 20")
     if not 1 <= agent.turn_timeout_s <= 600:
         bad("agent.turn_timeout_s", "must be between 1 and 600 seconds")
+    if not 0 <= agent.max_turns_per_s <= 1000:
+        bad("agent.max_turns_per_s", "must be between 0 (no limit) and 1000")
     if not 1 <= agent.max_message_chars <= 100000:
         bad("agent.max_message_chars", "must be between 1 and 100000")
     if not 1 <= agent.text_requests_concurrency <= 32:

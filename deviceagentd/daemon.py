@@ -172,6 +172,7 @@ class Daemon:
             history_limit=cfg.agent.history_max_messages,
             turn_timeout_s=cfg.agent.turn_timeout_s,
             max_message_chars=cfg.agent.max_message_chars,
+            max_turns_per_s=cfg.agent.max_turns_per_s,
         )
 
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:

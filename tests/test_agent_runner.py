@@ -34,6 +34,7 @@ from deviceagentd.agent.types import (
     TurnContext,
     TurnEvent,
 )
+from deviceagentd.core.clock import Clock
 from deviceagentd.core.errors import Conflict, InvalidInput, NotFound
 
 
@@ -286,3 +287,22 @@ async def test_provider_bug_ends_with_internal_error_and_keeps_partial_text() ->
     assert isinstance(failed, TurnFailed) and failed.code == "internal_error"
     assert agent.sessions.messages["s8"][-1].text == "Half"  # type: ignore[attr-defined]
     assert not agent.busy("s8")
+
+
+class FrozenClock(Clock):
+    def monotonic(self) -> float:
+        return 100.0
+
+
+async def test_turn_rate_limit_spaces_turn_starts() -> None:
+    agent = make_agent(provider_saying("ok"), max_turns_per_s=50.0, clock=FrozenClock())
+    for _ in range(3):
+        await run_all(agent, TurnRequest("hi"))
+    # Slots at 100.00, 100.02, 100.04: the next free one is 100.06.
+    assert agent._next_turn_at == pytest.approx(100.06)
+
+
+async def test_no_rate_limit_by_default() -> None:
+    agent = make_agent(provider_saying("ok"))
+    await run_all(agent, TurnRequest("hi"))
+    assert agent._next_turn_at == 0.0

@@ -105,6 +105,10 @@ class Agent:
     history_limit: int = 50
     turn_timeout_s: float = 120.0
     max_message_chars: int = 4000
+    # Turns started per second at most (0 = no limit). Turns share the one event loop with
+    # device traffic; under a flood of chat, turns queue rather than starve telemetry.
+    max_turns_per_s: float = 0.0
+    _next_turn_at: float = 0.0
     _running: dict[str, _Running] = field(default_factory=dict)
     # One lock per session with a count of turns holding or waiting for it, so locks of
     # finished sessions are dropped instead of piling up.
@@ -258,7 +262,17 @@ class Agent:
         else:
             yield TurnDone(session_id, "".join(text), interrupted=running.interrupted)
 
+    async def _pace(self) -> None:
+        if self.max_turns_per_s <= 0:
+            return
+        now = self.clock.monotonic()
+        start = max(now, self._next_turn_at)
+        self._next_turn_at = start + 1.0 / self.max_turns_per_s
+        if start > now:
+            await asyncio.sleep(start - now)
+
     async def _provide(self, context: TurnContext, queue: asyncio.Queue[AgentEvent | None]) -> None:
+        await self._pace()
         produced = False
         try:
             async for event in self.provider.run(context, self.tools):
