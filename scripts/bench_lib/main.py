@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, procs, scenarios, voice_vad
+from bench_lib import agent, procs, scenarios, voice, voice_vad
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -30,6 +30,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "agent": agent.agent,
     "commits": scenarios.commits,
     "voice_vad": voice_vad.voice_vad,
+    "voice": voice.voice,
     "durability": scenarios.durability,
 }
 
