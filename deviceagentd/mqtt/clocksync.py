@@ -6,11 +6,10 @@ Read with adjtimex(2) in query mode: it returns TIME_ERROR while the clock is un
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+from deviceagentd.libc import libc_function
 
 TIME_ERROR = 5
 # struct timex is about 208 bytes on 64-bit Linux; a larger zeroed buffer keeps modes=0 (query).
@@ -18,21 +17,8 @@ _TIMEX_BUFFER = 512
 RECHECK_S = 16.0
 
 
-def _load_adjtimex() -> Callable[[Any], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6", use_errno=True)
-        func = libc.adjtimex
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_void_p]
-    func.restype = ctypes.c_int
-    adjtimex: Callable[[Any], int] = func
-    return adjtimex
-
-
 def kernel_clock_synced() -> bool:
-    func = _load_adjtimex()
+    func = libc_function("adjtimex", [ctypes.c_void_p], ctypes.c_int)
     if func is None:
         return False
     buffer = ctypes.create_string_buffer(_TIMEX_BUFFER)
