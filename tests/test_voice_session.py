@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import voice_samples as vs
 from aiohttp import web
+from test_agent_runner import MemorySessions
 from voice_doubles import AsrScript, DashScopeDouble, DashScopeTask, OpenAiAudioDouble, TtsScript
 
 from deviceagentd.agent.runner import Agent, TurnRequest
 from deviceagentd.agent.types import (
-    ChatMessage,
     Delta,
     ImageInput,
     ProviderError,
@@ -63,24 +63,6 @@ TEST_SETTINGS = {
 
 
 # ------------------------------------------------------------------------------ the agent side
-
-
-@dataclass
-class MemorySessions:
-    messages: dict[str, list[ChatMessage]] = field(default_factory=dict)
-    devices: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
-
-    async def history(self, session_id: str, limit: int) -> list[ChatMessage]:
-        return self.messages.get(session_id, [])[-limit:]
-
-    def append(self, session_id: str, message: ChatMessage) -> None:
-        self.messages.setdefault(session_id, []).append(message)
-
-    def remember_device(self, session_id: str, product_id: str | None, device_id: str | None) -> None:
-        self.devices[session_id] = (product_id, device_id)
-
-    async def default_device(self, session_id: str) -> tuple[str | None, str | None]:
-        return self.devices.get(session_id, (None, None))
 
 
 @dataclass
