@@ -372,3 +372,27 @@ async def test_text_request_flood_does_not_starve_devices(broker: MosquittoBroke
         await device.stop()
         await client.disconnect()
         await gateway.stop()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("device-agent/nope/in", {"prompt": "hi"}, "unknown_product"),
+        ("device-agent/thermostat/in", {"prompt": "hi", "sessionId": 5}, "bad_session_id"),
+        ("device-agent/thermostat/in", {"prompt": "hi", "metadata": "x"}, "bad_metadata"),
+        ("device-agent/thermostat/in", {"prompt": "hi", "requestId": True}, "bad_request_id"),
+        ("device-agent/thermostat/in", {"prompt": "x" * 4001}, "bad_prompt"),
+        ("device-agent/thermostat/in", [1, 2], "not_object"),
+    ],
+)
+async def test_bad_text_requests_are_counted_not_answered(broker: MosquittoBroker, gateway: RunningDaemon,
+                                                          topic: str, payload: Any, reason: str) -> None:
+    client = gmqtt.Client("bad-text")
+    await client.connect(broker.host, broker.port)
+    try:
+        client.publish(topic, json.dumps(payload), qos=1)
+        await wait_until(lambda: gateway.daemon.metrics.rejects.get({"kind": "text_request", "reason": reason}) == 1)
+        assert gateway.daemon.text_requests.waiting == 0
+        assert gateway.daemon.metrics.messages_out.get({"kind": "text_reply"}) == 0
+    finally:
+        await client.disconnect()
