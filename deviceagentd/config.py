@@ -23,7 +23,8 @@ ENV_PREFIX = "DEVICEAGENTD_"
 # Read by the CLI (which file to load), not a key inside the file.
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset(
-    {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key"}
+    {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
+     "voiceplatform.client_secret"}
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
@@ -183,6 +184,24 @@ class VisionConfig:
 
 
 @dataclass
+class VoicePlatformConfig:
+    """The Tuya-compatible voice platform API for in-room speakers (docs/voice-platform.md)."""
+
+    # The speakers, rooms and scenes (TOML); empty = the /v1.0 voice platform API is off.
+    rooms_file: str = ""
+    # Tuya HMAC-SHA256 request signing: on when both are set.
+    client_id: str = ""
+    client_secret: str = ""
+    # How far a signed request's `t` may be from our clock (and how long nonces are remembered).
+    sign_skew_s: float = 300.0
+    access_token_ttl_s: int = 7200
+    # A retried message_id within this window gets the first answer, without running it again.
+    idempotency_window_s: float = 300.0
+    # How long Control waits for the device; speakers give up after a few seconds.
+    command_timeout_ms: int = 5000
+
+
+@dataclass
 class LogConfig:
     level: str = "info"
 
@@ -199,6 +218,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
+    voiceplatform: VoicePlatformConfig = field(default_factory=VoicePlatformConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -405,7 +425,7 @@ def _apply_env(config: Config, env: Mapping[str, str], problems: list[ConfigProb
 def _resolve_relative_dirs(config: Config, base: Path) -> None:
     # Paths in a config file are relative to that file, so `deviceagentd -c /etc/x.toml` does
     # not depend on the working directory systemd happens to give us.
-    for section, attr in ((config.storage, "dir"), (config.products, "dir")):
+    for section, attr in ((config.storage, "dir"), (config.products, "dir"), (config.voiceplatform, "rooms_file")):
         value = getattr(section, attr)
         if value and not Path(value).is_absolute():
             setattr(section, attr, str((base / value).resolve()))
@@ -581,6 +601,19 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("vision.max_frame_bytes", "must be between 1024 and 33554432")
     if not 1 <= config.vision.frame_ttl_s <= 7 * 86400:
         bad("vision.frame_ttl_s", "must be between 1 second and 7 days")
+    vp = config.voiceplatform
+    if vp.rooms_file and not Path(vp.rooms_file).is_file():
+        bad("voiceplatform.rooms_file", f"{vp.rooms_file} does not exist or is not a file")
+    if bool(vp.client_id) != bool(vp.client_secret):
+        bad("voiceplatform.client_id", "client_id and client_secret turn signing on together: set both or neither")
+    if not 1 <= vp.sign_skew_s <= 3600:
+        bad("voiceplatform.sign_skew_s", "must be between 1 and 3600 seconds")
+    if not 60 <= vp.access_token_ttl_s <= 30 * 86400:
+        bad("voiceplatform.access_token_ttl_s", "must be between 60 seconds and 30 days")
+    if not 0 <= vp.idempotency_window_s <= 86400:
+        bad("voiceplatform.idempotency_window_s", "must be between 0 (off) and 86400 seconds")
+    if not 100 <= vp.command_timeout_ms <= 120000:
+        bad("voiceplatform.command_timeout_ms", "must be between 100 and 120000")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
     return problems

@@ -146,6 +146,12 @@ class Metrics:
     http_requests: Counter = field(
         default_factory=lambda: Counter("deviceagentd_http_requests_total", "HTTP requests, by route and status")
     )
+    voiceplatform_requests: Counter = field(
+        default_factory=lambda: Counter(
+            "deviceagentd_voiceplatform_requests_total",
+            "Voice platform API calls, by api and Tuya result code (0 = success)",
+        )
+    )
     command_latency: Histogram = field(
         default_factory=lambda: Histogram(
             "deviceagentd_command_latency_seconds", "Command round trip to the device's answer", LATENCY_BUCKETS_S
@@ -177,6 +183,7 @@ class Metrics:
             self.validation_warnings,
             self.commands,
             self.http_requests,
+            self.voiceplatform_requests,
             self.command_latency,
             self.ntp_turnaround,
             self.loop_lag,

@@ -1,0 +1,208 @@
+"""The rooms file: speakers, rooms, devices and scenes, and every problem reported with its path."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from daemon_harness import PRODUCTS_DIR
+
+from deviceagentd.config import ConfigError
+from deviceagentd.core.catalog import Catalog, load_catalog
+from deviceagentd.voiceplatform.idempotency import IdempotencyCache
+from deviceagentd.voiceplatform.rooms import load_rooms
+
+REPO = Path(__file__).resolve().parent.parent
+VOICE_PRODUCTS = frozenset({"light", "curtain", "air_conditioner", "thermostat", "switch"})
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog(PRODUCTS_DIR)
+
+
+def problems_of(tmp_path: Path, catalog: Catalog, text: str, voice: frozenset[str] = VOICE_PRODUCTS) -> list[str]:
+    path = tmp_path / "rooms.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_rooms(path, catalog, voice)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_shipped_example_loads(catalog: Catalog) -> None:
+    rooms = load_rooms(REPO / "etc" / "deviceagentd" / "voice-platform.toml", catalog, VOICE_PRODUCTS)
+    speaker = rooms.speakers["speaker-101"]
+    room = rooms.room_of(speaker)
+    assert room.name == "Room 101"
+    assert list(room.devices) == ["light-101", "curtain-101", "ac-101", "thermostat-001"]
+    assert room.devices["light-101"].aliases == ("reading light", "lamp")
+    assert room.devices["ac-101"].position is None
+    sleep = room.scenes["SCENE#sleep-101"]
+    assert (sleep.name, sleep.parallel, len(sleep.steps)) == ("Sleep mode", False, 3)
+    assert sleep.steps[2].params == {"target_temperature": 24}
+    assert room.scenes["SCENE#welcome-101"].parallel is True
+    assert rooms.known_device("curtain-101") and not rooms.known_device("nope")
+
+
+def test_a_scene_id_may_be_given_with_its_prefix(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "rooms.toml"
+    path.write_text("""
+[[rooms]]
+id = "1"
+devices = [{ device_id = "l1", product = "light", name = "lamp" }]
+scenes = [{ id = "SCENE#night", name = "Night", steps = [{ device_id = "l1", command = "turn_off" }] }]
+""")
+    rooms = load_rooms(path, catalog, VOICE_PRODUCTS)
+    assert list(rooms.rooms["1"].scenes) == ["SCENE#night"]
+    assert rooms.rooms["1"].name == "1"
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path, catalog: Catalog) -> None:
+    problems = problems_of(tmp_path, catalog, """
+colour = "blue"
+
+[[rooms]]
+id = "1"
+devices = [
+  { device_id = "l1", product = "light", name = "lamp", color = "red" },
+  { device_id = "l1", product = "light", name = "lamp again" },
+  { device_id = "x1", product = "toaster", name = "toaster" },
+  { device_id = "s1", product = "switch" },
+  { device_id = "t1", product = "thermostat", name = "t", aliases = "not a list" },
+]
+scenes = [
+  { id = "a", name = "A", steps = [
+      { device_id = "l1", command = "explode" },
+      { device_id = "zz", command = "turn_off" },
+      { device_id = "l1", command = "set_brightness", params = { brightness = 500 } },
+  ] },
+  { id = "a", name = "A again", steps = [{ device_id = "l1", command = "turn_on" }] },
+  { id = "b", name = "Empty", steps = [] },
+  { id = "c", name = "Bad flag", parallel = "yes", steps = [{ device_id = "l1", command = "turn_on" }] },
+]
+
+[[rooms]]
+id = "1"
+
+[[speakers]]
+voice_id = "sp"
+code = "brand"
+industry_type = "home"
+room = "9"
+
+[[speakers]]
+code = "brand"
+room = "1"
+""")
+    text = "\n".join(problems)
+    expected = [
+        "$.colour: unknown key",
+        "rooms[0].devices[0].color: unknown key",
+        "rooms[0].devices[1].device_id: device 'l1' is listed twice",
+        "rooms[0].devices[2].product: unknown product 'toaster'",
+        "rooms[0].devices[3].name: is required",
+        "rooms[0].devices[4].aliases: must be a list of non-empty strings",
+        "rooms[0].scenes[0].steps[0].command: 'explode' is not a command of light",
+        "rooms[0].scenes[0].steps[1].device_id: device 'zz' is not one of this room's devices",
+        "rooms[0].scenes[0].steps[2].params.brightness:",
+        "rooms[0].scenes[1].id: scene id 'SCENE#a' is already used",
+        "rooms[0].scenes[2].steps: a scene needs at least one step",
+        "rooms[0].scenes[3].parallel: must be true or false",
+        "rooms[1].id: room '1' is defined twice",
+        "speakers[0].industry_type: must be one of hotel",
+        "speakers[0].room: no room '9' in this file",
+        "speakers[1].voice_id: is required",
+    ]
+    for fragment in expected:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    assert all(p.startswith(str(tmp_path / "rooms.toml")) for p in problems)
+
+
+def test_a_product_without_a_voice_section_cannot_be_in_a_room(tmp_path: Path, catalog: Catalog) -> None:
+    problems = problems_of(tmp_path, catalog, """
+[[rooms]]
+id = "1"
+devices = [{ device_id = "l1", product = "light", name = "lamp" }]
+""", voice=frozenset({"switch"}))
+    assert problems == [f"{tmp_path / 'rooms.toml'}: rooms[0].devices[0].product: product 'light' has no voice "
+                        "section, so speakers cannot use it"]
+
+
+def test_speakers_need_a_known_room_and_unique_ids(tmp_path: Path, catalog: Catalog) -> None:
+    problems = problems_of(tmp_path, catalog, """
+[[rooms]]
+id = "1"
+[[speakers]]
+voice_id = "sp"
+code = "b"
+room = "1"
+[[speakers]]
+voice_id = "sp"
+code = "b"
+room = "1"
+[[speakers]]
+voice_id = "sp2"
+code = ""
+room = "1"
+""")
+    assert any("speakers[1].voice_id: speaker 'sp' is defined twice" in p for p in problems)
+    assert any("speakers[2].code: must be a non-empty string" in p for p in problems)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path, catalog: Catalog) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_rooms(tmp_path / "missing.toml", catalog, VOICE_PRODUCTS)
+    assert "cannot read" in str(caught.value)
+    assert problems_of(tmp_path, catalog, "[[rooms]\nid=") [0].startswith("voiceplatform.rooms_file:")
+    assert "array of tables" in problems_of(tmp_path, catalog, 'rooms = "101"')[0]
+
+
+async def test_idempotency_cache_runs_once_per_key_within_the_window() -> None:
+    now = [0.0]
+    cache = IdempotencyCache(window_s=10, max_entries=3, monotonic=lambda: now[0])
+    runs: list[str] = []
+
+    async def work(tag: str) -> dict[str, str]:
+        runs.append(tag)
+        await asyncio.sleep(0.01)
+        return {"tag": tag}
+
+    first, second = await asyncio.gather(cache.run(("sp", "m1"), lambda: work("a")),
+                                         cache.run(("sp", "m1"), lambda: work("b")))
+    assert first == second == {"tag": "a"} and runs == ["a"]
+    assert await cache.run(("other", "m1"), lambda: work("c")) == {"tag": "c"}  # keys are per speaker
+    now[0] = 11.0
+    assert await cache.run(("sp", "m1"), lambda: work("d")) == {"tag": "d"}  # window passed
+    for i in range(5):
+        await cache.run(("sp", f"x{i}"), lambda: work("e"))
+    assert len(cache) == 3  # bounded
+    assert cache.replays == 1
+
+
+async def test_idempotency_cache_forgets_a_call_that_failed_without_an_answer() -> None:
+    cache = IdempotencyCache(window_s=10)
+
+    async def boom() -> dict[str, str]:
+        raise RuntimeError("no answer")
+
+    with pytest.raises(RuntimeError):
+        await cache.run(("sp", "m"), boom)
+
+    async def fine() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    assert await cache.run(("sp", "m"), fine) == {"ok": "yes"}
+
+
+async def test_idempotency_off_runs_every_time() -> None:
+    cache = IdempotencyCache(window_s=0)
+    runs = []
+
+    async def work() -> dict[str, int]:
+        runs.append(1)
+        return {"n": len(runs)}
+
+    await cache.run(("sp", "m"), work)
+    await cache.run(("sp", "m"), work)
+    assert len(runs) == 2 and len(cache) == 0
