@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -48,6 +48,9 @@ from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
 from deviceagentd.systemd import Notifier
 from deviceagentd.voice.service import VoiceService
+
+if TYPE_CHECKING:
+    from deviceagentd.voiceplatform.service import VoicePlatform
 
 log = logging.getLogger("deviceagentd")
 
@@ -130,6 +133,14 @@ class Daemon:
             cfg.mqtt.max_payload_bytes,
             self.text_requests,
         )
+        self.voice_platform: VoicePlatform | None = None
+        if cfg.voiceplatform.rooms_file:
+            # Imported only when speakers are configured: most gateways have none.
+            from deviceagentd.voiceplatform.setup import build_voice_platform
+
+            self.voice_platform = build_voice_platform(
+                cfg.voiceplatform, self.catalog, self.registry, self.commands, self.store, self.metrics, self.clock
+            )
         self.started_monotonic = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
@@ -202,6 +213,8 @@ class Daemon:
         # thread keeps the loop free for the watchdog meanwhile.
         await asyncio.to_thread(self.store.open)
         self.registry.load(self.store.load_devices())
+        if self.voice_platform is not None:
+            await self._start_voice_platform(self.voice_platform)
         log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
                  len(self.catalog.products), self.registry.total, self.config.storage.dir)
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
@@ -211,6 +224,14 @@ class Daemon:
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))
+
+    async def _start_voice_platform(self, platform: VoicePlatform) -> None:
+        await platform.tokens.load()
+        dropped = await platform.tokens.forget_except(set(platform.rooms.speakers))
+        if dropped:
+            log.info("voice platform: dropped the tokens of %d speakers no longer configured", dropped)
+        log.info("voice platform: %d speakers, %d rooms (%s)", len(platform.rooms.speakers),
+                 len(platform.rooms.rooms), self.config.voiceplatform.rooms_file)
 
     async def _start_http(self) -> None:
         cfg = self.config
@@ -233,7 +254,12 @@ class Daemon:
                 vision_body_bytes=cfg.vision.max_frame_bytes * 4 // 3 + VISION_BODY_OVERHEAD,
             ),
         )
-        self.http_port = await self._serve(create_app(context), cfg.http.listen, "HTTP API")
+        app = create_app(context)
+        if self.voice_platform is not None:
+            from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
+
+            add_voice_platform_routes(app, self.voice_platform)
+        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API")
         self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
 
     async def _serve(self, app: web.Application, listen: str, what: str) -> int:

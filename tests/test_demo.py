@@ -59,6 +59,23 @@ def test_demo_runs_the_seed_tour_and_stops_cleanly(tmp_path: Path) -> None:
         assert device["state"]["target_temperature"] == 24  # type: ignore[index]
         events = _curl_json(f"{base}/api/devices/thermostat-001/events?limit=50")
         assert any(e["event"] == "online" for e in events["events"])  # type: ignore[union-attr,index]
+
+        # The speaker tour (docs/voice-platform.md) works against the demo's example room.
+        assert f"curl '{base}/v1.0/voice/devices/speaker-101/token?code=demo-brand&industry_type=hotel'" in text
+        tokens = _curl_json(f"{base}/v1.0/voice/devices/speaker-101/token?code=demo-brand&industry_type=hotel")
+        assert tokens["success"] is True, tokens
+        request = urllib.request.Request(
+            f"{base}/v1.0/voice/execute",
+            data=json.dumps({"message_id": "m-1", "version": "1.0",
+                             "command": {"interface": "Tuya.Voice.Platform.Control", "intent": "SetTemperature",
+                                         "value": 22},
+                             "endpoint": {"instance_id": "thermostat-001"}}).encode(),
+            headers={"Content-Type": "application/json",
+                     "access_token": str(tokens["result"]["token"])})  # type: ignore[index]
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            control = json.loads(resp.read())
+        assert control["success"] is True, control
+        assert {"name": "temperature", "value": 22} in control["result"]["properties"]
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGTERM)

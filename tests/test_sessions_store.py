@@ -317,7 +317,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_events(db_path: Path
     store = Store(db_path, HOLD, FakeClock())
     store.open()
     try:
-        assert db_rows(db_path, "PRAGMA user_version") == [(2,)]
+        assert db_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
         stored = await store.query_events("dev-1", limit=10)
         assert [(e.id, e.data) for e in stored] == [(3, {"n": 2}), (2, {"n": 1}), (1, {"n": 0})]
         assert store.add_event(events[0]).id == 4

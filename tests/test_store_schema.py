@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from deviceagentd.store import NewEvent, SchemaTooNewError, Store, StoreSettings
+from deviceagentd.store import (
+    NewEvent,
+    SchemaTooNewError,
+    SessionMessage,
+    Store,
+    StoreSettings,
+    VoiceTokenRecord,
+)
+from deviceagentd.store.rows import event_row, message_row
 from deviceagentd.store.schema import MIGRATIONS, migrate
 
 NOW_MS = 1_700_000_000_000
@@ -57,7 +65,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 2
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 3
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -71,11 +79,20 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
         ("table", "session_messages"),
         ("index", "sessions_by_updated"),
         ("index", "session_messages_by_session"),
+        ("table", "voice_tokens"),
     }
     with sqlite3.connect(path) as conn:
         columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]
         assert columns == ["device_id", "id"]
         assert conn.execute("SELECT data FROM events").fetchall() == [('{"n":0}',)]
+        token_columns = [(row[1], row[2], row[3], row[5]) for row in conn.execute("PRAGMA table_info(voice_tokens)")]
+        assert token_columns == [
+            ("voice_id", "TEXT", 0, 1),
+            ("access_hash", "TEXT", 1, 0),
+            ("refresh_hash", "TEXT", 1, 0),
+            ("issued_at_ms", "INTEGER", 1, 0),
+            ("expires_at_ms", "INTEGER", 1, 0),
+        ]
 
 
 async def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -102,13 +119,13 @@ def test_a_new_migration_is_one_more_list_entry(tmp_path: Path) -> None:
     migrate(conn, "m.db")
     conn.execute("INSERT INTO devices VALUES ('d', 'p', 1, '{}', '{}', 1, 2, 'json')")
 
-    def add_voice_tokens(c: sqlite3.Connection) -> None:
-        c.execute("CREATE TABLE voice_tokens (voice_id TEXT PRIMARY KEY)")
+    def add_next_table(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE next_table (key TEXT PRIMARY KEY)")
 
-    migrate(conn, "m.db", [*MIGRATIONS, add_voice_tokens])
+    migrate(conn, "m.db", [*MIGRATIONS, add_next_table])
 
     assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) + 1,)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'voice_tokens'").fetchone()
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'next_table'").fetchone()
     assert conn.execute("SELECT device_id FROM devices").fetchall() == [("d",)]
     conn.close()
 
@@ -117,16 +134,54 @@ def test_a_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
 
     def half_done(c: sqlite3.Connection) -> None:
-        c.execute("CREATE TABLE voice_tokens (voice_id TEXT PRIMARY KEY)")
+        c.execute("CREATE TABLE next_table (key TEXT PRIMARY KEY)")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         migrate(conn, "m.db", [*MIGRATIONS, half_done])
 
     assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'voice_tokens'").fetchone() is None
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'next_table'").fetchone() is None
     assert not conn.in_transaction
     conn.close()
+
+
+async def test_version_2_database_upgrades_to_3_and_keeps_its_data(tmp_path: Path) -> None:
+    # A database as the version-2 code left it: its two schema steps and rows in every table.
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, str(path), MIGRATIONS[:2])
+    conn.execute("INSERT INTO devices VALUES ('dev-1', 'thermo', 1, '{\"t\":21}', '{}', 1, 2, 'json')")
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [event_row(7, new_event(7))])
+    conn.execute("INSERT INTO sessions VALUES ('s1', ?, ?, NULL, NULL, '{}')", (NOW_MS, NOW_MS))
+    conn.executemany(
+        "INSERT INTO session_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [message_row(3, "s1", SessionMessage("user", "hello", NOW_MS))],
+    )
+    conn.close()
+    assert pragma(path, "user_version") == 2
+
+    store = Store(path, SETTINGS, clock_ms)
+    store.open()
+    try:
+        assert pragma(path, "user_version") == 3
+        [device] = store.load_devices()
+        assert (device.device_id, device.state) == ("dev-1", {"t": 21})
+        assert [e.data for e in await store.query_events("dev-1", limit=5)] == [{"n": 7}]
+        assert [m.text for m in await store.session_messages("s1", limit=5)] == ["hello"]
+        assert store.add_event(new_event(8)).id == 8
+        assert store.load_voice_tokens() == []
+        token = VoiceTokenRecord("spk-1", "a" * 64, "b" * 64, NOW_MS, NOW_MS + 7_200_000)
+        store.save_voice_token(token)
+        await store.flush()
+        assert store.load_voice_tokens() == [token]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT voice_id, access_hash FROM voice_tokens").fetchall() == [("spk-1", "a" * 64)]
+        assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 async def test_garbage_file_is_moved_aside(

@@ -23,6 +23,8 @@ log = logging.getLogger("deviceagentd.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
 PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
+# The voice platform API authenticates speakers with its own tokens and signatures.
+OWN_AUTH_PREFIX = "/v1.0/"
 
 
 @web.middleware
@@ -54,7 +56,7 @@ def auth_middleware(tokens: list[str]) -> Middleware:
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or request.path in PUBLIC_PATHS:
+        if not encoded or request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIX):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")

@@ -1,4 +1,5 @@
-"""SQLite storage: devices, events, commands, session history; batched writes on one writer thread."""
+"""SQLite storage: devices, events, commands, session history, voice platform tokens; batched writes on
+one writer thread."""
 
 from deviceagentd.store.errors import SchemaTooNewError, StoreError
 from deviceagentd.store.records import (
@@ -8,6 +9,7 @@ from deviceagentd.store.records import (
     NewEvent,
     SessionMessage,
     SessionRecord,
+    VoiceTokenRecord,
 )
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import DEFAULT_SESSION_MAX_MESSAGES, Store, StoreStats, wall_clock_ms
@@ -25,5 +27,6 @@ __all__ = [
     "StoreError",
     "StoreSettings",
     "StoreStats",
+    "VoiceTokenRecord",
     "wall_clock_ms",
 ]

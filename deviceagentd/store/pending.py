@@ -25,6 +25,7 @@ from deviceagentd.store.rows import (
     EventRow,
     MessageRow,
     SessionRow,
+    VoiceTokenRow,
     with_outcome,
 )
 
@@ -75,6 +76,8 @@ class Batch:
     sessions: dict[str, SessionChange] = field(default_factory=dict)
     session_rows: int = 0
     """Sum of len() over `sessions`, kept up to date so len(batch) stays O(1) per event."""
+    voice_tokens: dict[str, VoiceTokenRow | None] = field(default_factory=dict)
+    """A speaker's live token pair: last write per voice_id wins; None deletes the row."""
     first_at: float = 0.0
     """time.monotonic() when the first row arrived; the batch window starts there."""
     last_seq: int = 0
@@ -86,6 +89,7 @@ class Batch:
             + len(self.command_inserts)
             + len(self.command_updates)
             + self.session_rows
+            + len(self.voice_tokens)
         )
 
 
@@ -193,6 +197,11 @@ class PendingWrites:
             batch.session_rows += len(change) - before
             self._accepted()
 
+    def put_voice_token(self, voice_id: str, row: VoiceTokenRow | None) -> None:
+        with self._cond:
+            self._accept().voice_tokens[voice_id] = row
+            self._accepted()
+
     def request_flush(self) -> int:
         """Ask the writer to commit without waiting out the batch window; returns the target."""
         with self._cond:
@@ -298,6 +307,13 @@ class PendingWrites:
         with self._cond:
             for batch in self._generations():
                 merged.update(batch.devices)
+        return merged
+
+    def voice_tokens(self) -> dict[str, VoiceTokenRow | None]:
+        merged: dict[str, VoiceTokenRow | None] = {}
+        with self._cond:
+            for batch in self._generations():
+                merged.update(batch.voice_tokens)
         return merged
 
     # --- consumer side (the writer thread) ---

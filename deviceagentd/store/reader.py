@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow, MessageRow, SessionRow
+from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow, MessageRow, SessionRow, VoiceTokenRow
 
 T = TypeVar("T")
 
@@ -23,6 +23,7 @@ _DEVICE_COLUMNS = ", ".join(DeviceRow._fields)
 _COMMAND_COLUMNS = ", ".join(CommandRow._fields)
 _SESSION_COLUMNS = ", ".join(SessionRow._fields)
 _MESSAGE_COLUMNS = ", ".join(MessageRow._fields)
+_VOICE_TOKEN_COLUMNS = ", ".join(VoiceTokenRow._fields)
 
 
 class Reader:
@@ -110,4 +111,11 @@ def select_session_messages(conn: sqlite3.Connection, session_id: str, *, limit:
             f"SELECT {_MESSAGE_COLUMNS} FROM session_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
             (session_id, limit),
         )
+    ]
+
+
+def select_voice_tokens(conn: sqlite3.Connection) -> list[VoiceTokenRow]:
+    return [
+        VoiceTokenRow._make(row)
+        for row in conn.execute(f"SELECT {_VOICE_TOKEN_COLUMNS} FROM voice_tokens ORDER BY voice_id")
     ]

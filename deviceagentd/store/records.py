@@ -92,3 +92,19 @@ class SessionMessage:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class VoiceTokenRecord:
+    """The live token pair of one voice platform speaker: only SHA-256 hashes of the tokens.
+
+    One row per speaker (`voice_id`): issuing or refreshing replaces it, so a rotated or
+    revoked token is simply no longer in the table.
+    """
+
+    voice_id: str
+    access_hash: str
+    refresh_hash: str
+    issued_at_ms: int
+    expires_at_ms: int
+    """When the access token stops working; the refresh token does not expire."""

@@ -17,6 +17,7 @@ from deviceagentd.store.records import (
     NewEvent,
     SessionMessage,
     SessionRecord,
+    VoiceTokenRecord,
 )
 
 
@@ -83,6 +84,14 @@ class SessionRow(NamedTuple):
     product_id: str | None
     device_id: str | None
     metadata: str
+
+
+class VoiceTokenRow(NamedTuple):
+    voice_id: str
+    access_hash: str
+    refresh_hash: str
+    issued_at_ms: int
+    expires_at_ms: int
 
 
 class MessageRow(NamedTuple):
@@ -266,3 +275,14 @@ def message_record(row: MessageRow) -> SessionMessage:
         tool_results=json.loads(row.tool_results),
         interrupted=bool(row.interrupted),
     )
+
+
+def voice_token_row(record: VoiceTokenRecord) -> VoiceTokenRow:
+    bindable_text(record.voice_id, record.access_hash, record.refresh_hash)
+    return VoiceTokenRow(
+        record.voice_id, record.access_hash, record.refresh_hash, record.issued_at_ms, record.expires_at_ms
+    )
+
+
+def voice_token_record(row: VoiceTokenRow) -> VoiceTokenRecord:
+    return VoiceTokenRecord(*row)

@@ -103,8 +103,23 @@ _V2_SESSIONS = _statements(
     "CREATE INDEX session_messages_by_session ON session_messages (session_id, id)",
 )
 
+# Voice platform tokens: the live pair of each speaker, as SHA-256 hashes (the tokens
+# themselves are never stored). Only the primary key is indexed: tokens are checked against
+# an in-memory copy read once at start, and the table is written by voice_id.
+_V3_VOICE_TOKENS = _statements(
+    """
+    CREATE TABLE voice_tokens (
+        voice_id      TEXT PRIMARY KEY,
+        access_hash   TEXT NOT NULL,
+        refresh_hash  TEXT NOT NULL,
+        issued_at_ms  INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    )
+    """,
+)
+
 # Index i holds the step from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS)
+MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -22,6 +22,10 @@ Session history follows the same path: messages are accepted in memory, committe
 batches, and reads merge the waiting ones. A session keeps at most `max_messages` (given
 with each message); the oldest beyond it are deleted in the same transaction that adds new
 ones, and reads never return more than that bound, committed or not.
+
+Voice platform tokens (one row per speaker, hashes only) take the same path too. A caller
+that hands a token to someone must `await flush()` first: only then is it on disk, and only
+then is the token it replaced gone from the disk as well.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from deviceagentd.store.reader import (
     select_events,
     select_session,
     select_session_messages,
+    select_voice_tokens,
 )
 from deviceagentd.store.records import (
     CommandRecord,
@@ -53,6 +58,7 @@ from deviceagentd.store.records import (
     NewEvent,
     SessionMessage,
     SessionRecord,
+    VoiceTokenRecord,
 )
 from deviceagentd.store.rows import (
     MessageRow,
@@ -68,6 +74,8 @@ from deviceagentd.store.rows import (
     message_row,
     session_record,
     session_row,
+    voice_token_record,
+    voice_token_row,
     with_outcome,
 )
 from deviceagentd.store.settings import StoreSettings
@@ -100,7 +108,7 @@ class _Running:
 
 
 class Store:
-    """SQLite storage for devices, events, commands and session history.
+    """SQLite storage for devices, events, commands, session history and voice platform tokens.
 
     The add/save/update/delete methods and the async reads are for the event loop thread
     only: they never wait on I/O.
@@ -203,6 +211,13 @@ class Store:
         """Delete the header and every message, stored or still waiting."""
         self._live().pending.put_session_delete(session_id)
 
+    def save_voice_token(self, record: VoiceTokenRecord) -> None:
+        """Replace the speaker's live token pair (a speaker has at most one)."""
+        self._live().pending.put_voice_token(record.voice_id, voice_token_row(record))
+
+    def delete_voice_token(self, voice_id: str) -> None:
+        self._live().pending.put_voice_token(voice_id, None)
+
     # --- reads ---
 
     def load_devices(self) -> list[DeviceRecord]:
@@ -212,6 +227,22 @@ class Store:
         stored = running.reader.call_sync(select_devices)
         by_id: dict[str, DeviceRecord | None] = {row.device_id: device_record(row) for row in stored}
         by_id.update(waiting)
+        return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
+
+    def load_voice_tokens(self) -> list[VoiceTokenRecord]:
+        """Every speaker's live token pair, waiting writes included. Blocking; meant for start-up.
+
+        Blocking on purpose, like load_devices: while the loop waits here nothing new is
+        accepted, so the waiting rows read first are at least as new as anything the writer
+        commits before the database is read.
+        """
+        running = self._live()
+        waiting = running.pending.voice_tokens()
+        stored = running.reader.call_sync(select_voice_tokens)
+        by_id: dict[str, VoiceTokenRecord | None] = {row.voice_id: voice_token_record(row) for row in stored}
+        by_id.update(
+            (voice_id, None if row is None else voice_token_record(row)) for voice_id, row in waiting.items()
+        )
         return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
 
     async def query_events(

@@ -26,6 +26,7 @@ from deviceagentd.store.rows import (
     EventRow,
     MessageRow,
     SessionRow,
+    VoiceTokenRow,
     device_row,
 )
 from deviceagentd.store.settings import StoreSettings
@@ -76,6 +77,8 @@ _TOUCH_SESSION = (
 )
 _SET_SESSION_DEVICE = "UPDATE sessions SET product_id = ?, device_id = ? WHERE session_id = ?"
 _INSERT_MESSAGE = _insert("session_messages", MessageRow._fields)
+_UPSERT_VOICE_TOKEN = _insert("voice_tokens", VoiceTokenRow._fields)
+_DELETE_VOICE_TOKEN = "DELETE FROM voice_tokens WHERE voice_id = ?"
 # Everything older than the newest N (no row at OFFSET N: the subquery is NULL, nothing goes).
 _TRIM_SESSION = (
     "DELETE FROM session_messages WHERE session_id = ? AND id <= "
@@ -123,6 +126,8 @@ def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
         (_INSERT_COMMAND, batch.command_inserts.values()),
         (_UPDATE_COMMAND, [(*outcome, key) for key, outcome in batch.command_updates.items()]),
         *_session_statements(batch),
+        (_DELETE_VOICE_TOKEN, [(key,) for key, row in batch.voice_tokens.items() if row is None]),
+        (_UPSERT_VOICE_TOKEN, [row for row in batch.voice_tokens.values() if row is not None]),
     ]
 
 
