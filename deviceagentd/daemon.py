@@ -35,7 +35,7 @@ from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import AgentContext, HttpContext
-from deviceagentd.memory import trim_heap
+from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
 from deviceagentd.mqtt.ingest import Ingest
 from deviceagentd.mqtt.link import MqttLink
@@ -60,7 +60,8 @@ DB_FILENAME = "deviceagentd.db"
 READY_WITHOUT_BROKER_S = 20.0
 TICK_S = 0.5
 STATUS_EVERY_S = 5.0
-# Freed heap goes back to the kernel this often (it piles up after bursts of traffic).
+# Freed heap goes back to the kernel this often (it piles up after bursts of traffic), and
+# once a burst of registrations has settled.
 TRIM_EVERY_S = 300.0
 SUBSCRIBED_KINDS = (
     TopicKind.TELEMETRY,
@@ -320,7 +321,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         next_status = 0.0
         next_watchdog = 0.0
-        next_trim = loop.time() + TRIM_EVERY_S
+        trimmer = HeapTrimmer(every_s=TRIM_EVERY_S)
         expected = loop.time() + TICK_S
         while True:
             await asyncio.sleep(max(0.0, expected - loop.time()))
@@ -331,9 +332,7 @@ class Daemon:
             if interval and now >= next_watchdog and self.store.writer_alive:
                 self.notifier.watchdog()
                 next_watchdog = now + interval
-            if now >= next_trim:
-                trim_heap()
-                next_trim = now + TRIM_EVERY_S
+            trimmer.tick(now, self.registry.total)
             if self.ready.is_set() and now >= next_status:
                 self.notifier.status(self._status_line())
                 next_status = now + STATUS_EVERY_S
