@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +211,41 @@ async def test_idempotency_off_runs_every_time() -> None:
     await cache.run(("sp", "m"), work)
     await cache.run(("sp", "m"), work)
     assert len(runs) == 2 and len(cache) == 0
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deviceagentd", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=REPO, timeout=60)
+
+
+def test_check_config_reports_rooms_file_problems_and_run_refuses_to_start(tmp_path: Path) -> None:
+    rooms = tmp_path / "rooms.toml"
+    rooms.write_text('[[rooms]]\nid = "1"\ndevices = [{ device_id = "l1", product = "toaster", name = "t" }]\n')
+    env = {"DEVICEAGENTD_VOICEPLATFORM_ROOMS_FILE": str(rooms), "DEVICEAGENTD_STORAGE_DIR": str(tmp_path / "s")}
+    checked = run_cli("check-config", env=env)
+    assert checked.returncode == 1, checked
+    assert f"{rooms}: rooms[0].devices[0].product: unknown product 'toaster'" in checked.stderr
+    started = run_cli("run", env=env)
+    assert started.returncode == 1, started
+    assert "rooms[0].devices[0].product" in started.stderr and "Traceback" not in started.stderr
+
+
+def test_check_config_checks_voice_sections_even_with_the_api_off(tmp_path: Path) -> None:
+    products = tmp_path / "products"
+    shutil.copytree(PRODUCTS_DIR, products)
+    light = json.loads((products / "light.json").read_text())
+    light["voice"]["intents"]["SetBrightness"]["command"] = "set_brightnes"
+    (products / "light.json").write_text(json.dumps(light))
+    checked = run_cli("check-config", env={"DEVICEAGENTD_PRODUCTS_DIR": str(products)})
+    assert checked.returncode == 1, checked
+    assert "$.voice.intents.SetBrightness.command" in checked.stderr
+
+
+def test_check_config_summarises_the_voice_platform(tmp_path: Path) -> None:
+    off = run_cli("check-config")
+    assert off.returncode == 0, off
+    assert "# voice platform off (voiceplatform.rooms_file is empty); voice sections checked: " in off.stdout
+    example = REPO / "etc" / "deviceagentd" / "voice-platform.toml"
+    on = run_cli("check-config", env={"DEVICEAGENTD_VOICEPLATFORM_ROOMS_FILE": str(example)})
+    assert on.returncode == 0, on
+    assert f"# voice platform on: 1 speakers, 1 rooms from {example}" in on.stdout
