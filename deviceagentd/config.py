@@ -126,6 +126,7 @@ class StorageConfig:
     dir: str = "./state"
     batch_interval_s: float = 1.0
     batch_max_rows: int = 5000
+    device_state_save_s: float = 60.0
     events_max_age_days: float = 30.0
     events_max_rows: int = 1000000
     commands_max_age_days: float = 30.0
@@ -158,9 +159,10 @@ class AgentConfig:
     max_tool_iterations: int = 6
     turn_timeout_s: float = 120.0
     max_message_chars: int = 4000
-    # Turns started per second, at most, across all channels (0 = no limit): device traffic
-    # shares the event loop, so a chat flood makes turns wait instead of starving telemetry.
-    max_turns_per_s: float = 0.0
+    # Turns started per second, at most, on average (0 = no limit): device traffic shares the
+    # event loop, so a chat flood makes turns wait instead of starving telemetry. Far above what
+    # a room's speakers and business systems ask; voice turns never wait (they use a slot).
+    max_turns_per_s: float = 20.0
     # MQTT text requests (*_in topics): how many run at once, how many may wait.
     text_requests_concurrency: int = 2
     text_requests_queue: int = 100
@@ -521,6 +523,8 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("storage.dir", "must not be empty")
     if not 0.01 <= storage.batch_interval_s <= 60:
         bad("storage.batch_interval_s", "must be between 0.01 and 60 seconds")
+    if not 0 <= storage.device_state_save_s <= 3600:
+        bad("storage.device_state_save_s", "must be between 0 (every batch) and 3600 seconds")
     if storage.batch_max_rows < 1:
         bad("storage.batch_max_rows", "must be at least 1")
     for attr in ("events_max_age_days", "commands_max_age_days"):

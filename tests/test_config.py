@@ -361,6 +361,8 @@ def test_all_problems_at_once() -> None:
         ({"STORAGE_BATCH_INTERVAL_S": "0"}, "storage.batch_interval_s", "between 0.01 and 60"),
         ({"STORAGE_BATCH_INTERVAL_S": "61"}, "storage.batch_interval_s", "between 0.01 and 60"),
         ({"STORAGE_BATCH_MAX_ROWS": "0"}, "storage.batch_max_rows", "at least 1"),
+        ({"STORAGE_DEVICE_STATE_SAVE_S": "-1"}, "storage.device_state_save_s", "between 0"),
+        ({"STORAGE_DEVICE_STATE_SAVE_S": "3601"}, "storage.device_state_save_s", "between 0"),
         ({"STORAGE_EVENTS_MAX_AGE_DAYS": "0"}, "storage.events_max_age_days", "above 0"),
         ({"STORAGE_COMMANDS_MAX_AGE_DAYS": "-1"}, "storage.commands_max_age_days", "above 0"),
         ({"STORAGE_EVENTS_MAX_ROWS": "99"}, "storage.events_max_rows", "at least 100"),

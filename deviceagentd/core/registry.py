@@ -90,16 +90,22 @@ class DeviceRegistry:
         metrics: Metrics,
         offline_after_s: float,
         clock: Clock | None = None,
+        routine_save_s: float = 0.0,
     ) -> None:
         self.catalog = catalog
+        self._routine_save_s = routine_save_s
         self._store = store
         self._metrics = metrics
         self._offline_after_s = offline_after_s
         self._clock = clock or Clock()
         self._devices: dict[str, Device] = {}
-        # Devices changed since they were last handed to the store. A device reporting many
-        # times a second is copied and saved once per persist tick, not once per message.
+        # Devices changed since they were last handed to the store, in two sets. `_dirty`:
+        # registration, online/offline, metadata, saved at the next persist tick. `_routine`:
+        # only state values and last-seen time changed, saved every `routine_save_s` (every
+        # device at once): on an SD card, rewriting each device's row every time it reports
+        # would dominate the disk writes, and devices report their state again anyway.
         self._dirty: set[str] = set()
+        self._routine: set[str] = set()
         self._online_count = 0
         # Bumped when a device registers or its metadata changes, so consumers (the offline
         # engine's device index) can cache what they derive from the device set.
@@ -191,11 +197,14 @@ class DeviceRegistry:
             )
             self._devices[device_id] = device
             self.version += 1
+            self._dirty.add(device_id)
             log.info("device %s registered (product %s)", device_id, spec.product_id)
+        elif device.encoding != encoding:
+            self._dirty.add(device_id)
         device.last_seen_ms = now_ms
         device.heard_at = self._clock.monotonic()
         device.encoding = encoding
-        self._dirty.add(device_id)
+        self._routine.add(device_id)
         if not device.online:
             self._set_online(device, True, "message received")
         return device
@@ -237,6 +246,7 @@ class DeviceRegistry:
         if isinstance(metadata, dict) and metadata != device.metadata:
             device.metadata = metadata
             self.version += 1
+            self._dirty.add(device_id)
         if going_offline:
             self._set_online(device, False, "device reported offline")
         if result.dropped_fields:
@@ -280,9 +290,16 @@ class DeviceRegistry:
             self._set_online(device, False, f"no message for {self._offline_after_s:g} s")
         return len(silent)
 
-    def persist_changes(self) -> int:
-        """Hand every device changed since the last call to the store; returns how many."""
+    def persist_changes(self, *, routine: bool = True) -> int:
+        """Hand changed devices to the store: those with registration, online/offline or
+        metadata changes, and with `routine` also those whose state or last-seen time
+        changed. Returns how many."""
         dirty, self._dirty = self._dirty, set()
+        if routine:
+            dirty |= self._routine
+            self._routine = set()
+        else:
+            self._routine -= dirty  # their whole row is written now
         for device_id in dirty:
             device = self._devices.get(device_id)
             if device is not None:
@@ -290,13 +307,18 @@ class DeviceRegistry:
         return len(dirty)
 
     async def run(self, persist_every_s: float = 0.25, expire_every_s: float = 1.0) -> None:
-        """Persist changed devices and expire silent ones, until cancelled."""
+        """Persist changed devices and expire silent ones, until cancelled; everything
+        changed is persisted when cancelled."""
         loop = asyncio.get_running_loop()
         next_expiry = loop.time() + expire_every_s
+        next_routine = loop.time() + self._routine_save_s
         try:
             while True:
                 await asyncio.sleep(persist_every_s)
-                self.persist_changes()
+                routine = loop.time() >= next_routine
+                self.persist_changes(routine=routine)
+                if routine:
+                    next_routine = loop.time() + self._routine_save_s
                 if loop.time() >= next_expiry:
                     self.expire_silent()
                     next_expiry = loop.time() + expire_every_s
