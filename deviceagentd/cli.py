@@ -272,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "replace the database with the backup FILE (the daemon must be stopped); "
                       "the current one is kept as <name>.before-restore-<ms>", state=True)
     restore.add_argument("file", metavar="FILE", help="a backup written by `deviceagentd backup`")
-    devices = command("devices", cmd_devices, "list the stored devices (read-only, safe while the daemon runs)",
+    devices = command("devices", cmd_devices,
+                      "list the stored devices as last saved: online/offline at once, state and last-seen "
+                      "time up to storage.device_state_save_s old (read-only, safe while the daemon runs)",
                       state=True)
     devices.add_argument("--json", action="store_true", help="JSON as the HTTP API writes it, for scripts")
     events = command("events", cmd_events, "list stored events, newest first (read-only, safe while the daemon runs)",
