@@ -355,8 +355,16 @@ class Daemon:
         self.registry.persist_changes()
         if self._openai is not None:
             await self._openai.close()
+        opened = self.store.writer_alive
         await asyncio.to_thread(self.store.close)
-        log.info("stopped; all accepted events are stored")
+        stats = self.store.stats()
+        if not opened:
+            log.info("stopped (the database was not open)")
+        elif stats.pending_rows or stats.dropped_rows:
+            log.error("stopped; %d rows were not stored at stop, %d dropped earlier (last error: %s)",
+                      stats.pending_rows, stats.dropped_rows, stats.last_error or "none")
+        else:
+            log.info("stopped; all accepted events are stored")
 
 
 async def run_daemon(config: Config, catalog: Catalog) -> None:

@@ -543,6 +543,8 @@ def test_the_daemon_refuses_a_newer_database_with_one_line(tmp_path: Path) -> No
                      rf"deviceagentd only knows versions up to {known_schema_version()}", result.stderr)
     assert query(state / DB_FILENAME, "PRAGMA user_version") == [(known_schema_version() + 1,)]
     assert query(state / DB_FILENAME, "SELECT device_id FROM devices") == [("from-the-future",)]
+    # it never had a database open, so it must not claim to have stored anything
+    assert "all accepted events are stored" not in result.stderr
 
 
 # ------------------------------------------------- the real daemon: listing, backup, restore
