@@ -20,7 +20,6 @@ import aiohttp
 from deviceagentd.voice.providers.base import (
     ASR_FAILED,
     ASR_SAMPLE_RATE,
-    PROVIDER_TIMEOUT,
     AsrResult,
     VoiceProviderError,
     primary_language,
@@ -29,15 +28,11 @@ from deviceagentd.voice.providers.dashscope_ws import (
     CLOSED_TYPES,
     DEFAULT_URL,
     Endpoint,
-    ReplyTimeout,
-    close_quietly,
+    TaskStream,
     open_task,
     parse_event,
-    send_finish,
-    task_failed_error,
 )
-from deviceagentd.voice.providers.httpclient import SharedSession, client_error
-from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
+from deviceagentd.voice.providers.httpclient import SharedSession
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +101,15 @@ def join_text(head: str, tail: str) -> str:
     return head + tail
 
 
-class DashScopeAsrStream:
+class DashScopeAsrStream(TaskStream[AsrResult]):
+    failure_code = ASR_FAILED
+    log_name = "dashscope-asr"
+    receiving = "receiving results"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, task_id: str, settings: DashScopeAsrSettings) -> None:
-        self._ws = ws
-        self._task_id = task_id
         self._settings = settings
         # Results are small and few: unbounded, so the reader never waits on the consumer.
-        self._results: asyncio.Queue[AsrResult | VoiceProviderError | None] = asyncio.Queue()
-        self._reply_timeout = ReplyTimeout()
-        self._error: VoiceProviderError | None = None
-        self._finishing = False
-        self._closed = False
-        self._reader = asyncio.create_task(self._read(), name=f"dashscope-asr-{task_id}")
+        super().__init__(ws, task_id, settings.api_key, settings.final_timeout_s, asyncio.Queue())
 
     async def send_audio(self, pcm16k: bytes) -> None:
         if self._error is not None:
@@ -129,79 +121,33 @@ class DashScopeAsrStream:
         try:
             await self._ws.send_bytes(pcm16k)
         except (aiohttp.ClientError, ConnectionError) as exc:
-            # The reader sees the same broken socket and reports why; this is the short version.
-            raise self._error or client_error(exc, ASR_FAILED, self._settings.api_key, "sending audio") from None
-
-    async def finish(self) -> None:
-        if self._finishing or self._closed:
-            return
-        self._finishing = True
-        self._reply_timeout.arm(self._settings.final_timeout_s)
-        try:
-            await send_finish(self._ws, self._task_id)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            # results() raises the reader's account of the failure.
-            log.debug("dashscope asr: finish-task not sent: %s", exc)
+            raise self._send_error(exc, "sending audio") from None
 
     async def results(self) -> AsyncIterator[AsrResult]:
-        while True:
-            item = await self._results.get()
-            if item is None:
-                return
-            if isinstance(item, VoiceProviderError):
-                raise item
+        async for item in self._items():
             yield item
             if item.final:
                 return
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await stop_tasks([self._reader])
-        await close_quietly(self._ws)
-        end_queue(self._results)
+    def _timeout_detail(self) -> str:
+        return f"no final result within {self._settings.final_timeout_s:g} s of the end of speech"
 
-    async def _read(self) -> None:
-        try:
-            await self._read_events()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._fail(self._reader_error(exc))
-        finally:
-            await close_quietly(self._ws)
-
-    def _reader_error(self, exc: Exception) -> VoiceProviderError:
-        if isinstance(exc, TimeoutError):
-            return VoiceProviderError(
-                PROVIDER_TIMEOUT, f"no final result within {self._settings.final_timeout_s:g} s of the end of speech"
-            )
-        if isinstance(exc, ValueError):
-            return VoiceProviderError(ASR_FAILED, "the provider sent an unreadable event")
-        return client_error(exc, ASR_FAILED, self._settings.api_key, "receiving results")
-
-    def _fail(self, error: VoiceProviderError) -> None:
-        log.warning("dashscope asr: %s", error)
-        self._error = error
-        self._results.put_nowait(error)
-
-    async def _read_events(self) -> None:
+    async def _read_frames(self) -> None:
         done = ""  # the sentences the service has closed
         last = ""
         while True:
-            msg = await self._reply_timeout.receive(self._ws)
+            msg = await self._receive()
             if msg.type in CLOSED_TYPES or msg.type is aiohttp.WSMsgType.ERROR:
-                self._fail(VoiceProviderError(ASR_FAILED, "the provider closed the connection before the final"))
+                await self._fail(VoiceProviderError(ASR_FAILED, "the provider closed the connection before the final"))
                 return
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
             event = parse_event(msg.data)
             if event.event == "task-failed":
-                self._fail(task_failed_error(event, ASR_FAILED, self._settings.api_key))
+                await self._fail_task(event)
                 return
             if event.event == "task-finished":
-                self._results.put_nowait(AsrResult(done, final=True))
+                await self._put(AsrResult(done, final=True))
                 return
             if event.event != "result-generated":
                 continue
@@ -217,4 +163,4 @@ class DashScopeAsrStream:
                 current = join_text(done, text)
             if current != last:
                 last = current
-                self._results.put_nowait(AsrResult(current, final=False))
+                await self._put(AsrResult(current, final=False))

@@ -16,22 +16,18 @@ from typing import Any
 
 import aiohttp
 
-from deviceagentd.voice.providers.base import PROVIDER_TIMEOUT, TTS_FAILED, VoiceProviderError
+from deviceagentd.voice.providers.base import TTS_FAILED, VoiceProviderError
 from deviceagentd.voice.providers.dashscope_ws import (
     CLOSED_TYPES,
     DEFAULT_URL,
     Endpoint,
-    ReplyTimeout,
-    close_quietly,
+    TaskStream,
     command,
     open_task,
     parse_event,
-    send_finish,
-    task_failed_error,
 )
-from deviceagentd.voice.providers.httpclient import SharedSession, client_error
+from deviceagentd.voice.providers.httpclient import SharedSession
 from deviceagentd.voice.providers.pcm import WholeSamples
-from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +111,14 @@ def text_pieces(text: str, limit: int = MAX_TEXT_UNITS) -> list[str]:
     return [p for p in pieces if p]
 
 
-class DashScopeTtsStream:
+class DashScopeTtsStream(TaskStream[bytes]):
+    failure_code = TTS_FAILED
+    log_name = "dashscope-tts"
+    receiving = "receiving audio"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, task_id: str, settings: DashScopeTtsSettings) -> None:
-        self._ws = ws
-        self._task_id = task_id
         self._settings = settings
-        self._audio: asyncio.Queue[bytes | VoiceProviderError | None] = asyncio.Queue(MAX_QUEUED_CHUNKS)
-        self._reply_timeout = ReplyTimeout()
-        self._error: VoiceProviderError | None = None
-        self._finished = False
-        self._closed = False
-        self._reader = asyncio.create_task(self._read(), name=f"dashscope-tts-{task_id}")
+        super().__init__(ws, task_id, settings.api_key, settings.idle_timeout_s, asyncio.Queue(MAX_QUEUED_CHUNKS))
 
     @property
     def sample_rate(self) -> int:
@@ -134,7 +127,7 @@ class DashScopeTtsStream:
     async def send_text(self, text: str) -> None:
         if self._error is not None:
             raise self._error
-        if self._closed or self._finished:
+        if self._closed or self._finishing:
             raise VoiceProviderError(TTS_FAILED, "send_text() after finish() or close()")
         if not text.strip():
             return
@@ -142,67 +135,22 @@ class DashScopeTtsStream:
             for piece in text_pieces(text):
                 await self._ws.send_str(command("continue-task", self._task_id, {"input": {"text": piece}}))
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise self._error or client_error(exc, TTS_FAILED, self._settings.api_key, "sending text") from None
+            raise self._send_error(exc, "sending text") from None
 
-    async def finish(self) -> None:
-        if self._finished or self._closed:
-            return
-        self._finished = True
-        self._reply_timeout.arm(self._settings.idle_timeout_s)
-        try:
-            await send_finish(self._ws, self._task_id)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            log.debug("dashscope tts: finish-task not sent: %s", exc)
+    def audio(self) -> AsyncIterator[bytes]:
+        return self._items()
 
-    async def audio(self) -> AsyncIterator[bytes]:
-        while True:
-            item = await self._audio.get()
-            if item is None:
-                return
-            if isinstance(item, VoiceProviderError):
-                raise item
-            yield item
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await stop_tasks([self._reader])
-        await close_quietly(self._ws)
-        end_queue(self._audio)
-
-    async def _read(self) -> None:
-        try:
-            await self._read_frames()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._fail(self._reader_error(exc))
-        finally:
-            await close_quietly(self._ws)
-
-    def _reader_error(self, exc: Exception) -> VoiceProviderError:
-        if isinstance(exc, TimeoutError):
-            return VoiceProviderError(
-                PROVIDER_TIMEOUT, f"no audio from the provider for {self._settings.idle_timeout_s:g} s after finish"
-            )
-        if isinstance(exc, ValueError):
-            return VoiceProviderError(TTS_FAILED, "the provider sent an unreadable event")
-        return client_error(exc, TTS_FAILED, self._settings.api_key, "receiving audio")
-
-    async def _fail(self, error: VoiceProviderError) -> None:
-        log.warning("dashscope tts: %s", error)
-        self._error = error
-        await self._audio.put(error)
+    def _timeout_detail(self) -> str:
+        return f"no audio from the provider for {self._settings.idle_timeout_s:g} s after finish"
 
     async def _read_frames(self) -> None:
         samples = WholeSamples()
         while True:
-            msg = await self._reply_timeout.receive(self._ws)
+            msg = await self._receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
                 chunk = samples.feed(msg.data)
                 if chunk:
-                    await self._audio.put(chunk)
+                    await self._put(chunk)
                 continue
             if msg.type in CLOSED_TYPES or msg.type is aiohttp.WSMsgType.ERROR:
                 await self._fail(VoiceProviderError(TTS_FAILED, "the provider closed the connection mid-reply"))
@@ -211,8 +159,8 @@ class DashScopeTtsStream:
                 continue
             event = parse_event(msg.data)
             if event.event == "task-failed":
-                await self._fail(task_failed_error(event, TTS_FAILED, self._settings.api_key))
+                await self._fail_task(event)
                 return
             if event.event == "task-finished":
-                await self._audio.put(None)
+                await self._put(None)
                 return

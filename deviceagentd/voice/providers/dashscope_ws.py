@@ -12,8 +12,9 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -24,6 +25,7 @@ from deviceagentd.voice.providers.base import (
     VoiceProviderError,
 )
 from deviceagentd.voice.providers.httpclient import client_error, redact
+from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ RATE_ERROR_CODES = frozenset({"Throttling", "Throttling.RateQuota", "Throttling.
 # A polite close must not hold up an abort.
 CLOSE_TIMEOUT_S = 1.0
 CLOSED_TYPES = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -176,3 +180,100 @@ async def close_quietly(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 async def send_finish(ws: aiohttp.ClientWebSocketResponse, task_id: str) -> None:
     await ws.send_str(command("finish-task", task_id, {"input": {}}))
+
+
+class TaskStream(Generic[Item]):
+    """A started task: a reader task turning the server's frames into items on a queue, the
+    first error it met, finish-task with a deadline for the rest, and close.
+
+    Subclasses read the frames (`_read_frames`, putting items with `_put` and failures with
+    `_fail`) and say what the failure code and the timeout mean for them.
+    """
+
+    failure_code: str
+    log_name: str
+    receiving: str  # what the reader was doing, for error details: "receiving audio"
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, task_id: str, api_key: str, finish_timeout_s: float,
+                 queue: asyncio.Queue[Item | VoiceProviderError | None]) -> None:
+        self._ws = ws
+        self._task_id = task_id
+        self._api_key = api_key
+        self._finish_timeout_s = finish_timeout_s
+        self._queue = queue
+        self._reply_timeout = ReplyTimeout()
+        self._error: VoiceProviderError | None = None
+        self._finishing = False
+        self._closed = False
+        self._reader = asyncio.create_task(self._read(), name=f"{self.log_name}-{task_id}")
+
+    async def finish(self) -> None:
+        """Send finish-task; from now on each wait for the server is bounded by the finish
+        timeout. A failure to send is reported by the reader, which sees the same socket."""
+        if self._finishing or self._closed:
+            return
+        self._finishing = True
+        self._reply_timeout.arm(self._finish_timeout_s)
+        try:
+            await send_finish(self._ws, self._task_id)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.debug("%s: finish-task not sent: %s", self.log_name, exc)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await stop_tasks([self._reader])
+        await close_quietly(self._ws)
+        end_queue(self._queue)
+
+    async def _items(self) -> AsyncIterator[Item]:
+        """The queue's items until its end; raises the reader's error where it came."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, VoiceProviderError):
+                raise item
+            yield item
+
+    def _send_error(self, exc: Exception, doing: str) -> VoiceProviderError:
+        # The reader sees the same broken socket and reports why; this is the short version.
+        return self._error or client_error(exc, self.failure_code, self._api_key, doing)
+
+    async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(self._reader_error(exc))
+        finally:
+            await close_quietly(self._ws)
+
+    async def _receive(self) -> aiohttp.WSMessage:
+        return await self._reply_timeout.receive(self._ws)
+
+    async def _put(self, item: Item | None) -> None:
+        await self._queue.put(item)
+
+    async def _fail(self, error: VoiceProviderError) -> None:
+        log.warning("%s: %s", self.log_name, error)
+        self._error = error
+        await self._queue.put(error)
+
+    async def _fail_task(self, event: TaskEvent) -> None:
+        await self._fail(task_failed_error(event, self.failure_code, self._api_key))
+
+    def _reader_error(self, exc: Exception) -> VoiceProviderError:
+        if isinstance(exc, TimeoutError):
+            return VoiceProviderError(PROVIDER_TIMEOUT, self._timeout_detail())
+        if isinstance(exc, ValueError):
+            return VoiceProviderError(self.failure_code, "the provider sent an unreadable event")
+        return client_error(exc, self.failure_code, self._api_key, self.receiving)
+
+    def _timeout_detail(self) -> str:
+        raise NotImplementedError
+
+    async def _read_frames(self) -> None:
+        raise NotImplementedError
