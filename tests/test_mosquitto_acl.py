@@ -305,6 +305,21 @@ async def test_the_gateway_user_reaches_every_device_and_product_topic(acl_broke
         await panel_view.expect(topic(TopicKind.PRODUCT_OUT), product_out)
 
 
+async def test_the_gateway_user_cannot_forge_device_telemetry(acl_broker: MosquittoBroker) -> None:
+    """It only reads v1/: its password, leaked, must not let anyone speak as a device there."""
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = await subscribed_gateway(acl_broker, stack)
+        forger = await stack.enter_async_context(connected(acl_broker, GATEWAY))
+        forged = marker("forged")
+        for kind in (TopicKind.TELEMETRY, TopicKind.EVENT):
+            forger.publish(topic(kind, "acl-dev-a"), forged)
+        # Same publisher, same subscriber, sent after the forged ones: once it is here, they would be.
+        done = marker("done")
+        forger.publish(topic(TopicKind.RESPONSE, "acl-dev-a"), done)
+        await gateway.expect(topic(TopicKind.RESPONSE, "acl-dev-a"), done)
+        assert gateway.got(forged) == []
+
+
 @pytest.mark.parametrize("shared_group", ["", "gateways"], ids=["plain", "shared-subscription"])
 async def test_the_daemon_and_a_device_work_through_the_shipped_acl(acl_broker: MosquittoBroker, tmp_path: Path,
                                                                     shared_group: str) -> None:
