@@ -159,10 +159,11 @@ class AgentConfig:
     max_tool_iterations: int = 6
     turn_timeout_s: float = 120.0
     max_message_chars: int = 4000
-    # Turns started per second, at most, on average (0 = no limit): device traffic shares the
-    # event loop, so a chat flood makes turns wait instead of starving telemetry. Far above what
-    # a room's speakers and business systems ask; voice turns never wait (they use a slot).
-    max_turns_per_s: float = 20.0
+    # Turns started per second at most while several are under way (0 = no limit): device
+    # traffic shares the event loop, so a chat flood makes turns wait instead of starving
+    # telemetry. Far above what a room's speakers and business systems ask; a turn alone and a
+    # voice turn never wait (agent.runner.TurnPacer).
+    max_turns_per_s: float = 10.0
     # MQTT text requests (*_in topics): how many run at once, how many may wait.
     text_requests_concurrency: int = 2
     text_requests_queue: int = 100

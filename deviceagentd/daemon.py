@@ -205,6 +205,8 @@ class Daemon:
                 kind="counter")
         m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
+        m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
+                lambda: self.agent.waiting_turns)
         m.gauge("deviceagentd_text_requests_waiting", "MQTT text requests waiting for the agent",
                 lambda: self.text_requests.waiting)
 

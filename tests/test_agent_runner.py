@@ -289,20 +289,134 @@ async def test_provider_bug_ends_with_internal_error_and_keeps_partial_text() ->
     assert not agent.busy("s8")
 
 
-class FrozenClock(Clock):
+@dataclass
+class ManualClock(Clock):
+    """Monotonic time that moves only when the test says so: the pacer gets no slot by itself."""
+
+    now: float = 100.0
+
     def monotonic(self) -> float:
-        return 100.0
+        return self.now
 
 
-async def test_turn_rate_limit_spaces_turn_starts() -> None:
-    agent = make_agent(provider_saying("ok"), max_turns_per_s=50.0, clock=FrozenClock())
-    for _ in range(3):
-        await run_all(agent, TurnRequest("hi"))
-    # Slots at 100.00, 100.02, 100.04: the next free one is 100.06.
-    assert agent._next_turn_at == pytest.approx(100.06)
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.005)
+    assert condition(), what
 
 
-async def test_no_rate_limit_by_default() -> None:
-    agent = make_agent(provider_saying("ok"))
-    await run_all(agent, TurnRequest("hi"))
-    assert agent._next_turn_at == 0.0
+@dataclass
+class Flood:
+    """Turns held open until `release` is set, so they overlap like a chat flood's."""
+
+    agent: Agent
+    release: asyncio.Event
+    provider: ScriptedProvider
+    tasks: dict[str, asyncio.Task[list[AgentEvent]]] = field(default_factory=dict)
+
+    @property
+    def started(self) -> list[str]:
+        return [context.message for context in self.provider.seen]
+
+    def ask(self, message: str, paced: bool = True) -> None:
+        request = TurnRequest(message, session_id=f"session-{message}", paced=paced)
+        self.tasks[message] = asyncio.create_task(run_all(self.agent, request))
+
+    async def finish(self) -> list[list[AgentEvent]]:
+        self.release.set()
+        return list(await asyncio.gather(*self.tasks.values()))
+
+
+def flood(max_turns_per_s: float, clock: Clock) -> Flood:
+    release = asyncio.Event()
+
+    async def held(context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
+        await release.wait()
+        yield Delta("ok")
+
+    provider = ScriptedProvider("held", held)
+    return Flood(make_agent(provider, max_turns_per_s=max_turns_per_s, clock=clock), release, provider)
+
+
+async def test_a_flood_of_turns_gets_a_burst_then_one_slot_at_a_time_in_order() -> None:
+    clock = ManualClock()
+    turns = flood(16.0, clock)  # a burst of 5 (PACE_BURST), then a slot every 62.5 ms (exact in binary)
+    turns.ask("alone")
+    # No other turn was under way: it starts at once and takes no slot.
+    await wait_until(lambda: turns.started == ["alone"], "a turn alone starts at once")
+    for i in range(7):
+        turns.ask(f"t{i}")
+    await wait_until(lambda: len(turns.started) == 6, "the burst starts at once")
+    await asyncio.sleep(0.2)  # the clock does not move: no slot comes in
+    assert turns.started == ["alone", "t0", "t1", "t2", "t3", "t4"]
+    assert turns.agent.waiting_turns == 2 and turns.agent.running_turns == 8
+
+    clock.now += 0.0625
+    await wait_until(lambda: len(turns.started) == 7, "one slot, one more turn")
+    await asyncio.sleep(0.1)
+    assert turns.started[-1] == "t5" and turns.agent.waiting_turns == 1
+    clock.now += 0.0625
+    await wait_until(lambda: len(turns.started) == 8, "the last waiting turn starts")
+    assert turns.started[-1] == "t6" and turns.agent.waiting_turns == 0
+
+    for events in await turns.finish():
+        assert isinstance(events[-1], TurnDone) and events[-1].text == "ok"
+    assert turns.agent.running_turns == 0
+
+
+async def test_an_unpaced_voice_turn_starts_at_once_during_a_flood() -> None:
+    clock = ManualClock()
+    turns = flood(16.0, clock)
+    turns.ask("alone")
+    await wait_until(lambda: len(turns.started) == 1, "first turn")
+    for i in range(7):
+        turns.ask(f"t{i}")
+    await wait_until(lambda: len(turns.started) == 6, "the burst")
+    turns.ask("speaker", paced=False)
+    await wait_until(lambda: "speaker" in turns.started, "the voice turn does not wait")
+    assert turns.started[-1] == "speaker" and turns.agent.waiting_turns == 2
+    # It took no slot: the next one goes to the first waiting turn.
+    clock.now += 0.0625
+    await wait_until(lambda: len(turns.started) == 8, "the next slot")
+    assert turns.started[-1] == "t5"
+    clock.now += 0.0625
+    await turns.finish()
+    assert turns.started[-1] == "t6"
+
+
+async def test_a_waiting_turn_that_is_interrupted_leaves_no_gap() -> None:
+    clock = ManualClock()
+    turns = flood(16.0, clock)
+    turns.ask("alone")
+    await wait_until(lambda: len(turns.started) == 1, "first turn")
+    for i in range(7):
+        turns.ask(f"t{i}")
+    await wait_until(lambda: turns.agent.waiting_turns == 2, "two turns wait")
+    assert turns.agent.interrupt("session-t5") is True
+    interrupted = await turns.tasks.pop("t5")
+    assert isinstance(interrupted[-1], TurnDone) and interrupted[-1].interrupted
+    assert turns.agent.waiting_turns == 1
+    # The next slot goes to t6; t5 never reached the provider.
+    clock.now += 0.0625
+    await wait_until(lambda: len(turns.started) == 7, "the next slot")
+    assert turns.started[-1] == "t6" and "t5" not in turns.started
+    await turns.finish()
+
+
+async def test_turns_one_after_another_are_never_paced() -> None:
+    # One slot per second and a clock that never moves: a second paced turn would wait forever.
+    agent = make_agent(provider_saying("ok"), max_turns_per_s=1.0, clock=ManualClock())
+    async with asyncio.timeout(5):
+        for i in range(20):
+            events = await run_all(agent, TurnRequest(f"question {i}", session_id="one-user"))
+            assert isinstance(events[-1], TurnDone) and events[-1].text == "ok"
+
+
+async def test_no_pacing_when_the_rate_is_zero() -> None:
+    turns = flood(0.0, ManualClock())
+    for i in range(30):
+        turns.ask(f"t{i}")
+    await wait_until(lambda: len(turns.started) == 30, "every turn starts at once")
+    assert turns.agent.waiting_turns == 0
+    await turns.finish()

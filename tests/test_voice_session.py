@@ -662,6 +662,45 @@ async def test_abort_while_the_agent_thinks_and_listen_start_barges_in(rig: Rig)
     await conn.wait("tts_complete", after=mark)
 
 
+async def test_a_speakers_turn_is_not_paced_behind_a_flood_of_chat() -> None:
+    vs.require_espeak()
+    # One start slot per 1,000 s: a paced turn beyond the burst would wait for the whole test.
+    rig = await start_rig(agent={"max_turns_per_s": 0.001})
+    chats_may_end = asyncio.Event()
+
+    async def script(provider: ScriptedProvider, context: TurnContext) -> AsyncIterator[TurnEvent]:
+        if context.session_id.startswith("chat-"):
+            await chats_may_end.wait()
+            yield Delta("later")
+            return
+        async for event in two_sentences(provider, context):
+            yield event
+
+    async def chat(i: int) -> None:
+        request = TurnRequest(f"question {i}", session_id=f"chat-{i}")
+        session_id, images = await rig.agent.prepare(request)
+        async for _ in rig.agent.turn(request, session_id, images):
+            pass
+
+    rig.provider.script = script
+    chats = [asyncio.create_task(chat(i)) for i in range(8)]
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while rig.agent.waiting_turns < 2:
+                await asyncio.sleep(0.01)
+        conn = await rig.connect()
+        await conn.hello()
+        mark, _ = await conn.turn(said())
+        assert conn.messages("asr", mark)[-1]["definite"] is True
+        assert rig.agent.waiting_turns >= 2  # the chat turns still wait their slot
+    finally:
+        chats_may_end.set()
+        for task in chats:
+            task.cancel()
+        await asyncio.gather(*chats, return_exceptions=True)
+        await rig.close()
+
+
 async def test_goodbye_closes_the_connection(rig: Rig) -> None:
     conn = await rig.connect()
     await conn.hello()

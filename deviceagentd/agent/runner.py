@@ -4,6 +4,12 @@ Every channel (HTTP chat, MQTT text requests, voice) goes through `Agent.turn`. 
 runs in its own task feeding a queue, so an interrupt (or a client that went away) cancels
 the provider's work at once while the stream still ends cleanly with `done` and
 `interrupted: true`, and the partial reply is kept in history.
+
+Turns share the one event loop with device traffic, and the offline provider's planning is
+CPU work on that loop. `TurnPacer` bounds how many turns start per second while several are
+under way, so a flood of chat makes turns wait for a slot instead of starving telemetry. A turn
+that starts while no other is running, and a turn a person is waiting for at a speaker
+(`TurnRequest.paced = False`), never waits.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,6 +70,9 @@ class TurnRequest:
     frame_ids: tuple[str, ...] = ()
     # True: wait for a busy session's turn to end (MQTT); False: Conflict at once (HTTP).
     wait_if_busy: bool = False
+    # False: start at once even while turns are being paced (voice: a person is waiting at a
+    # speaker, and speakers are few).
+    paced: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,82 @@ class TurnFailed:
 AgentEvent = TurnStarted | TurnEvent | TurnDone | TurnFailed
 
 
+# Paced turns that may start at once after a quiet spell: a few people or systems asking
+# together are not slowed down; a flood is spread out. Five turns of the offline engine keep the
+# loop for about 20 ms.
+PACE_BURST = 5
+
+
+@dataclass
+class TurnPacer:
+    """At most `rate` paced turns start per second on average (0 = no limit); up to
+    PACE_BURST start at once after a quiet spell. A token bucket: waiting turns start in arrival
+    order as tokens come in, and a turn that gave up waiting (interrupted, client gone) leaves
+    no gap."""
+
+    rate: float
+    clock: Clock = field(default_factory=Clock)
+    _tokens: float = field(default=float(PACE_BURST), init=False)
+    _refilled_at: float | None = field(default=None, init=False)
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False)
+    _timer: asyncio.TimerHandle | None = field(default=None, init=False)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    async def wait(self, paced: bool = True) -> None:
+        """Return when the turn may start."""
+        if self.rate <= 0 or not paced:
+            return
+        self._refill()
+        self._drop_gone()
+        if not self._waiters and self._tokens >= 1:
+            self._tokens -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._schedule()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Granted, then cancelled before it could start: the token goes to the next one.
+                self._tokens = min(PACE_BURST, self._tokens + 1)
+                self._grant()
+            raise
+
+    def _refill(self) -> None:
+        now = self.clock.monotonic()
+        if self._refilled_at is not None:
+            self._tokens = min(PACE_BURST, self._tokens + (now - self._refilled_at) * self.rate)
+        self._refilled_at = now
+
+    def _drop_gone(self) -> None:
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._grant()
+
+    def _grant(self) -> None:
+        self._refill()
+        while self._waiters and self._tokens >= 1:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # one that gave up takes no token
+                waiter.set_result(None)
+                self._tokens -= 1
+        self._drop_gone()
+        if self._waiters:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is None:
+            delay = max(0.001, (1 - self._tokens) / self.rate)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+
 @dataclass
 class _Running:
     task: asyncio.Task[None] | None = None
@@ -105,15 +191,17 @@ class Agent:
     history_limit: int = 50
     turn_timeout_s: float = 120.0
     max_message_chars: int = 4000
-    # Turns started per second at most (0 = no limit). Turns share the one event loop with
-    # device traffic; under a flood of chat, turns queue rather than starve telemetry.
+    # Turns started per second at most (0 = no limit); see TurnPacer.
     max_turns_per_s: float = 0.0
-    _next_turn_at: float = 0.0
+    _pacer: TurnPacer = field(init=False)
     _running: dict[str, _Running] = field(default_factory=dict)
     # One lock per session with a count of turns holding or waiting for it, so locks of
     # finished sessions are dropped instead of piling up.
     _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
     _closing: bool = False
+
+    def __post_init__(self) -> None:
+        self._pacer = TurnPacer(self.max_turns_per_s, self.clock)
 
     def busy(self, session_id: str) -> bool:
         return session_id in self._running
@@ -121,6 +209,11 @@ class Agent:
     @property
     def running_turns(self) -> int:
         return len(self._running)
+
+    @property
+    def waiting_turns(self) -> int:
+        """Turns waiting for a slot (see TurnPacer); they count as running too."""
+        return self._pacer.waiting
 
     def interrupt(self, session_id: str) -> bool:
         """Stop the session's running turn; True if there was one."""
@@ -210,6 +303,9 @@ class Agent:
         async def produce() -> None:
             try:
                 async with asyncio.timeout(self.turn_timeout_s):
+                    # A turn alone is not paced: one person, or a client asking one thing at a
+                    # time, puts one turn at a time on the loop; a flood is many at once.
+                    await self._pacer.wait(request.paced and self.running_turns > 1)
                     await self._provide(context, queue)
             except TimeoutError:
                 await queue.put(TurnFailed("turn_timeout", f"no answer within {self.turn_timeout_s:g} s"))
@@ -262,17 +358,7 @@ class Agent:
         else:
             yield TurnDone(session_id, "".join(text), interrupted=running.interrupted)
 
-    async def _pace(self) -> None:
-        if self.max_turns_per_s <= 0:
-            return
-        now = self.clock.monotonic()
-        start = max(now, self._next_turn_at)
-        self._next_turn_at = start + 1.0 / self.max_turns_per_s
-        if start > now:
-            await asyncio.sleep(start - now)
-
     async def _provide(self, context: TurnContext, queue: asyncio.Queue[AgentEvent | None]) -> None:
-        await self._pace()
         produced = False
         try:
             async for event in self.provider.run(context, self.tools):

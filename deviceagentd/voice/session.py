@@ -916,8 +916,9 @@ class VoiceSession:
         """The agent turn for a transcript and the speech of its reply; ends with tts_complete."""
         hello = self._hello
         assert hello is not None
+        # Someone is standing at the speaker: its turn never waits behind a flood of chat.
         request = TurnRequest(message=text, session_id=hello.session_id, product_id=hello.product_id,
-                              device_id=hello.device_id, frame_ids=utt.frame_ids)
+                              device_id=hello.device_id, frame_ids=utt.frame_ids, paced=False)
         speaker = Speaker(self, self._tts, hello.tts_name) if self._tts is not None and hello.tts_name else None
         try:
             await self._converse(utt, request, speaker)
