@@ -109,6 +109,33 @@ async def test_commands_are_qos1_and_not_retained(broker: MosquittoBroker, gw: R
         assert again.commands() == []
 
 
+async def test_after_an_answer_in_time_a_second_answer_is_a_duplicate_and_the_id_stays_taken(
+        broker: MosquittoBroker, gw: RunningDaemon) -> None:
+    async with raw_device(broker.url, "thermostat") as device, raw_device(broker.url, "thermostat") as other:
+        await online_device(gw, device)
+        await online_device(gw, other)
+        request = asyncio.ensure_future(gw.request(
+            "POST", f"/api/devices/{device.device_id}/commands",
+            json_body={"command": "set_mode", "params": {"mode": "cool"}, "timeoutMs": 5000}))
+        request_id = json.loads((await device.command()).payload)["requestId"]
+        await device.send(TopicKind.RESPONSE, {"code": 0, "requestId": request_id, "data": {"mode": "cool"}})
+        status, _ = await asyncio.wait_for(request, WAIT_S)
+        assert status == 200
+
+        await device.send(TopicKind.RESPONSE, {"code": 0, "requestId": request_id})
+        await wait_until(lambda: rejects(gw, "response", "duplicate_response") == 1, WAIT_S)
+        await other.send(TopicKind.RESPONSE, {"code": 0, "requestId": request_id})
+        await wait_until(lambda: rejects(gw, "response", "response_device_mismatch") == 1, WAIT_S)
+        status, error = await gw.request("POST", f"/api/devices/{device.device_id}/commands",
+                                         json_body={"command": "set_mode", "params": {"mode": "eco"},
+                                                    "requestId": request_id})
+        assert status == 409 and error["error"]["details"] == {"requestId": request_id}
+        # Neither answer touched the logged outcome.
+        record = await gw.daemon.store.get_command(request_id)
+        assert (record.status, record.late, record.data, record.params) == ("ok", False, {"mode": "cool"},
+                                                                            {"mode": "cool"})
+
+
 async def test_a_late_answer_is_recorded_in_the_command_log(broker: MosquittoBroker, gw: RunningDaemon) -> None:
     async with raw_device(broker.url, "thermostat") as device:
         await online_device(gw, device)

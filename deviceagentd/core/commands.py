@@ -33,9 +33,17 @@ log = logging.getLogger("deviceagentd.commands")
 MIN_TIMEOUT_MS = 100
 MAX_TIMEOUT_MS = 120_000
 MAX_REQUEST_ID_LEN = 128
-# How many finished request ids we remember to tell late and duplicate answers from unknown ones.
-REMEMBERED_REQUESTS = 10_000
+# How many finished request ids we remember to tell late and duplicate answers from unknown ones
+# (and to refuse a requestId that is reused meanwhile). An hour of a busy site's commands.
+REMEMBERED_REQUESTS = 4_000
 
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A command the device answered in time: all a later answer to it needs is its device."""
+
+    device_id: str
 
 class CommandPublisher(Protocol):
     @property
@@ -97,8 +105,10 @@ class CommandService:
         self._clock = clock or Clock()
         self.default_timeout_ms = default_timeout_ms
         self._pending: dict[str, _Pending] = {}
-        # request id -> record of commands that finished (answered or timed out).
-        self._finished: OrderedDict[str, CommandRecord] = OrderedDict()
+        # request id -> commands that finished: the whole record of those that got no answer (a
+        # late answer still completes it in the log), only the device of those that did, so the
+        # daemon does not carry the params and results of thousands of commands (~1.7 KB each).
+        self._finished: OrderedDict[str, CommandRecord | _Answered] = OrderedDict()
 
     @property
     def pending_count(self) -> int:
@@ -214,7 +224,7 @@ class CommandService:
             raise Rejected("unknown_request_id", f"no command with requestId {request_id!r} is waiting")
         if finished.device_id != device_id:
             raise Rejected("response_device_mismatch", f"response {request_id} came from the wrong device")
-        if finished.status not in ("timeout", "cancelled"):
+        if isinstance(finished, _Answered) or finished.status not in ("timeout", "cancelled"):
             raise Rejected("duplicate_response", f"command {request_id} was already answered")
         # A late answer: the caller got 504 (or left), but the log keeps what the device did.
         finished.status = "ok" if code == 0 else "error"
@@ -239,7 +249,7 @@ class CommandService:
         if status in ("ok", "error"):
             record.answered_at_ms = self._clock.wall_ms()
         self._log.update_command(record)
-        self._finished[record.request_id] = record
+        self._finished[record.request_id] = _Answered(record.device_id) if status in ("ok", "error") else record
         while len(self._finished) > REMEMBERED_REQUESTS:
             self._finished.popitem(last=False)
 
