@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import shutil
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, procs, scenarios, voice, voice_vad, voiceplatform
+from bench_lib import agent, footprint, plateau, procs, scenarios, voice, voice_vad, voiceplatform
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -33,7 +34,11 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voice": voice.voice,
     "voiceplatform": voiceplatform.voiceplatform,
     "durability": scenarios.durability,
+    "footprint": footprint.footprint,
+    "plateau": plateau.plateau,
 }
+# Only with --only: they take long (footprint: an hour by default).
+OPT_IN = frozenset({"footprint"})
 
 EXIT_OK = 0
 EXIT_TARGET_MISSED = 1
@@ -56,13 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the daemon with py-spy during ingest, NTP and commands (collapsed stacks "
                         "in DIR; numbers are then perturbed, do not compare them)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="footprint: how long to load and sample (default 3600, --quick 240)")
     return parser
 
 
 def selected_sections(only: str | None) -> list[str]:
     """Sections to run, in run order; ValueError names unknown ones."""
     if not only:
-        return list(SECTIONS)
+        return [n for n in SECTIONS if n not in OPT_IN]
     names = [n.strip() for n in only.split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -82,7 +89,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
                 for name in selected_sections(args.only):
                     print(f"bench: {name} ...", file=sys.stderr, flush=True)
                     section_started = time.monotonic()
-                    await SECTIONS[name](bench)
+                    section = SECTIONS[name]
+                    if name == "footprint":
+                        section = functools.partial(footprint.footprint, duration_s=args.duration)
+                    await section(bench)
                     print(f"bench: {name} done in {time.monotonic() - section_started:.1f} s",
                           file=sys.stderr, flush=True)
             finally:
