@@ -7,7 +7,8 @@
   (see `footprint_load`). Every `sample_s` both are read: memory, /proc/<pid>/io, the block
   device under their state directory, database and WAL sizes, /metrics.
 * Out: a checkpoint table (start, 10, 30, 60 min), per-hour rates over the steady part of
-  the run, a per-year projection of disk writes, and an RSS leak check.
+  the run, a per-year projection of disk writes, and the RSS growth (section `plateau` checks
+  that it levels off).
 
 Not in the default set (it takes an hour); see docs/benchmarks.md.
 """
@@ -305,11 +306,14 @@ def report_sites(b: Bench, plan: Plan, idle: Site, load: Site, load_result: dict
     from_s = plan.steady_from_s
     growth = {s.name: rss_mb(s.samples[-1]) - rss_mb(nearest(s.samples, from_s)) for s in (idle, load)}
     anon = {s.name: (s.samples[-1].anon_kib - nearest(s.samples, from_s).anon_kib) * KIB / MB for s in (idle, load)}
-    worst = max(growth.values())
-    b.report.add(Row(f"footprint: RSS growth {checkpoint_label(from_s)} → {checkpoint_label(plan.duration_s)} "
-                     "(leak check)", growth[load.name], "MB", growth[idle.name], target="≤ 2 MB", ok=worst <= 2.0,
+    # Information, not a verdict: at one command a second the bounded per-command memory (remembered
+    # request ids, SQLite's page caches) is still filling after an hour; section `plateau` sends
+    # enough commands to fill it and checks that growth stops.
+    b.report.add(Row(f"footprint: RSS growth {checkpoint_label(from_s)} → {checkpoint_label(plan.duration_s)}",
+                     growth[load.name], "MB", growth[idle.name],
                      note=f"RssAnon growth {anon[load.name]:+.2f} MB loaded, {anon[idle.name]:+.2f} MB idle; "
-                     + headroom(rss_mb(load.samples[-1]), growth[load.name], plan.duration_s - from_s)))
+                     + headroom(rss_mb(load.samples[-1]), growth[load.name], plan.duration_s - from_s)
+                     + "; whether it levels off: `scripts/bench --only plateau`"))
 
     have_block = not math.isnan(r_load.block_mb)
     wb_works = load.samples[-1].write_bytes > load.samples[0].write_bytes
@@ -360,7 +364,7 @@ def report_sites(b: Bench, plan: Plan, idle: Site, load: Site, load_result: dict
 
 
 def headroom(rss: float, growth_mb: float, over_s: float) -> str:
-    """What the growth would mean if it went on linearly (a leak would)."""
+    """What the growth would mean if it went on linearly (a leak would; bounded caches do not)."""
     if growth_mb <= 0:
         return "loaded RSS did not grow"
     per_day = growth_mb / over_s * 86400
