@@ -195,6 +195,22 @@ async def test_device_saves_in_one_batch_coalesce(store: Store, db_path: Path) -
     ]
 
 
+async def test_saving_a_device_again_updates_its_row_in_place(store: Store, db_path: Path) -> None:
+    # A delete + insert (INSERT OR REPLACE) would move the row to a new rowid and rewrite more
+    # pages on every periodic save of every device.
+    store.save_device(device(temp=1))
+    store.save_device(device("dev-2", temp=9))
+    await store.flush()
+    with sqlite3.connect(db_path) as conn:
+        before = dict(conn.execute("SELECT device_id, rowid FROM devices").fetchall())
+    store.save_device(device(temp=2))
+    await store.flush()
+    with sqlite3.connect(db_path) as conn:
+        after = dict(conn.execute("SELECT device_id, rowid FROM devices").fetchall())
+        state = conn.execute("SELECT state FROM devices WHERE device_id = 'dev-1'").fetchone()[0]
+    assert after == before and state == '{"temp":2}'
+
+
 async def test_device_round_trip_and_delete_keeps_events(store: Store) -> None:
     saved = device(temp=21.5, mode="eco")
     saved.encoding = "cbor"
