@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_lib.procs import REPO, proc_status_kib
+from bench_lib.procs import REPO, proc_status_kib, wait_ready
 
 SHIPPED_CONFIG = REPO / "etc" / "deviceagentd" / "deviceagentd.toml"
 PRODUCTS_DIR = REPO / "etc" / "deviceagentd" / "products"
@@ -122,18 +122,7 @@ def start_notified(broker_url: str, state_dir: Path, run_dir: Path,
             started = time.monotonic()
             process = subprocess.Popen([*entry_point(), "run", "--config", str(SHIPPED_CONFIG)], env=env,
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/")
-        deadline = started + timeout_s
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                message = sock.recv(4096)
-            except TimeoutError:
-                process.kill()
-                process.wait()
-                raise RuntimeError(f"no READY=1 within {timeout_s:.0f} s; see {log_path}") from None
-            if b"READY=1" in message.split(b"\n"):
-                ready_s = time.monotonic() - started
-                break
+        ready_s = wait_ready(sock, process, started, timeout_s, log_path)
     io = proc_io(process.pid)
     rss = proc_status_kib(process.pid, "VmRSS")
     return StartedDaemon(process, f"http://127.0.0.1:{http_port}", log_path, ready_s, io["read_bytes"], rss)

@@ -78,16 +78,24 @@ def start_until_ready(broker: MosquittoBroker, state_dir: Path, timeout_s: float
             started = time.monotonic()
             process = subprocess.Popen([sys.executable, "-m", "deviceagentd", "run"], env=env, stdout=log,
                                        stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = started + timeout_s
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                message = sock.recv(4096)
-            except TimeoutError:
-                process.kill()
-                raise RuntimeError(f"no READY=1 within {timeout_s:.0f} s; see {state_dir / 'daemon.log'}") from None
-            if b"READY=1" in message.split(b"\n"):
-                return ReadyRun(time.monotonic() - started, process)
+        return ReadyRun(wait_ready(sock, process, started, timeout_s, state_dir / "daemon.log"), process)
+
+
+def wait_ready(sock: socket.socket, process: subprocess.Popen[bytes], started: float, timeout_s: float,
+               log_path: Path) -> float:
+    """Seconds from `started` (monotonic) to the READY=1 datagram on the bound notify socket;
+    kills the daemon and raises RuntimeError when it does not come within `timeout_s`."""
+    deadline = started + timeout_s
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            message = sock.recv(4096)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"no READY=1 within {timeout_s:.0f} s; see {log_path}") from None
+        if b"READY=1" in message.split(b"\n"):
+            return time.monotonic() - started
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
