@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,6 +135,22 @@ async def test_after_an_answer_in_time_a_second_answer_is_a_duplicate_and_the_id
         record = await gw.daemon.store.get_command(request_id)
         assert (record.status, record.late, record.data, record.params) == ("ok", False, {"mode": "cool"},
                                                                             {"mode": "cool"})
+
+
+async def test_generated_request_ids_sort_by_when_the_command_was_sent(broker: MosquittoBroker,
+                                                                      gw: RunningDaemon) -> None:
+    device = await simulator(broker, gw)
+    try:
+        ids = []
+        for mode in ("cool", "heat", "eco", "auto"):
+            status, outcome = await gw.request("POST", f"/api/devices/{device.device_id}/commands",
+                                               json_body={"command": "set_mode", "params": {"mode": mode}})
+            assert status == 200, outcome
+            ids.append(outcome["requestId"])
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        assert all(re.fullmatch(r"req-[0-9a-f]{21}", request_id) for request_id in ids)
+    finally:
+        await device.stop()
 
 
 async def test_a_late_answer_is_recorded_in_the_command_log(broker: MosquittoBroker, gw: RunningDaemon) -> None:

@@ -105,10 +105,18 @@ class CommandService:
         self._clock = clock or Clock()
         self.default_timeout_ms = default_timeout_ms
         self._pending: dict[str, _Pending] = {}
+        self._sequence = 0
         # request id -> commands that finished: the whole record of those that got no answer (a
         # late answer still completes it in the log), only the device of those that did, so the
         # daemon does not carry the params and results of thousands of commands (~1.7 KB each).
         self._finished: OrderedDict[str, CommandRecord | _Answered] = OrderedDict()
+
+    def _new_request_id(self) -> str:
+        """Milliseconds, a counter, 24 random bits: ids we generate sort by when they were sent, so
+        each new row of the command log lands on the last page of its key's index instead of a
+        random one (a page less to write per commit on an SD card)."""
+        self._sequence = (self._sequence + 1) % 0x10000
+        return f"req-{self._clock.wall_ms():011x}{self._sequence:04x}{uuid.uuid4().hex[:6]}"
 
     @property
     def pending_count(self) -> int:
@@ -151,7 +159,7 @@ class CommandService:
             raise DeviceOffline(f"device {device_id!r} is offline", {"deviceId": device_id})
         if not self._publisher.is_connected:
             raise BrokerUnavailable("the MQTT broker is not connected; try again when health says ok")
-        request_id = request_id or f"req-{uuid.uuid4().hex[:16]}"
+        request_id = request_id or self._new_request_id()
         if request_id in self._pending or request_id in self._finished:
             raise Conflict(f"requestId {request_id!r} was already used", {"requestId": request_id})
 
