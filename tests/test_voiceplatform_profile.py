@@ -684,6 +684,8 @@ IN = "voice.intents"
          "telemetry count has no min and max"),
         ({f"{PR}.x": {"telemetry": "fixed", "range": [1, 100]}}, "$.voice.properties.x.range",
          "min = max (3): nothing to map onto"),
+        ({"telemetry.count.min": 0, f"{PR}.count.range": [1, 100]}, "$.voice.properties.count.range",
+         "telemetry count has only one of min and max"),
         # values
         ({f"{PR}.powerstate.values": {}}, "$.voice.properties.powerstate.values", "must be a non-empty object"),
         ({f"{PR}.powerstate.values": [True, False]}, "$.voice.properties.powerstate.values",

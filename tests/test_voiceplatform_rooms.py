@@ -155,6 +155,26 @@ room = "1"
     assert any("speakers[2].code: must be a non-empty string" in p for p in problems)
 
 
+def test_scene_step_params_room_ids_and_speakers_are_checked(tmp_path: Path, catalog: Catalog) -> None:
+    problems = problems_of(tmp_path, catalog, """
+speakers = "sp"
+
+[[rooms]]
+id = "1"
+devices = [{ device_id = "l1", product = "light", name = "lamp" }]
+scenes = [{ id = "night", name = "Night", steps = [{ device_id = "l1", command = "turn_off", params = 5 }] }]
+
+[[rooms]]
+name = "No id"
+""")
+    source = tmp_path / "rooms.toml"
+    assert problems == [
+        f"{source}: rooms[0].scenes[0].steps[0].params: must be a table",
+        f"{source}: rooms[1].id: is required",
+        f"{source}: speakers: must be an array of tables ([[...]])",
+    ]
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path, catalog: Catalog) -> None:
     with pytest.raises(ConfigError) as caught:
         load_rooms(tmp_path / "missing.toml", catalog, VOICE_PRODUCTS)

@@ -89,12 +89,6 @@ class _Reader:
     def fail(self, path: str, message: str) -> None:
         self.problems.append(ConfigProblem(f"{self.source}: {path}", message))
 
-    def table(self, value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(path, "must be a table")
-            return {}
-        return value
-
     def tables(self, value: Any, path: str) -> list[dict[str, Any]]:
         if value is None:
             return []

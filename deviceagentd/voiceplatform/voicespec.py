@@ -89,14 +89,15 @@ class _Reader:
             self.fail("$.voice.category", "is required: the voice category speakers know, "
                       "e.g. light, switch, socket, curtain, airConditioner, thermostat, fan")
             category = ""
-        declared: set[str] = set()
         properties: dict[str, PropertyMap] = {}
         raw_properties = raw.get("properties", {})
         if not isinstance(raw_properties, dict):
             self.fail("$.voice.properties", "must be an object {voiceProperty: {telemetry, ...}}")
             raw_properties = {}
+        # Every declared name, broken ones included, so an intent on a broken property is not
+        # reported a second time as naming an unknown one.
+        declared = set(raw_properties)
         for name, value in raw_properties.items():
-            declared.add(name)
             prop = self.property(name, value, f"$.voice.properties.{name}")
             if prop is not None:
                 properties[name] = prop
@@ -170,7 +171,8 @@ class _Reader:
             self.fail(f"{path}.values", "must be a non-empty object {voiceName: deviceValue}")
             return None
         good = True
-        for voice_name, device_value in raw.items():
+        names = list(raw)
+        for index, (voice_name, device_value) in enumerate(raw.items()):
             where = f"{path}.values.{voice_name}"
             if not voice_name or voice_name != voice_name.strip():
                 self.fail(where, "voice names must be non-empty, without spaces at the ends")
@@ -180,8 +182,8 @@ class _Reader:
                 self.fail(where, f"{show(device_value)} does not fit telemetry {spec_field.name}: {reason}")
                 good = False
                 continue
-            twin = next((n for n, v in raw.items() if n != voice_name and same_value(v, device_value)), None)
-            if twin is not None and list(raw).index(twin) < list(raw).index(voice_name):
+            twin = next((n for n in names[:index] if same_value(raw[n], device_value)), None)
+            if twin is not None:
                 self.fail(where, f"{show(device_value)} is already the value of {twin!r}: a query could not tell "
                           "them apart")
                 good = False
