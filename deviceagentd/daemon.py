@@ -44,6 +44,7 @@ from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
+from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
 from deviceagentd.systemd import Notifier
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("deviceagentd")
 
-DB_FILENAME = "deviceagentd.db"
 # READY normally waits for the broker; a broker that is down at boot must not make systemd
 # kill us, so after this long we report READY (degraded) and keep trying in the background.
 READY_WITHOUT_BROKER_S = 20.0

@@ -28,11 +28,11 @@ from deviceagentd.cli import build_parser
 from deviceagentd.config import CONFIG_PATH_ENV, config_keys, env_name, load_config
 from deviceagentd.core.catalog import load_catalog
 from deviceagentd.core.spec import load_spec_file
-from deviceagentd.daemon import DB_FILENAME as DAEMON_DB_FILENAME
 from deviceagentd.daemon import Daemon
-from deviceagentd.ops.database import DB_FILENAME, known_schema_version
+from deviceagentd.ops.database import known_schema_version
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.store import DeviceRecord, NewEvent, Store, StoreSettings
+from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.schema import MIGRATIONS, migrate
 
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
@@ -114,10 +114,6 @@ def live(tmp_path: Path) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------- exit codes
-
-
-def test_the_database_file_name_is_the_daemons() -> None:
-    assert DB_FILENAME == DAEMON_DB_FILENAME
 
 
 def test_check_config_exit_codes(tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ from deviceagentd.ops.database import (
     integrity_problems,
     open_read_only,
     row_counts,
-    side_file,
 )
 from deviceagentd.ops.errors import OpsError
+from deviceagentd.store.database import is_corruption, side_file
 from deviceagentd.store.schema import schema_version
 
 
@@ -85,7 +85,7 @@ def _fill(source: sqlite3.Connection, tmp: Path) -> tuple[int, dict[str, int]]:
             raise OpsError(f"the database is damaged, no copy written (SQLite's integrity check: {problems})")
         return schema_version(dest), row_counts(dest)
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        if is_corruption(exc):
             raise OpsError(f"the database is damaged, no copy written: {exc}") from exc
         raise OpsError(f"copying the database failed: {exc}") from exc
     finally:

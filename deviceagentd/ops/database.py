@@ -8,14 +8,9 @@ from pathlib import Path
 
 from deviceagentd.config import Config
 from deviceagentd.ops.errors import OpsError
-from deviceagentd.store.database import open_reader
+from deviceagentd.store.database import DB_FILENAME, open_reader
 from deviceagentd.store.schema import MIGRATIONS, migrate, schema_version
 
-# The daemon's file name inside storage.dir. Kept here rather than imported from
-# deviceagentd.daemon, which would load the whole daemon (aiohttp, gmqtt, the agent) for a
-# one-second shell command; a test checks the two agree.
-DB_FILENAME = "deviceagentd.db"
-SIDE_SUFFIXES = ("-wal", "-shm")
 # How many problems an integrity check reports at most in its one line.
 _PROBLEMS_SHOWN = 3
 
@@ -31,10 +26,6 @@ class DatabaseSummary:
 def database_path(config: Config) -> Path:
     """Where the daemon run with `config` keeps its database."""
     return Path(config.storage.dir) / DB_FILENAME
-
-
-def side_file(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name + suffix)
 
 
 def known_schema_version() -> int:

@@ -38,9 +38,9 @@ from deviceagentd.ops.database import (
     integrity_problems,
     open_read_only,
     row_counts,
-    side_file,
 )
 from deviceagentd.ops.errors import OpsError
+from deviceagentd.store.database import side_file
 from deviceagentd.store.schema import schema_version
 
 PROBE_TIMEOUT_S = 1.0

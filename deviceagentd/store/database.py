@@ -10,6 +10,10 @@ from deviceagentd.store.schema import migrate
 
 _log = logging.getLogger("deviceagentd.store")
 
+# The database's file name inside storage.dir: the daemon opens it, the operator commands
+# (deviceagentd.ops) find it there without loading the daemon.
+DB_FILENAME = "deviceagentd.db"
+
 # Per-connection settings (the header-level ones, auto_vacuum and WAL, are applied first).
 _CONNECTION_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
@@ -24,6 +28,16 @@ _CORRUPTION_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 class _Corrupt(Exception):
     pass
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or not a database at all."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPTION_CODES
+
+
+def side_file(path: Path, suffix: str) -> Path:
+    """SQLite's companion file of `path`: `-wal`, `-shm`, `-journal`."""
+    return path.with_name(path.name + suffix)
 
 
 def open_writer(path: Path, now_ms: int) -> sqlite3.Connection:
@@ -73,9 +87,9 @@ def quarantine(path: Path, now_ms: int) -> Path:
     """
     moved = path.with_name(f"{path.name}.corrupt-{now_ms}")
     for suffix in ("-wal", "-shm", ""):
-        source = path.with_name(path.name + suffix)
+        source = side_file(path, suffix)
         if source.exists():
-            source.rename(moved.with_name(moved.name + suffix))
+            source.rename(side_file(moved, suffix))
     return moved
 
 
@@ -96,7 +110,7 @@ def _connect_checked(path: Path) -> sqlite3.Connection:
             conn.execute(pragma)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPTION_CODES:
+        if is_corruption(exc):
             raise _Corrupt(str(exc)) from exc
         raise
     except BaseException:
