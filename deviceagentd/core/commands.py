@@ -38,12 +38,12 @@ MAX_REQUEST_ID_LEN = 128
 REMEMBERED_REQUESTS = 4_000
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Answered:
     """A command the device answered in time: all a later answer to it needs is its device."""
 
     device_id: str
+
 
 class CommandPublisher(Protocol):
     @property

@@ -54,6 +54,20 @@ class Device:
             "metadata": self.metadata,
         }
 
+    @classmethod
+    def from_record(cls, record: DeviceRecord, heard_at: float = 0.0) -> Device:
+        return cls(
+            device_id=record.device_id,
+            product_id=record.product_id,
+            online=record.online,
+            state=dict(record.state),
+            metadata=dict(record.metadata),
+            first_seen_ms=record.first_seen_ms,
+            last_seen_ms=record.last_seen_ms,
+            encoding=record.encoding,
+            heard_at=heard_at,
+        )
+
     def to_record(self) -> DeviceRecord:
         return DeviceRecord(
             device_id=self.device_id,
@@ -143,17 +157,7 @@ class DeviceRegistry:
             if rec.product_id not in self.catalog:
                 log.warning("device %s belongs to product %s, which is no longer configured; kept but not served",
                             rec.device_id, rec.product_id)
-            self._devices[rec.device_id] = Device(
-                device_id=rec.device_id,
-                product_id=rec.product_id,
-                online=rec.online,
-                state=dict(rec.state),
-                metadata=dict(rec.metadata),
-                first_seen_ms=rec.first_seen_ms,
-                last_seen_ms=rec.last_seen_ms,
-                encoding=rec.encoding,
-                heard_at=now,
-            )
+            self._devices[rec.device_id] = Device.from_record(rec, heard_at=now)
         self._online_count = sum(1 for d in self._devices.values() if d.online)
         self.version += 1
 

@@ -52,7 +52,7 @@ def read_events(
 
 
 def devices_json(devices: Sequence[DeviceRecord]) -> str:
-    return _dumps({"devices": [Device(**vars(record)).to_json() for record in devices]})
+    return _dumps({"devices": [Device.from_record(record).to_json() for record in devices]})
 
 
 def events_json(events: Sequence[EventRecord]) -> str:
