@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,9 @@ async def test_an_expired_access_token_is_1010_and_refresh_still_works(broker: M
     async with running_site(broker.url, tmp_path, devices={}, voiceplatform_access_token_ttl_s=60) as site:
         pair = await site.obtain()
         assert pair["expire_time"] == 60
-        clock = site.gw.daemon.voice_platform.tokens
+        platform = site.gw.daemon.voice_platform
+        assert platform is not None
+        clock = platform.tokens
         # Move the token service's clock past the expiry instead of sleeping a minute.
         real_wall_ms = clock._clock.wall_ms
         clock._clock.wall_ms = lambda: real_wall_ms() + 61_000  # type: ignore[method-assign]
@@ -298,28 +301,20 @@ async def test_signed_requests(broker: MosquittoBroker, tmp_path: Path) -> None:
         stale = site.sign_headers("GET", path, query, b"", t_ms=int(good["t"]) - 600_000)
         failed(await site.call("GET", path, query, headers=stale), 1013)
         no_sign = {k: v for k, v in good.items() if k != "sign"}
-        site.client_id, saved = "", site.client_id  # send exactly the headers given, unsigned
-        try:
-            failed(await site.call("GET", path, query, headers=no_sign), 1105)
-        finally:
-            site.client_id = saved
+        failed(await site.call("GET", path, query, headers=no_sign, signed=False), 1105)
         # The body is part of the signature: a body changed after signing fails.
         body = json.dumps({"message_id": "m1", "version": "1.0",
                            "command": {"interface": DISCOVERY, "intent": "Discover"}}).encode()
         headers = site.sign_headers("POST", "/v1.0/voice/execute", {}, body, access_token=token)
         tampered = body.replace(b"m1", b"m2")
         nonce_headers = site.sign_headers("POST", "/v1.0/voice/execute", {}, body, access_token=token, nonce="n-1")
-        site.client_id, saved = "", site.client_id
-        try:
-            failed(await site.call("POST", "/v1.0/voice/execute", raw=tampered, headers=headers), 1004)
-            ok = await site.call("POST", "/v1.0/voice/execute", raw=body, headers=headers)
-            assert ok["success"] is True, ok
-            # The same nonce again is a replay.
-            first = await site.call("POST", "/v1.0/voice/execute", raw=body, headers=nonce_headers)
-            assert first["success"] is True, first
-            failed(await site.call("POST", "/v1.0/voice/execute", raw=body, headers=nonce_headers), 1013)
-        finally:
-            site.client_id = saved
+        failed(await site.call("POST", "/v1.0/voice/execute", raw=tampered, headers=headers, signed=False), 1004)
+        ok = await site.call("POST", "/v1.0/voice/execute", raw=body, headers=headers, signed=False)
+        assert ok["success"] is True, ok
+        # The same nonce again is a replay.
+        first = await site.call("POST", "/v1.0/voice/execute", raw=body, headers=nonce_headers, signed=False)
+        assert first["success"] is True, first
+        failed(await site.call("POST", "/v1.0/voice/execute", raw=body, headers=nonce_headers, signed=False), 1013)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -377,6 +372,45 @@ async def test_bad_execute_envelopes(broker: MosquittoBroker, tmp_path: Path) ->
         failed(await site.call("POST", "/v1.0/voice/execute", raw=b"{not json", access_token=token), 1109)
         failed(await site.call("POST", "/v1.0/voice/execute", raw=b"[1, 2]", access_token=token), 1109)
         failed(await site.call("POST", "/v1.0/voice/execute", raw=b"x" * (70 * 1024), access_token=token), 1109)
+        assert "128" in failed(await send({"message_id": "m" * 129, "version": "1.0", "command": discover}), 1109)
+        assert "command" in failed(await send({"message_id": "m7", "version": "1.0", "command": "Discover"}), 1104)
+        turn_on = {"interface": CONTROL, "intent": "TurnOn"}
+        assert "endpoint" in failed(await send({"message_id": "m8", "version": "1.0", "command": turn_on,
+                                                "endpoint": light}), 1104)
+        assert "endpoint.device_id" in failed(await send({"message_id": "m9", "version": "1.0", "command": turn_on,
+                                                          "endpoint": {"device_id": 7}}), 1104)
+        assert "Query" in failed(await send({"message_id": "m10", "version": "1.0",
+                                             "command": {"interface": QUERY, "intent": "Discover"},
+                                             "endpoint": {"device_id": light}}), 2008)
+        assert "scenes" in failed(await site.query(token, f"SCENE#sleep-{site.suffix}"), 2003)
+        assert site.devices["light"].commands_received == []
+
+
+async def test_bodies_arriving_in_pieces_are_read_whole(broker: MosquittoBroker, tmp_path: Path) -> None:
+    async with running_site(broker.url, tmp_path, devices={}) as site:
+        token = await site.token()
+
+        async def send_in_pieces(pieces: list[bytes]) -> dict[str, Any]:
+            async def chunks() -> AsyncIterator[bytes]:
+                for piece in pieces:
+                    yield piece
+                    await asyncio.sleep(0.05)  # lets each piece reach the gateway on its own
+
+            headers = {"access_token": token, "Content-Type": "application/json"}
+            async with site.gw.session.post(site.gw.base_url + "/v1.0/voice/execute", data=chunks(),
+                                            headers=headers) as resp:
+                assert resp.status == 200
+                answer: dict[str, Any] = await resp.json()
+                return answer
+
+        body = json.dumps({"message_id": "m1", "version": "1.0",
+                           "command": {"interface": DISCOVERY, "intent": "Discover"}}).encode()
+        answer = await send_in_pieces([body[:20], body[20:50], body[50:]])
+        assert answer["success"] is True, answer
+        assert answer["message_id"] == "m1"
+        # Chunked, so no Content-Length to refuse up front: the limit holds while reading.
+        msg = failed(await send_in_pieces([b"x" * (40 * 1024), b"x" * (40 * 1024)]), 1109)
+        assert "65536" in msg
 
 
 async def test_bad_targets_intents_and_values(broker: MosquittoBroker, tmp_path: Path) -> None:

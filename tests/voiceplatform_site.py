@@ -73,12 +73,13 @@ class Site:
 
     async def call(self, method: str, path: str, query: Mapping[str, str] | None = None, body: Any = None,
                    access_token: str = "", headers: Mapping[str, str] | None = None,
-                   raw: bytes | None = None) -> dict[str, Any]:
-        """One voice platform call, signed when the site has a client id; returns the envelope."""
+                   raw: bytes | None = None, signed: bool = True) -> dict[str, Any]:
+        """One voice platform call, signed when the site has a client id (and `signed`); returns the
+        envelope. `signed=False` sends exactly the headers given, e.g. hand-made signatures."""
         query = dict(query or {})
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         sent: dict[str, str] = {}
-        if self.client_id:
+        if signed and self.client_id:
             sent.update(self.sign_headers(method, path, query, data, access_token, nonce=uuid.uuid4().hex))
         elif access_token:
             sent["access_token"] = access_token
