@@ -25,7 +25,7 @@ from deviceagentd.core.errors import (
     NotFound,
 )
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.core.registry import Device, DeviceRegistry
 from deviceagentd.voiceplatform import errors as codes
 from deviceagentd.voiceplatform.errors import VoicePlatformError
 from deviceagentd.voiceplatform.idempotency import IdempotencyCache
@@ -40,6 +40,8 @@ DISCOVERY = "Tuya.Voice.Platform.Discovery"
 QUERY = "Tuya.Voice.Platform.Query"
 CONTROL = "Tuya.Voice.Platform.Control"
 MAX_MESSAGE_ID_CHARS = 128
+# The `api` label of the requests metric.
+_API_NAMES = {DISCOVERY: "discovery", QUERY: "query", CONTROL: "control"}
 
 Envelope = dict[str, Any]
 
@@ -195,7 +197,7 @@ class VoicePlatform:
             body = _json_object(request.body)
             echo = _echo(body)
             message_id, interface, intent = _check_envelope(body)
-            api = _api_name(interface)
+            api = _API_NAMES[interface]
 
             async def produce() -> Envelope:
                 return await self._execute(speaker, body, interface, intent, echo)
@@ -209,7 +211,7 @@ class VoicePlatform:
 
     async def _execute(self, speaker: Speaker, body: Mapping[str, Any], interface: str, intent: str,
                        echo: Mapping[str, Any]) -> Envelope:
-        api = _api_name(interface)
+        api = _API_NAMES[interface]
         result: Any = None
         try:
             room = self.rooms.room_of(speaker)
@@ -265,8 +267,7 @@ class VoicePlatform:
             raise VoicePlatformError(codes.PERMISSION_DENY, f"scene {scene_id!r} is not in this speaker's room")
         raise VoicePlatformError(codes.DEVICE_NOT_EXIST, f"no scene {scene_id!r}")
 
-    def _profile(self, device: RoomDevice) -> VoiceProfile:
-        registered = self.registry.get(device.device_id)
+    def _profile(self, device: RoomDevice, registered: Device | None) -> VoiceProfile:
         if registered is not None and registered.product_id != device.product_id:
             raise VoicePlatformError(codes.SYSTEM_ERROR, f"device {device.device_id!r} reports product "
                                      f"{registered.product_id!r}, the rooms file says {device.product_id!r}")
@@ -291,21 +292,21 @@ class VoicePlatform:
         return {"devices": devices, "scenes": scenes}
 
     def query(self, device: RoomDevice) -> dict[str, Any]:
-        profile = self._profile(device)
         registered = self.registry.get(device.device_id)
+        profile = self._profile(device, registered)
         if registered is None or not registered.online:
             raise VoicePlatformError(codes.DEVICE_OFFLINE, f"{device.name} ({device.device_id}) is offline")
         return {"properties": profile.query(registered.state)}
 
     async def control(self, device: RoomDevice, intent: str, value: Any) -> dict[str, Any]:
-        profile = self._profile(device)
         registered = self.registry.get(device.device_id)
+        profile = self._profile(device, registered)
         planned = profile.plan(intent, value, registered.state if registered is not None else {})
         if registered is None or not registered.online:
             raise VoicePlatformError(codes.DEVICE_OFFLINE, f"{device.name} ({device.device_id}) is offline")
-        outcome = await self._send(device.device_id, planned.command, planned.params)
-        if not outcome[0]:
-            raise VoicePlatformError(outcome[1], outcome[2])
+        error = await self._send(device.device_id, planned.command, planned.params)
+        if error is not None:
+            raise error
         # The device's state report follows its answer; the planned values are what it applied.
         properties = {p["name"]: p["value"] for p in profile.query(registered.state)}
         properties.update(planned.expected)
@@ -318,39 +319,37 @@ class VoicePlatform:
         else:
             outcomes = [await self._send(s.device_id, s.command, s.params) for s in scene.steps]
         steps = []
-        for step, (ok, code, msg) in zip(scene.steps, outcomes, strict=True):
-            entry: dict[str, Any] = {"device_id": step.device_id, "command": step.command, "success": ok}
-            if not ok:
-                entry.update(code=code, msg=msg)
+        for step, error in zip(scene.steps, outcomes, strict=True):
+            entry: dict[str, Any] = {"device_id": step.device_id, "command": step.command, "success": error is None}
+            if error is not None:
+                entry.update(code=error.code, msg=error.msg)
             steps.append(entry)
-        failed = sum(1 for ok, _, _ in outcomes if not ok)
+        failed = sum(1 for error in outcomes if error is not None)
         if failed:
             log.info("voice platform: scene %s: %d of %d steps failed", scene.scene_id, failed, len(scene.steps))
         return {"scene_id": scene.scene_id, "steps": steps}, failed
 
-    async def _send(self, device_id: str, command: str, params: dict[str, Any]) -> tuple[bool, int, str]:
-        """One command through the same validated path as the HTTP route, as (ok, code, msg)."""
+    async def _send(self, device_id: str, command: str, params: dict[str, Any]) -> VoicePlatformError | None:
+        """One command through the same validated path as the HTTP route; None if the device did it."""
         try:
             outcome = await self.commands.send(device_id, command, params,
                                                timeout_ms=self.settings.command_timeout_ms)
         except DeviceOffline:
-            return False, codes.DEVICE_OFFLINE, f"{codes.DEFAULT_MESSAGES[codes.DEVICE_OFFLINE]}: {device_id}"
+            return VoicePlatformError(codes.DEVICE_OFFLINE, device_id)
         except CommandTimeout as exc:
-            return False, codes.SYSTEM_ERROR, f"{codes.DEFAULT_MESSAGES[codes.SYSTEM_ERROR]}: {exc.message}"
+            return VoicePlatformError(codes.SYSTEM_ERROR, exc.message)
         except BrokerUnavailable:
-            return False, codes.SYSTEM_ERROR, (f"{codes.DEFAULT_MESSAGES[codes.SYSTEM_ERROR]}: "
-                                               "the gateway's MQTT broker is not connected")
+            return VoicePlatformError(codes.SYSTEM_ERROR, "the gateway's MQTT broker is not connected")
         except NotFound:
-            return False, codes.DEVICE_OFFLINE, (f"{codes.DEFAULT_MESSAGES[codes.DEVICE_OFFLINE]}: "
-                                                 f"{device_id} has never connected")
+            return VoicePlatformError(codes.DEVICE_OFFLINE, f"{device_id} has never connected")
         except InvalidInput as exc:
-            return False, codes.PARAM_RANGE_INVALID, f"{codes.DEFAULT_MESSAGES[codes.PARAM_RANGE_INVALID]}: {exc}"
+            return VoicePlatformError(codes.PARAM_RANGE_INVALID, str(exc))
         except CoreError as exc:
-            return False, codes.SYSTEM_ERROR, f"{codes.DEFAULT_MESSAGES[codes.SYSTEM_ERROR]}: {exc}"
+            return VoicePlatformError(codes.SYSTEM_ERROR, str(exc))
         if not outcome.ok:
-            return False, codes.COMMAND_ISSUE_ERROR, (f"{codes.DEFAULT_MESSAGES[codes.COMMAND_ISSUE_ERROR]}: "
-                                                      f"{device_id} answered code {outcome.code}: {outcome.msg}")
-        return True, 0, ""
+            return VoicePlatformError(codes.COMMAND_ISSUE_ERROR,
+                                      f"{device_id} answered code {outcome.code}: {outcome.msg}")
+        return None
 
 
 # ----------------------------------------------------------------------------- request checks
@@ -426,6 +425,3 @@ def _endpoint_id(body: Mapping[str, Any]) -> str:
         raise VoicePlatformError(codes.TYPE_INCORRECT, f"endpoint.{given[0]} must be a string")
     return value
 
-
-def _api_name(interface: str) -> str:
-    return {DISCOVERY: "discovery", QUERY: "query", CONTROL: "control"}.get(interface, "execute")
