@@ -31,6 +31,7 @@ from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.events import EventRecorder
+from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.http.app import create_app, create_voice_app
@@ -103,8 +104,10 @@ class Daemon:
             ),
             clock_ms=self.clock.wall_ms,
         )
+        # Every state change, online/offline, event and finished command, for live consumers.
+        self.feed = SiteFeed()
         self.registry = DeviceRegistry(self.catalog, self.store, self.metrics, cfg.devices.offline_after_s, self.clock,
-                                       routine_save_s=cfg.storage.device_state_save_s)
+                                       routine_save_s=cfg.storage.device_state_save_s, feed=self.feed)
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]

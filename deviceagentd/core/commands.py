@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from deviceagentd.core.clock import Clock
+from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.errors import (
     BrokerUnavailable,
     CommandTimeout,
@@ -23,6 +23,7 @@ from deviceagentd.core.errors import (
     InvalidInput,
     NotFound,
 )
+from deviceagentd.core.feed import ChangeKind, SiteChange
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry, Rejected
 from deviceagentd.core.values import FieldError, check_params
@@ -242,6 +243,7 @@ class CommandService:
         finished.data = data
         finished.answered_at_ms = self._clock.wall_ms()
         self._log.update_command(finished)
+        self._publish(finished)
         self._metrics.commands.inc({"outcome": "late"})
         log.info("late answer to %s from %s (requestId %s, code %d) recorded", finished.command, device_id,
                  request_id, code)
@@ -257,15 +259,41 @@ class CommandService:
         if status in ("ok", "error"):
             record.answered_at_ms = self._clock.wall_ms()
         self._log.update_command(record)
+        self._publish(record)
         self._finished[record.request_id] = _Answered(record.device_id) if status in ("ok", "error") else record
         while len(self._finished) > REMEMBERED_REQUESTS:
             self._finished.popitem(last=False)
+
+    def _publish(self, record: CommandRecord) -> None:
+        feed = self._registry.feed
+        if feed.listening:
+            feed.publish(SiteChange(ChangeKind.COMMAND, record.device_id, record.product_id, self._clock.wall_ms(),
+                                    command_to_json(record)))
 
     def fail_all(self, reason: str) -> None:
         """Wake every waiting caller with BrokerUnavailable (used at shutdown)."""
         for pending in list(self._pending.values()):
             if not pending.future.done():
                 pending.future.set_exception(BrokerUnavailable(reason))
+
+
+def command_to_json(record: CommandRecord) -> dict[str, Any]:
+    """A command of the command log as the API serves it."""
+    return {
+        "requestId": record.request_id,
+        "deviceId": record.device_id,
+        "productId": record.product_id,
+        "command": record.command,
+        "params": record.params,
+        "status": record.status,
+        "code": record.code,
+        "msg": record.msg,
+        "data": record.data,
+        "late": record.late,
+        "timeoutMs": record.timeout_ms,
+        "sentAt": iso_ms(record.sent_at_ms),
+        "answeredAt": iso_ms(record.answered_at_ms) if record.answered_at_ms is not None else None,
+    }
 
 
 def _summary(errors: list[FieldError]) -> str:

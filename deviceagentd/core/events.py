@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deviceagentd.core.clock import Clock, iso_ms
+from deviceagentd.core.feed import ChangeKind, SiteChange
 from deviceagentd.core.registry import DeviceRegistry, Rejected
 from deviceagentd.core.spec import EVENT_TYPES
 from deviceagentd.store.records import EventRecord, NewEvent
@@ -44,7 +45,7 @@ class EventRecorder:
         ts = body.get("ts")
         if isinstance(ts, bool) or not isinstance(ts, int) or not _MIN_PLAUSIBLE_TS_MS <= ts <= now_ms + _MAX_AHEAD_MS:
             ts = now_ms
-        return self.store.add_event(
+        stored = self.store.add_event(
             NewEvent(
                 device_id=device.device_id,
                 product_id=device.product_id,
@@ -57,6 +58,11 @@ class EventRecorder:
                 source="device",
             )
         )
+        feed = self.registry.feed
+        if feed.listening:
+            feed.publish(SiteChange(ChangeKind.EVENT, stored.device_id, stored.product_id, now_ms,
+                                    event_to_json(stored), event_id=stored.id))
+        return stored
 
 
 def event_to_json(event: EventRecord) -> dict[str, Any]:

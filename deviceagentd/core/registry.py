@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.clock import Clock, iso_ms
+from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.spec import ProductSpec
 from deviceagentd.core.values import check_value
@@ -105,8 +105,11 @@ class DeviceRegistry:
         offline_after_s: float,
         clock: Clock | None = None,
         routine_save_s: float = 0.0,
+        feed: SiteFeed | None = None,
     ) -> None:
         self.catalog = catalog
+        # State changes and online/offline transitions are published here as they happen.
+        self.feed = feed or SiteFeed()
         self._routine_save_s = routine_save_s
         self._store = store
         self._metrics = metrics
@@ -124,7 +127,6 @@ class DeviceRegistry:
         # Bumped when a device registers or its metadata changes, so consumers (the offline
         # engine's device index) can cache what they derive from the device set.
         self.version = 0
-        self.listeners: list[Callable[[Device, str], None]] = []
 
     # ------------------------------------------------------------------ reading
 
@@ -240,13 +242,21 @@ class DeviceRegistry:
         device = self.heard_from(spec, device_id, device, encoding)
         result = TelemetryResult(device)
         if snapshot:
+            # Only built when somebody listens: this is the ingest hot path.
+            changed: dict[str, Any] | None = {} if self.feed.listening else None
+            state = device.state
             for name, value in snapshot.items():
                 field_spec = spec.telemetry.get(name)
                 reason = check_value(field_spec, value, check_range=False) if field_spec is not None else None
                 if reason is not None:
                     result.dropped_fields.append((name, reason))
                     continue
-                device.state[name] = value
+                if changed is not None and (name not in state or state[name] != value):
+                    changed[name] = value
+                state[name] = value
+            if changed:
+                self.feed.publish(SiteChange(ChangeKind.STATE, device.device_id, device.product_id,
+                                             device.last_seen_ms, changed))
         if isinstance(metadata, dict) and metadata != device.metadata:
             device.metadata = metadata
             self.version += 1
@@ -267,7 +277,7 @@ class DeviceRegistry:
         now_ms = self._clock.wall_ms()
         word = "online" if online else "offline"
         log.info("device %s is %s (%s)", device.device_id, word, why)
-        self._store.add_event(
+        stored = self._store.add_event(
             NewEvent(
                 device_id=device.device_id,
                 product_id=device.product_id,
@@ -281,8 +291,9 @@ class DeviceRegistry:
             )
         )
         self._dirty.add(device.device_id)
-        for listener in self.listeners:
-            listener(device, word)
+        if self.feed.listening:
+            self.feed.publish(SiteChange(ChangeKind.LIFECYCLE, device.device_id, device.product_id, now_ms,
+                                         {"status": word, "reason": why}, event_id=stored.id))
 
     def expire_silent(self) -> int:
         """Mark offline every online device silent for longer than offline_after_s."""
