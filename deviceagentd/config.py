@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
+from deviceagentd.core.timezone import UnknownTimeZone, site_zone
 from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 
 ENV_PREFIX = "DEVICEAGENTD_"
@@ -205,6 +206,13 @@ class VoicePlatformConfig:
 
 
 @dataclass
+class SiteConfig:
+    # The site's IANA time zone ("Asia/Shanghai"); empty = the system's ($TZ, /etc/localtime).
+    # Times of day (schedules, "7 in the morning") and event summaries use it.
+    timezone: str = ""
+
+
+@dataclass
 class LogConfig:
     level: str = "info"
 
@@ -222,6 +230,7 @@ class Config:
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     voiceplatform: VoicePlatformConfig = field(default_factory=VoicePlatformConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -619,6 +628,11 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voiceplatform.idempotency_window_s", "must be between 0 (off) and 86400 seconds")
     if not 100 <= vp.command_timeout_ms <= 120000:
         bad("voiceplatform.command_timeout_ms", "must be between 100 and 120000")
+    if config.site.timezone:
+        try:
+            site_zone(config.site.timezone)
+        except UnknownTimeZone as exc:
+            bad("site.timezone", str(exc))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
     return problems
