@@ -1,0 +1,179 @@
+"""ASR provider `offline`: the site-grammar recogniser (voice/recognizer/), on the gateway.
+
+The stream takes a decoder when the utterance starts, feeds it every chunk on a worker thread
+as it arrives (chunks that queue up while the decoder is busy are fed together), sends a partial
+result whenever the best guess changes, and gives the final right after `finish()`: only the
+last chunk and the end of the search are left to do then.
+
+A final that is not a whole sentence of the site's grammar is refused: `AsrResult(text="",
+final=True, understood=False)`, never the nearest command. English only: another language
+raises `VoiceProviderError(LANGUAGE_UNSUPPORTED)` before any audio is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from deviceagentd.voice.providers.base import (
+    ASR_FAILED,
+    PROVIDER_UNAVAILABLE,
+    AsrResult,
+    VoiceProviderError,
+    primary_language,
+)
+from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
+from deviceagentd.voice.recognizer.decoder import GrammarDecoder, Recognition, RecogniserUnavailable
+from deviceagentd.voice.recognizer.engine import OfflineEngine
+
+log = logging.getLogger("deviceagentd.voice")
+
+NAME: Final = "offline"
+LANGUAGE_UNSUPPORTED: Final = "language_unsupported"
+LANGUAGES: Final = ("en",)
+# A partial is looked at after at least this much new audio (16 kHz s16le: 32 bytes per ms).
+PARTIAL_EVERY_BYTES: Final = 32 * 250
+
+
+class OfflineAsr:
+    """AsrProvider `offline`."""
+
+    name: str = NAME
+
+    def __init__(self, engine: OfflineEngine) -> None:
+        self.engine = engine
+
+    async def start(self, language: str | None = None, session: str = "") -> OfflineAsrStream:
+        check_language(language)
+        try:
+            decoder = await self.engine.acquire()
+        except RecogniserUnavailable as exc:
+            raise VoiceProviderError(PROVIDER_UNAVAILABLE, f"the offline recogniser is unavailable: {exc}") from None
+        stream = OfflineAsrStream(self.engine, decoder, session)
+        try:
+            await self.engine.run(decoder.start, self.engine.session_cmn(session))
+        except BaseException:
+            await stream.close()
+            raise
+        stream.begin()
+        return stream
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+def check_language(language: str | None) -> None:
+    code = primary_language(language)
+    if code is not None and code not in LANGUAGES:
+        raise VoiceProviderError(LANGUAGE_UNSUPPORTED,
+                                 f"the offline recogniser understands English only, not {language!r}")
+
+
+class OfflineAsrStream:
+    """AsrStream of one utterance on one decoder."""
+
+    def __init__(self, engine: OfflineEngine, decoder: GrammarDecoder, session: str) -> None:
+        self._engine = engine
+        self._decoder: GrammarDecoder | None = decoder
+        self._session = session
+        self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._results: asyncio.Queue[AsrResult | VoiceProviderError | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._finished = False
+        self._closed = False
+        self.recognition: Recognition | None = None
+
+    def begin(self) -> None:
+        self._task = asyncio.create_task(self._decode(), name="offline-asr")
+
+    async def send_audio(self, pcm16k: bytes) -> None:
+        if self._finished or self._closed:
+            raise VoiceProviderError(ASR_FAILED, "send_audio() after finish() or close()")
+        if pcm16k:
+            self._audio.put_nowait(pcm16k)
+
+    async def finish(self) -> None:
+        if not self._finished and not self._closed:
+            self._finished = True
+            self._audio.put_nowait(None)
+
+    async def results(self) -> AsyncIterator[AsrResult]:
+        while True:
+            item = await self._results.get()
+            if item is None:
+                return
+            if isinstance(item, VoiceProviderError):
+                raise item
+            yield item
+            if item.final:
+                return
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            await stop_tasks([self._task])
+        end_queue(self._results)
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            with contextlib.suppress(Exception):
+                # Never on the loop thread while a worker may still be inside it: run() waits.
+                await self._engine.run(decoder.abandon)
+            self._engine.release(decoder)
+
+    async def _decode(self) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        last_partial = ""
+        since_partial = 0
+        try:
+            while True:
+                chunk = await self._audio.get()
+                chunks = [chunk] if chunk is not None else []
+                ended = chunk is None
+                # Whatever queued up while the decoder was busy goes in one call.
+                while not ended and not self._audio.empty():
+                    more = self._audio.get_nowait()
+                    if more is None:
+                        ended = True
+                    else:
+                        chunks.append(more)
+                data = b"".join(chunks)
+                since_partial += len(data)
+                want_partial = not ended and since_partial >= PARTIAL_EVERY_BYTES
+                partial = await self._engine.run(_feed, decoder, data, want_partial)
+                if want_partial:
+                    since_partial = 0
+                    if partial and partial != last_partial:
+                        last_partial = partial
+                        self._results.put_nowait(AsrResult(decoder.grammar.transcript(partial.split()), False))
+                if ended:
+                    break
+            recognition, cmn = await self._engine.run(_finish, decoder)
+            self.recognition = recognition
+            self._engine.remember_cmn(self._session, cmn)
+            if not recognition.accepted:
+                log.info("offline recogniser: refused %r (%s)", " ".join(recognition.words), recognition.reason)
+            self._results.put_nowait(AsrResult(recognition.text, True))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("offline recogniser failed: %s: %s", type(exc).__name__, exc)
+            self._results.put_nowait(VoiceProviderError(ASR_FAILED, f"the offline recogniser failed ({exc})"))
+
+
+def _feed(decoder: GrammarDecoder, data: bytes, want_partial: bool) -> str:
+    """Worker thread."""
+    if data:
+        decoder.feed(data)
+    return decoder.partial() if want_partial else ""
+
+
+def _finish(decoder: GrammarDecoder) -> tuple[Recognition, str]:
+    """Worker thread."""
+    recognition = decoder.finish()
+    return recognition, decoder.cmn()

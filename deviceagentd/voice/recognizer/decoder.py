@@ -1,0 +1,167 @@
+"""pocketsphinx on the site's grammar: one utterance at a time, fed as the audio arrives.
+
+The only module that imports pocketsphinx (its C library, acoustic model and dictionary come
+in the `pocketsphinx` wheel; nothing is downloaded). Not thread-safe: the engine gives one
+decoder to one utterance at a time, on a worker thread.
+
+What it heard counts only if it is a whole sentence of the grammar: pocketsphinx's grammar
+search reports the best partial path when no path reached the grammar's end ("what is the" for
+"what is the weather tomorrow"), and that is how speech outside the vocabulary shows itself.
+A few trailing words that extend a complete sentence into nothing ("… the temperature and",
+the noise after the last word read as the start of a second request) are cut back to the
+sentence; anything else incomplete is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from deviceagentd.voice.recognizer.grammar import SiteGrammar
+from deviceagentd.voice.recognizer.pronounce import Lexicon
+
+if TYPE_CHECKING:
+    import pocketsphinx
+
+log = logging.getLogger("deviceagentd.voice")
+
+MODEL_SUBDIR: Final = ("model", "en-us")
+# Words a sentence may trail off into that are cut back (joiners, fillers) — at most this many.
+TRAILING_WORDS: Final = frozenset({"and", "then", "or", "please", "in", "of", "on", "the", "to", "it"})
+MAX_TRAILING: Final = 2
+
+
+class RecogniserUnavailable(Exception):
+    """The recogniser cannot run here (pocketsphinx or its model missing, a bad grammar)."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    acoustic_model: Path
+    dictionary: Path
+
+    @classmethod
+    def packaged(cls) -> ModelFiles:
+        """The en-us model inside the pocketsphinx package, found without importing it."""
+        spec = importlib.util.find_spec("pocketsphinx")
+        if spec is None or not spec.submodule_search_locations:
+            raise RecogniserUnavailable("pocketsphinx is not installed (pip install pocketsphinx)")
+        base = Path(next(iter(spec.submodule_search_locations))).joinpath(*MODEL_SUBDIR)
+        files = cls(base / "en-us", base / "cmudict-en-us.dict")
+        if not (files.acoustic_model / "mdef").is_file() or not files.dictionary.is_file():
+            raise RecogniserUnavailable(f"the pocketsphinx package has no en-us model under {base}")
+        return files
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """pocketsphinx search settings (see docs/benchmarks.md for how they were chosen)."""
+
+    # Language weight: how much the grammar's branching counts against the acoustics.
+    language_weight: float = 6.5
+    beam: float = 1e-48
+    word_beam: float = 7e-29
+    # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
+    # utterance of a session (the model's own `batch` would wait for the end of speech).
+    cmn: str = "live"
+    # pocketsphinx's spectral-subtraction noise removal (the model's feat.params turns it on).
+    remove_noise: bool = True
+    dither: bool = True
+
+
+@dataclass(frozen=True)
+class Recognition:
+    words: tuple[str, ...]
+    # The transcript for the agent ("" when refused).
+    text: str
+    accepted: bool
+    # Why it was refused ("" when accepted): for logs and the benchmark.
+    reason: str = ""
+
+
+class GrammarDecoder:
+    """One pocketsphinx decoder loaded with one site grammar."""
+
+    def __init__(self, grammar: SiteGrammar, lexicon: Lexicon, model: ModelFiles,
+                 settings: DecoderSettings | None = None) -> None:
+        self.grammar = grammar
+        self.settings = settings or DecoderSettings()
+        try:
+            import pocketsphinx
+        except ImportError as exc:
+            raise RecogniserUnavailable(f"pocketsphinx cannot be imported: {exc}") from exc
+        s = self.settings
+        with tempfile.TemporaryDirectory(prefix="deviceagentd-asr-") as tmp:
+            dictionary = Path(tmp) / "site.dict"
+            fsg = Path(tmp) / "site.fsg"
+            dictionary.write_text(lexicon.dictionary_text(), encoding="utf-8")
+            fsg.write_text(grammar.automaton.to_fsg(), encoding="utf-8")
+            try:
+                config = pocketsphinx.Config(
+                    hmm=str(model.acoustic_model), dict=str(dictionary), fsg=str(fsg), loglevel="ERROR",
+                    lw=s.language_weight, beam=s.beam, wbeam=s.word_beam, cmn=s.cmn,
+                    remove_noise=s.remove_noise, dither=s.dither,
+                )
+                self._decoder: Any = pocketsphinx.Decoder(config)
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise RecogniserUnavailable(f"pocketsphinx could not load the site grammar: {exc}") from exc
+        self._ps: pocketsphinx.Decoder = self._decoder
+        self._started = False
+
+    # ------------------------------------------------------------------ one utterance
+
+    def start(self, cmn: str | None = None) -> None:
+        """Begin an utterance; `cmn` is the session's cepstral mean from its last utterance."""
+        if cmn:
+            try:
+                self._decoder.set_cmn(cmn)
+            except (RuntimeError, ValueError):
+                log.debug("offline recogniser: ignoring a bad CMN vector")
+        self._decoder.start_utt()
+        self._started = True
+
+    def feed(self, pcm16k: bytes) -> None:
+        self._decoder.process_raw(pcm16k, False, False)
+
+    def partial(self) -> str:
+        """The best guess so far, as words (may not be a whole sentence yet)."""
+        hyp = self._decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+    def finish(self) -> Recognition:
+        self._decoder.end_utt()
+        self._started = False
+        hyp = self._decoder.hyp()
+        words = tuple(hyp.hypstr.split()) if hyp is not None else ()
+        return self.judge(words)
+
+    def cmn(self) -> str:
+        """The cepstral mean after the last utterance, for the session's next one."""
+        return str(self._decoder.get_cmn(False))
+
+    def abandon(self) -> None:
+        """Drop an utterance in progress (the stream was closed early)."""
+        if self._started:
+            self._started = False
+            self._decoder.end_utt()
+
+    def frames(self) -> int:
+        return int(self._decoder.n_frames())
+
+    # ------------------------------------------------------------------ accept or refuse
+
+    def judge(self, words: tuple[str, ...]) -> Recognition:
+        if not words:
+            return Recognition((), "", False, "nothing recognised")
+        automaton = self.grammar.automaton
+        if automaton.accepts(words):
+            return Recognition(words, self.grammar.transcript(words), True)
+        for cut in range(1, MAX_TRAILING + 1):
+            if len(words) > cut and set(words[-cut:]) <= TRAILING_WORDS and automaton.accepts(words[:-cut]):
+                kept = words[:-cut]
+                return Recognition(kept, self.grammar.transcript(kept), True)
+        return Recognition(words, "", False, "not a whole sentence of the site's grammar")
