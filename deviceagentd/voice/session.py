@@ -44,7 +44,9 @@ Decisions where SPEC §5 is silent:
 - Idle: nothing received for `idle_timeout_s` while no reply is in progress (audio counts only
   while listening) → close 1000 "idle timeout". `goodbye` → close 1000.
 - Announcements (`announce`) wait for a reply being spoken, then speak like a reply without a
-  turn (no `tts_complete`), muting the microphone the same way.
+  turn (no `tts_complete`), muting the microphone the same way. `abort` stops one; `listen
+  start` does not (XiaoZhi firmware sends it after every `tts stop`, so it may arrive just after
+  an announcement began); a manual utterance started meanwhile is answered after it.
 """
 
 from __future__ import annotations
@@ -414,8 +416,6 @@ class VoiceSession:
                 await self._abort()  # barge-in: the reply in progress stops
             else:
                 self._drop_utterance()  # a new listen drops the utterance being heard
-        elif self._announcement is not None:
-            await self._abort()  # barge-in on an announcement
         assert self._segmenter is not None
         self._mode = listen.mode or self._mode
         self._task_id = listen.task_id
@@ -563,6 +563,9 @@ class VoiceSession:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and (caller is None or not caller.cancelling()):
+                return False  # stopped by the client's abort or by the session ending
             task.cancel()
             raise
 
