@@ -24,6 +24,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -32,6 +33,7 @@ from deviceagentd.agent.runner import Agent
 from deviceagentd.config import VoiceConfig
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.voice.connection import SessionRegistry
 from deviceagentd.voice.mcp import McpStats
 from deviceagentd.voice.settings import SessionSettings
@@ -89,12 +91,14 @@ class VoiceService:
         tokens: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
         settings: SessionSettings | None = None,
+        zone: tzinfo | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.config = config
         self.agent = agent
         self.clock = clock
         self.tokens = tuple(tokens)
+        self.zone = zone if zone is not None else site_zone("")  # the site's, for the OTA answer
         self.settings = settings or SessionSettings.from_config(config)
         self.stats = VoiceStats()
         self.mcp_stats = McpStats()
