@@ -194,7 +194,7 @@ async def test_wake_word_greeting_can_be_off_and_typed_text_is_a_request() -> No
 
 
 @pytest.mark.parametrize(("said_text", "volume", "reply"), [
-    ("set the speaker volume to 40", 40, "Done: the volume is set to 40."),
+    ("set the speaker volume to 40", 40, "Done, the volume is set to 40."),
     ("把音量调到40", 40, "好的，音量已设为40。"),
 ])
 async def test_the_offline_engine_sets_the_speaker_volume(rig: Rig, said_text: str, volume: int, reply: str,

@@ -128,7 +128,7 @@ def reply(found: ToolMatch, result: ToolResult, message: str) -> str:
         if language == "zh":
             zh = next((term for term, canonical in ZH_TERMS.items() if canonical == words), words)
             return f"好的，{zh}已设为{shown}。"
-        return f"Done: the {words} is set to {shown}."
+        return f"Done, the {words} is set to {shown}."
     if language == "zh":
         return f"没能完成：{result.error}"
     return f"That did not work: {result.error}"
