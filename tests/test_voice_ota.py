@@ -90,11 +90,10 @@ async def test_tokens_are_checked_as_on_the_voice_socket() -> None:
         assert status == 401 and "unauthorized" in body
         status, body = await check_version(ota_url(rig.url) + "?authorization=wrong-token", system_info())
         assert status == 401
-        async with aiohttp.ClientSession() as http:
-            async with http.post(ota_url(rig.url), data=system_info(),
-                                 headers={**firmware_headers(), "Authorization": f"Bearer {TOKEN}"}) as resp:
-                assert resp.status == 200
-                assert (await resp.json())["websocket"]["token"] == TOKEN
+        async with aiohttp.ClientSession() as http, http.post(ota_url(rig.url), data=system_info(),
+                             headers={**firmware_headers(), "Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["websocket"]["token"] == TOKEN
     finally:
         await rig.close()
 
