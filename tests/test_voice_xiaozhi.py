@@ -410,3 +410,36 @@ async def test_an_emqx_style_client_keeps_its_dialect(rig: Rig) -> None:
     kinds = {m["type"] for m in conn.messages(after=mark)}
     assert {"asr", "agent_reply", "tts_complete"} <= kinds and not kinds & {"stt", "llm", "alert"}
     assert json.dumps(conn.messages(after=mark)).count('"state": "start"') == 1
+
+
+async def test_an_openai_compatible_model_gets_the_device_tools_as_function_tools(rig: Rig) -> None:
+    """The OpenAI-compatible provider (against its loopback double) sees the speaker's tools as
+    function tools and its call reaches the firmware's MCP server."""
+    from openai_double import OpenAIDouble, ScriptedCall, text_reply, tool_call_reply
+
+    from deviceagentd.agent.openai import OpenAIProvider, OpenAISettings
+
+    async with OpenAIDouble(expected_api_key="sk-test") as double:
+        double.script(tool_call_reply(ScriptedCall("self_audio_speaker_set_volume", '{"volume": 25}')),
+                      text_reply("The volume is now 25."))
+        provider = OpenAIProvider(OpenAISettings(base_url=double.base_url, api_key="sk-test", model="gpt-test"))
+        rig.agent.provider = provider
+        device = await firmware(rig)
+        try:
+            await tools_listed(rig, device)
+            await device.wake_word_detected("make it quieter")
+            stt = await device.wait_for("stt")
+            await device.wait_for("tts", after=stt, state="stop")
+            assert device.mcp.calls == [("self.audio_speaker.set_volume", {"volume": 25})]
+            functions = {t["function"]["name"]: t["function"] for t in double.requests[0].body["tools"]}
+            volume = functions["self_audio_speaker_set_volume"]
+            assert volume["parameters"]["properties"] == {"volume": {"type": "integer", "minimum": 0, "maximum": 100}}
+            # The rig's site has no tools of its own; user-only tools are not there.
+            assert set(functions) == {"self_get_device_status", "self_audio_speaker_set_volume",
+                                      "self_screen_set_brightness", "self_screen_set_theme"}
+            tool_message = double.requests[1].messages[-1]
+            assert tool_message["role"] == "tool" and "true" in tool_message["content"]
+            assert double.problems == []
+        finally:
+            await device.close()
+            await provider.close()
