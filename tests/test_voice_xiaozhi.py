@@ -302,6 +302,32 @@ async def test_a_device_that_disconnects_during_a_tool_call_leaves_nothing_waiti
         await rig.close()
 
 
+async def test_a_device_that_never_answers_initialize_has_no_tools_and_the_session_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="deviceagentd.voice")
+    rig = await start_rig(settings={"mcp_list_timeout_s": 0.5})
+    seen: list[int] = []
+
+    async def capture(provider: ScriptedProvider, context: TurnContext) -> AsyncIterator[TurnEvent]:
+        seen.append(len(context.extra_tools))
+        yield Delta("ok.")
+
+    rig.provider.script = capture
+    try:
+        device = await firmware(rig, mcp=McpDevice(silent_initialize=True))
+        for _ in range(100):
+            if any("no device tools" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        assert any("did not answer initialize within 0.5 s" in r.getMessage() for r in caplog.records)
+        await device.wake_word_detected("what is the current temperature")
+        await device.wait_for("tts", state="stop")
+        assert seen == [0] and device.messages("error") == []
+        await device.close()
+    finally:
+        await rig.close()
+
+
 async def test_thousands_of_tools_are_capped(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="deviceagentd.voice")
     many = [Tool(f"self.extra.tool_{i:04d}", f"Extra tool number {i}.", [Property("level", "integer", 0, 10)])
