@@ -34,6 +34,7 @@ from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import AgentContext, HttpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
@@ -122,7 +123,8 @@ class Daemon:
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
-        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens)
+        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
+                                  zone=site_zone(cfg.site.timezone))
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,

@@ -22,7 +22,8 @@ log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
+# /ws/voice and /xiaozhi/ota/ check tokens themselves (also from ?authorization=, for speakers and browsers).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/xiaozhi/ota/"})
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"
 
