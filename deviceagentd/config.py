@@ -100,6 +100,19 @@ class VoiceEspeakConfig:
     words_per_minute: int = 175
 
 
+@dataclass
+class VoiceOfflineConfig:
+    """The offline recogniser: pocketsphinx (model inside its package) on a grammar built from the
+    site's own products and devices. English only. The default when no cloud recogniser is
+    configured, and the fallback when the configured one cannot be reached."""
+
+    enabled: bool = True
+    # Utterances recognised at once (each holds a decoder, ~15 MB, on its own worker thread).
+    max_decoders: int = 2
+    # Grammar and decoders are dropped after this long without an utterance.
+    unload_after_s: float = 300.0
+
+
 # Wake words XiaoZhi firmware reports in `listen detect` (xiaozhi-esp32-server's list and the
 # English ones of ESP-SR): greeted, not answered as requests.
 DEFAULT_WAKE_WORDS = ("你好小智", "嘿你好呀", "你好小志", "小爱同学", "你好小鑫", "你好小新", "小美同学", "小龙小龙",
@@ -124,7 +137,7 @@ class VoiceXiaozhiConfig:
 @dataclass
 class VoiceConfig:
     listen: str = "127.0.0.1:3001"
-    # The provider used when hello names none ("" = the first configured: aliyun, openai).
+    # The provider used when hello names none ("" = the first configured: aliyun, openai, offline).
     default_provider: str = ""
     # End of speech in auto mode: silence after the last voiced frame (200..1250 ms).
     silence_ms: int = 700
@@ -141,6 +154,7 @@ class VoiceConfig:
     aliyun: VoiceAliyunConfig = field(default_factory=VoiceAliyunConfig)
     openai: VoiceOpenAIConfig = field(default_factory=VoiceOpenAIConfig)
     espeak: VoiceEspeakConfig = field(default_factory=VoiceEspeakConfig)
+    offline: VoiceOfflineConfig = field(default_factory=VoiceOfflineConfig)
     xiaozhi: VoiceXiaozhiConfig = field(default_factory=VoiceXiaozhiConfig)
 
 
@@ -575,8 +589,8 @@ def check(config: Config) -> list[ConfigProblem]:
     if not 100 <= config.commands.default_timeout_ms <= 120000:
         bad("commands.default_timeout_ms", "must be between 100 and 120000")
     voice = config.voice
-    if voice.default_provider not in ("", "aliyun", "openai"):
-        bad("voice.default_provider", "must be aliyun, openai or empty (the first configured)")
+    if voice.default_provider not in ("", "aliyun", "openai", "offline"):
+        bad("voice.default_provider", "must be aliyun, openai, offline or empty (the first configured)")
     if not 200 <= voice.silence_ms <= 1250:
         bad("voice.silence_ms", "must be between 200 and 1250 ms")
     if voice.vad_mode not in (0, 1, 2, 3):
@@ -597,6 +611,10 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voice.output_frame_ms", "must be a multiple of 10 between 10 and 120")
     if not 1 <= voice.max_sessions <= 256:
         bad("voice.max_sessions", "must be between 1 and 256")
+    if not 1 <= voice.offline.max_decoders <= 8:
+        bad("voice.offline.max_decoders", "must be between 1 and 8")
+    if not 10 <= voice.offline.unload_after_s <= 86400:
+        bad("voice.offline.unload_after_s", "must be between 10 and 86400 seconds")
     xiaozhi = voice.xiaozhi
     ws_url = urlsplit(xiaozhi.websocket_url)
     if xiaozhi.websocket_url and (ws_url.scheme not in ("ws", "wss") or not ws_url.netloc):

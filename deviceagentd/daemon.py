@@ -50,6 +50,7 @@ from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
 from deviceagentd.systemd import Notifier
+from deviceagentd.voice.recognizer.site import DeviceNames, registry_site
 from deviceagentd.voice.service import VoiceService
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ class Daemon:
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
         self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
-                                  zone=site_zone(cfg.site.timezone))
+                                  zone=site_zone(cfg.site.timezone),
+                                  site=registry_site(self.registry, self._room_names))
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
@@ -155,6 +157,18 @@ class Daemon:
         self.voice_port = 0
         self.ready = asyncio.Event()
         self._register_gauges()
+
+    def _room_names(self) -> tuple[object, list[DeviceNames]]:
+        """The voice platform's names, aliases and positions of devices (for the offline
+        recogniser's grammar); its rooms object is the version."""
+        platform = getattr(self, "voice_platform", None)
+        if platform is None:
+            return None, []
+        rooms = platform.rooms
+        names = [DeviceNames(device.product_id, (device.name, *device.aliases),
+                             (device.position,) if device.position else ())
+                 for room in rooms.rooms.values() for device in room.devices.values()]
+        return id(rooms), names
 
     def _build_agent(self) -> None:
         cfg = self.config

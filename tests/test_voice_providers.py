@@ -531,8 +531,8 @@ async def test_openai_asr_empty_utterance_needs_no_request(openai_audio: OpenAiA
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [(401, "provider_auth"), (429, "provider_rate_limited"), (500, "asr_failed"),
-                         (503, "provider_unreachable")]
+    ("status", "code"), [(401, "provider_auth"), (429, "provider_rate_limited"), (400, "asr_failed"),
+                         (500, "provider_unreachable"), (503, "provider_unreachable")]
 )  # fmt: skip
 async def test_openai_asr_http_errors(openai_audio: OpenAiAudioDouble, status: int, code: str) -> None:
     openai_audio.transcription = TranscriptionScript(status=status, error_message="model overloaded")
@@ -870,7 +870,7 @@ async def test_credentials_never_reach_logs_or_messages(
     finally:
         await tts.close()
 
-    openai_audio.speech = SpeechScript(status=500, error_message=f"upstream rejected {openai_audio.api_key}")
+    openai_audio.speech = SpeechScript(status=400, error_message=f"upstream rejected {openai_audio.api_key}")
     speech_provider = oa_tts(openai_audio)
     try:
         clauses = await within(speech_provider.start())

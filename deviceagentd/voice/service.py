@@ -8,7 +8,11 @@ Providers (`[voice]` in the config):
 - `openai`: the OpenAI-compatible audio endpoints, configured when `voice.openai.base_url` is
   set (key from `voice.openai.api_key` or `$OPENAI_API_KEY`; LAN servers may need none);
 - `espeak`: local espeak-ng, TTS only. It speaks when the chosen provider has no TTS (its
-  `tts_model` is empty) and espeak-ng is installed.
+  `tts_model` is empty) and espeak-ng is installed, and it says the apologies when a turn fails;
+- `offline`: the offline recogniser (voice/recognizer/, ASR only, English): pocketsphinx on a
+  grammar built from the site's products and devices. It is the default when no cloud
+  recogniser is configured, and each session's cloud recogniser falls back to it for a turn
+  the cloud cannot take (fallback.py). `voice.offline.enabled = false` turns it off.
 
 A provider with an empty `asr_model` offers no ASR (and cannot be chosen in hello); one with an
 empty `tts_model` offers no TTS. Credentials are never logged.
@@ -19,6 +23,8 @@ builds the service at start, and the audio modules load with the first voice ses
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -40,14 +46,19 @@ from deviceagentd.voice.settings import SessionSettings
 
 if TYPE_CHECKING:
     from deviceagentd.voice.providers.base import AsrProvider, TtsProvider
+    from deviceagentd.voice.providers.offline_asr import OfflineAsr
+    from deviceagentd.voice.recognizer.engine import OfflineEngine
+    from deviceagentd.voice.recognizer.site import SiteSource
 
 log = logging.getLogger("deviceagentd.voice")
 
 ALIYUN = "aliyun"
 OPENAI = "openai"
 ESPEAK = "espeak"
+OFFLINE = "offline"
 # Providers a hello may name, in the order used when it names none (and no default is set).
-ASR_PROVIDERS = (ALIYUN, OPENAI)
+ASR_PROVIDERS = (ALIYUN, OPENAI, OFFLINE)
+CLOUD_ASR = (ALIYUN, OPENAI)
 USER_AGENT = "deviceagentd-voice"
 ASR_NOT_CONFIGURED = "asr_not_configured"
 # An announcement longer than this is refused (a schedule's reminder, not an audiobook).
@@ -92,6 +103,7 @@ class VoiceService:
         environ: Mapping[str, str] | None = None,
         settings: SessionSettings | None = None,
         zone: tzinfo | None = None,
+        site: SiteSource | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.config = config
@@ -106,6 +118,12 @@ class VoiceService:
         self._aliyun_key = config.aliyun.api_key or env.get("DASHSCOPE_API_KEY", "")
         self._openai_key = config.openai.api_key or env.get("OPENAI_API_KEY", "")
         self._espeak_path = shutil.which(config.espeak.binary)
+        # The offline recogniser needs the site (for its grammar) and pocketsphinx (found, not
+        # imported: nothing of it is loaded before a speaker talks).
+        self._site = site
+        self._pocketsphinx = importlib.util.find_spec("pocketsphinx") is not None
+        self._offline: OfflineEngine | None = None
+        self._offline_provider: OfflineAsr | None = None
         self._asr: dict[str, AsrProvider] = {}
         self._tts: dict[str, TtsProvider] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -119,6 +137,8 @@ class VoiceService:
             return bool(self._aliyun_key and self.config.aliyun.asr_model)
         if name == OPENAI:
             return bool(self.config.openai.base_url and self.config.openai.asr_model)
+        if name == OFFLINE:
+            return self.config.offline.enabled and self._site is not None and self._pocketsphinx
         return False
 
     def has_tts(self, name: str) -> bool:
@@ -170,7 +190,8 @@ class VoiceService:
             raise ProviderChoiceError(
                 ASR_NOT_CONFIGURED,
                 "no speech recognition is configured on this gateway: set voice.aliyun.api_key "
-                "(or DASHSCOPE_API_KEY) or voice.openai.base_url",
+                "(or DASHSCOPE_API_KEY) or voice.openai.base_url, or install pocketsphinx and keep "
+                "voice.offline.enabled for the offline recogniser",
             )
         listed = ", ".join(configured)
         if requested is None:
@@ -195,10 +216,54 @@ class VoiceService:
 
     def asr(self, name: str) -> AsrProvider:
         """The ASR client of a configured provider, built on first use."""
+        if name == OFFLINE:
+            return self._offline_asr()
         provider = self._asr.get(name)
         if provider is None:
             provider = self._asr[name] = self._build_asr(name)
         return provider
+
+    def session_asr(self, name: str, session: str) -> AsrProvider:
+        """The recogniser of one session: a cloud one with the offline recogniser behind it (when
+        that is available), or the offline one itself (remembering the session's voice)."""
+        if name == OFFLINE:
+            from deviceagentd.voice.providers.offline_asr import SessionOfflineAsr
+
+            return SessionOfflineAsr(self._offline_asr(), session)
+        provider = self.asr(name)
+        if name in CLOUD_ASR and self.has_asr(OFFLINE):
+            from deviceagentd.voice.fallback import FallbackAsr
+            from deviceagentd.voice.providers.offline_asr import SessionOfflineAsr
+
+            return FallbackAsr(provider, SessionOfflineAsr(self._offline_asr(), session),
+                               max_buffer_s=self.config.max_utterance_s + 5.0)
+        return provider
+
+    async def prepare_offline(self) -> None:
+        """Load the offline recogniser ahead of the first utterance (a session chose it at hello);
+        a failure is logged by the engine and reported at the utterance."""
+        from deviceagentd.voice.recognizer.decoder import RecogniserUnavailable
+
+        with contextlib.suppress(RecogniserUnavailable):
+            await self._offline_engine().prepare()
+
+    def _offline_engine(self) -> OfflineEngine:
+        if self._offline is None:
+            from deviceagentd.voice.recognizer.engine import EngineSettings, OfflineEngine
+
+            assert self._site is not None
+            offline = self.config.offline
+            self._offline = OfflineEngine(self._site, EngineSettings(
+                max_decoders=offline.max_decoders, unload_after_s=offline.unload_after_s,
+                espeak_binary=self.config.espeak.binary))
+        return self._offline
+
+    def _offline_asr(self) -> OfflineAsr:
+        if self._offline_provider is None:
+            from deviceagentd.voice.providers.offline_asr import OfflineAsr
+
+            self._offline_provider = OfflineAsr(self._offline_engine())
+        return self._offline_provider
 
     def tts(self, name: str) -> TtsProvider:
         provider = self._tts.get(name)
@@ -301,6 +366,10 @@ class VoiceService:
         self._tts.clear()
         for provider in providers:
             await provider.close()
+        self._offline_provider = None
+        offline, self._offline = self._offline, None
+        if offline is not None:
+            await offline.close()
         http, self._http = self._http, None
         if http is not None and not http.closed:
             await http.close()
@@ -335,6 +404,11 @@ class VoiceService:
             parts.append("openai")
         if self.has_tts(ESPEAK):
             parts.append("espeak (TTS)")
+        if self.has_asr(OFFLINE):
+            parts.append("offline (ASR, English)")
+        elif self.config.offline.enabled and self._site is not None:
+            log.warning("voice: the offline recogniser is enabled but pocketsphinx is not installed "
+                        "(pip install pocketsphinx)")
         if self.config.default_provider and not self.has_asr(self.config.default_provider):
             log.warning("voice.default_provider %r is not configured; hello without provider uses %s",
                         self.config.default_provider, (self.asr_providers or ("none",))[0])

@@ -91,7 +91,7 @@ from deviceagentd.voice.segmenter import (
     SpeechFrame,
     SpeechStarted,
 )
-from deviceagentd.voice.service import ASR_NOT_CONFIGURED, ProviderChoiceError, VoiceService
+from deviceagentd.voice.service import ASR_NOT_CONFIGURED, ESPEAK, OFFLINE, ProviderChoiceError, VoiceService
 from deviceagentd.voice.settings import SessionSettings, wake_key
 from deviceagentd.voice.speech import Speaker, Voice
 from deviceagentd.voice.turn import ClientGone, Turn, TurnSetup, Utterance
@@ -394,6 +394,9 @@ class VoiceSession:
             await self._close(WSCloseCode.INTERNAL_ERROR, "internal_error")
             return
         await self._send(self._dialect.hello(hello.session_id, hello.version, self._codec.output, choice.asr))
+        if choice.asr == OFFLINE:
+            # Load the grammar and a decoder while the speaker is still getting ready to talk.
+            self.spawn(service.prepare_offline(), "voice-offline-prepare")
         if self._mcp is not None:
             self.spawn(self._mcp.start(), "voice-mcp")
 
@@ -431,11 +434,14 @@ class VoiceSession:
             self._mcp = DeviceMcp(self._send, self.name, service.mcp_stats, list_timeout_s=s.mcp_list_timeout_s,
                                   call_timeout_s=s.tool_timeout_s, max_tools=s.max_tools)
             tools = DeviceToolset(self._mcp, self._conn.device_id or hello.device_id or "")
+        # The speaker's own key (its voice and room, for the offline recogniser's adaptation).
+        speaker_key = self._conn.device_id or hello.device_id or self.name
         self._setup = TurnSetup(
             settings=s,
             agent=service.agent,
-            asr=service.asr(asr_name),
+            asr=service.session_asr(asr_name, speaker_key),
             voice=self._voice(tts_name, hello.language) if tts_name else None,
+            apology=self._voice(ESPEAK, hello.language) if service.has_tts(ESPEAK) else None,
             session_id=hello.session_id,
             product_id=hello.product_id,
             device_id=hello.device_id,

@@ -12,7 +12,16 @@ Pipeline of an utterance (`Turn.run`):
   /api/chat); deltas go out as ReplyText and into the ClauseSplitter; each complete clause is
   spoken at once (speech.Speaker); when the agent is done and the audio has played:
   TurnOver(answered=True) — also when the agent or the speech failed.
-- A failing step becomes TurnError; the session stays usable.
+- A failing step becomes TurnError; the session stays usable. The speaker also hears a short
+  apology (from `apology`, the local espeak-ng voice, so it is heard also when the reply's own
+  TTS is what failed) instead of silence.
+- A final the recogniser refused (the offline recogniser heard something outside the site's
+  grammar) is announced as an empty Transcript, and the speaker hears "Sorry, I didn't catch
+  that." — the agent is not asked to guess.
+- A recogniser that does not know the session's language (the offline one knows English) gets
+  TurnError(language_unsupported) and a spoken explanation in that language.
+- A final that carries a note (the offline recogniser stood in for an unreachable cloud) has the
+  note said at the start of the reply.
 """
 
 from __future__ import annotations
@@ -20,22 +29,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from deviceagentd.agent.runner import Agent, TurnDone, TurnFailed, TurnRequest
 from deviceagentd.agent.types import Delta, ToolCallStarted, Tools
 from deviceagentd.core.errors import Conflict, CoreError
-from deviceagentd.voice.clauses import ClauseSplitter
-from deviceagentd.voice.events import ReplyText, Transcript, TurnError, TurnOver
-from deviceagentd.voice.providers.base import ASR_FAILED, PROVIDER_TIMEOUT, AsrProvider, AsrStream, VoiceProviderError
+from deviceagentd.voice.clauses import ClauseSplitter, mostly_chinese
+from deviceagentd.voice.events import ReplyText, Transcript, TurnError, TurnEvent, TurnOver
+from deviceagentd.voice.providers.base import (
+    ASR_FAILED,
+    LANGUAGE_UNSUPPORTED,
+    PROVIDER_TIMEOUT,
+    AsrProvider,
+    AsrResult,
+    AsrStream,
+    VoiceProviderError,
+)
 from deviceagentd.voice.providers.tasks import stop_tasks
 from deviceagentd.voice.settings import SessionSettings
 from deviceagentd.voice.speech import Speaker, SpeechSink, Voice
 
 log = logging.getLogger("deviceagentd.voice")
 
+T = TypeVar("T")
+
 BYTES_PER_S: Final = 32000  # 16 kHz s16le: what the ASR gets
+
+# What the speaker hears when the turn cannot give a real answer (English, Chinese).
+NOT_UNDERSTOOD: Final = ("Sorry, I didn't catch that.", "抱歉，我没听清。")
+APOLOGY: Final = ("Sorry, something went wrong. Please try again.", "抱歉，出了点问题，请再试一次。")
+NOT_SUPPORTED: Final = ("This gateway has no cloud speech recogniser, and the offline one understands only "
+                        "English. Please speak English, or ask the installer to configure a cloud recogniser.",
+                        "这个网关没有可用的云端语音识别，离线识别只听得懂英语。请用英语说，或者请管理员配置云端语音识别。")
+# Errors that are no failure of the gateway's (nothing to apologise for).
+NO_APOLOGY: Final = frozenset({LANGUAGE_UNSUPPORTED, "session_busy"})
 
 
 class ClientGone(Exception):
@@ -68,6 +97,8 @@ class TurnSetup:
     language: str | None
     name: str  # the session, for logs
     tools: Tools | None = None  # the turn's tools besides the site's (a speaker's own, mcp.py)
+    # The local voice (espeak-ng) for apologies and explanations; None: none installed.
+    apology: Voice | None = None
 
 
 @dataclass
@@ -99,6 +130,20 @@ class Turn:
     def __init__(self, setup: TurnSetup, sink: TurnSink) -> None:
         self._setup = setup
         self._sink = sink
+        self._errors: list[str] = []  # codes of the TurnErrors this turn emitted
+
+    # The session as the Speaker sees it: errors are noted on the way (for the apology).
+
+    async def emit(self, event: TurnEvent) -> None:
+        if isinstance(event, TurnError):
+            self._errors.append(event.code)
+        await self._sink.emit(event)
+
+    async def play(self, frame: bytes) -> None:
+        await self._sink.play(frame)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        return self._sink.spawn(coro, name)
 
     async def run(self, utt: Utterance) -> None:
         """The whole turn of an utterance; never raises but for cancellation."""
@@ -116,25 +161,34 @@ class Turn:
         except Exception:
             log.exception("voice session %s: the pipeline failed", self._setup.name)
             with contextlib.suppress(ClientGone):
-                await self._sink.emit(TurnError("internal_error", "the voice pipeline failed; see the gateway log"))
+                await self.emit(TurnError("internal_error", "the voice pipeline failed; see the gateway log"))
+                await self._apologise(None)
+                await self._sink.emit(TurnOver(answered=False))
 
     async def _utterance(self, utt: Utterance) -> None:
-        text = await self._recognise(utt)
-        if text is None:
+        result = await self._recognise(utt)
+        if result is None:
+            # The recogniser failed (reported): the speaker hears why, or an apology.
+            if self._errors:
+                await self._apologise(None)
+                await self._sink.emit(TurnOver(answered=False))
             return
-        await self._sink.emit(Transcript(text, final=True, task_id=utt.task_id))
-        if text:
-            await self._answer(utt, text)
+        text = result.text.strip()
+        await self.emit(Transcript(text, final=True, task_id=utt.task_id))
+        if result.refused:
+            await self._say_instead(utt, self._phrase(NOT_UNDERSTOOD, None))
+        elif text:
+            await self._answer(utt, text, result.note)
 
     async def _text(self, utt: Utterance, text: str) -> None:
         utt.end()
-        await self._sink.emit(Transcript(text, final=True, task_id=utt.task_id))
+        await self.emit(Transcript(text, final=True, task_id=utt.task_id))
         await self._answer(utt, text)
 
     # ------------------------------------------------------------------ ASR
 
-    async def _recognise(self, utt: Utterance) -> str | None:
-        """Stream the utterance to the ASR; the final transcript, or None after an error."""
+    async def _recognise(self, utt: Utterance) -> AsrResult | None:
+        """Stream the utterance to the ASR; the final result, or None after an error."""
         setup = self._setup
         s = setup.settings
         stream: AsrStream | None = None
@@ -166,7 +220,10 @@ class Turn:
                     ) from None
             return reader.result()
         except VoiceProviderError as exc:
-            await self._sink.emit(TurnError(exc.code, exc.message))
+            if exc.code == LANGUAGE_UNSUPPORTED:
+                await self.emit(TurnError(exc.code, self._phrase(NOT_SUPPORTED, None)))
+            else:
+                await self.emit(TurnError(exc.code, exc.message))
             return None
         finally:
             await stop_tasks(tasks)
@@ -178,24 +235,28 @@ class Turn:
             await stream.send_audio(pcm)
         await stream.finish()
 
-    async def _asr_results(self, stream: AsrStream, utt: Utterance) -> str:
+    async def _asr_results(self, stream: AsrStream, utt: Utterance) -> AsrResult:
         async for result in stream.results():
             if result.final:
-                return result.text.strip()
+                return result
             if result.text:
-                await self._sink.emit(Transcript(result.text, final=False, task_id=utt.task_id))
+                await self.emit(Transcript(result.text, final=False, task_id=utt.task_id))
         raise VoiceProviderError(ASR_FAILED, "the speech recogniser ended without a final transcript")
 
     # ------------------------------------------------------------------ the agent and speech
 
-    async def _answer(self, utt: Utterance, text: str) -> None:
+    async def _answer(self, utt: Utterance, text: str, note: str = "") -> None:
         """The agent turn for a transcript and the speech of its reply; ends with TurnOver."""
         setup = self._setup
         # Someone is standing at the speaker: its turn never waits behind a flood of chat.
         request = TurnRequest(message=text, session_id=setup.session_id, product_id=setup.product_id,
                               device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False, tools=setup.tools)
-        speaker = Speaker(self._sink, setup.voice, setup.settings) if setup.voice is not None else None
+        speaker = Speaker(self, setup.voice, setup.settings) if setup.voice is not None else None
         try:
+            if note:
+                await self.emit(ReplyText(note + " ", final=False))
+                if speaker is not None:
+                    speaker.say(note)
             await self._converse(utt, request, speaker)
             if speaker is not None:
                 await speaker.finish()
@@ -204,13 +265,54 @@ class Turn:
         finally:
             if speaker is not None:
                 await speaker.close()
+        await self._apologise(speaker)
         utt.finished = True  # from here on a listen start is no barge-in
         await self._sink.emit(TurnOver(answered=True))
+
+    async def _say_instead(self, utt: Utterance, text: str) -> None:
+        """A reply of the gateway's own instead of the agent's ("I didn't catch that")."""
+        setup = self._setup
+        await self.emit(ReplyText(text, final=True))
+        await self._speak(setup.voice or setup.apology, text)
+        utt.finished = True
+        await self._sink.emit(TurnOver(answered=True))
+
+    async def _apologise(self, speaker: Speaker | None) -> None:
+        """After a failed step: the local voice says why (a language it does not understand) or
+        says sorry. Not when the failing speech was the local voice itself."""
+        if not self._errors or all(code in NO_APOLOGY - {LANGUAGE_UNSUPPORTED} for code in self._errors):
+            # Nothing failed, or only something that is not ours (another channel busy).
+            return
+        apology = self._setup.apology
+        if apology is None or (speaker is not None and speaker.failed and self._setup.voice is not None
+                               and self._setup.voice.name == apology.name):
+            return
+        if LANGUAGE_UNSUPPORTED in self._errors:
+            await self._speak(apology, self._phrase(NOT_SUPPORTED, None))
+        else:
+            await self._speak(apology, self._phrase(APOLOGY, None))
+
+    async def _speak(self, voice: Voice | None, text: str) -> None:
+        if voice is None:
+            return
+        speaker = Speaker(self, voice, self._setup.settings)
+        try:
+            speaker.say(text)
+            await speaker.finish()
+            if speaker.played:
+                await self._sink.drain()
+        finally:
+            await speaker.close()
+
+    def _phrase(self, phrases: tuple[str, str], heard: str | None) -> str:
+        language = (self._setup.language or "").lower()
+        chinese = language.startswith("zh") or (heard is not None and mostly_chinese(heard))
+        return phrases[1] if chinese else phrases[0]
 
     async def _converse(self, utt: Utterance, request: TurnRequest, speaker: Speaker | None) -> None:
         agent = self._setup.agent
         splitter = ClauseSplitter()
-        emit = self._sink.emit
+        emit = self.emit
 
         def say(clauses: list[str]) -> None:
             if speaker is not None:

@@ -30,8 +30,12 @@ PROVIDER_UNREACHABLE = "provider_unreachable"
 PROVIDER_AUTH = "provider_auth"
 PROVIDER_TIMEOUT = "provider_timeout"
 PROVIDER_RATE_LIMITED = "provider_rate_limited"
-# A local engine (espeak-ng) is not installed.
+# A local engine (espeak-ng, the offline recogniser) is not installed or cannot load.
 PROVIDER_UNAVAILABLE = "provider_unavailable"
+# The recogniser does not understand the session's language (the offline one knows English).
+LANGUAGE_UNSUPPORTED = "language_unsupported"
+# The provider could not be reached: a turn may be recognised offline instead.
+UNREACHABLE_CODES = frozenset({PROVIDER_UNREACHABLE, PROVIDER_TIMEOUT})
 
 ASR_SAMPLE_RATE = 16000
 
@@ -50,6 +54,11 @@ class AsrResult:
     # The whole utterance recognised so far (not a delta): a partial replaces the previous one.
     text: str
     final: bool
+    # A final from a recogniser that heard speech but nothing it knows (the offline recogniser
+    # outside its grammar): text is empty, and the speaker is told it was not understood.
+    refused: bool = False
+    # A sentence the reply must begin with (the offline recogniser stood in for the cloud).
+    note: str = ""
 
 
 class AsrStream(Protocol):

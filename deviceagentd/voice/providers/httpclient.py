@@ -58,7 +58,7 @@ def status_error(status: int, failure_code: str, detail: str, secret: str) -> Vo
     suffix = f": {detail}" if detail else ""
     if status == 429:
         return VoiceProviderError(PROVIDER_RATE_LIMITED, f"the provider is rate limiting (HTTP 429){suffix}")
-    if status in (502, 503, 504):
+    if 500 <= status < 600:
         return VoiceProviderError(PROVIDER_UNREACHABLE, f"the provider is unavailable (HTTP {status}){suffix}")
     return VoiceProviderError(failure_code, f"the provider answered HTTP {status}{suffix}")
 

@@ -6,7 +6,7 @@ result whenever the best guess changes, and gives the final right after `finish(
 last chunk and the end of the search are left to do then.
 
 A final that is not a whole sentence of the site's grammar is refused: `AsrResult(text="",
-final=True, understood=False)`, never the nearest command. English only: another language
+final=True, refused=True)`, never the nearest command. English only: another language
 raises `VoiceProviderError(LANGUAGE_UNSUPPORTED)` before any audio is taken.
 """
 
@@ -20,19 +20,19 @@ from typing import Final
 
 from deviceagentd.voice.providers.base import (
     ASR_FAILED,
+    LANGUAGE_UNSUPPORTED,
     PROVIDER_UNAVAILABLE,
     AsrResult,
     VoiceProviderError,
     primary_language,
 )
 from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
-from deviceagentd.voice.recognizer.decoder import GrammarDecoder, Recognition, RecogniserUnavailable
+from deviceagentd.voice.recognizer.decoder import GrammarDecoder, RecogniserUnavailable, Recognition
 from deviceagentd.voice.recognizer.engine import OfflineEngine
 
 log = logging.getLogger("deviceagentd.voice")
 
 NAME: Final = "offline"
-LANGUAGE_UNSUPPORTED: Final = "language_unsupported"
 LANGUAGES: Final = ("en",)
 # A partial is looked at after at least this much new audio (16 kHz s16le: 32 bytes per ms).
 PARTIAL_EVERY_BYTES: Final = 32 * 250
@@ -63,6 +63,23 @@ class OfflineAsr:
 
     async def close(self) -> None:
         await self.engine.close()
+
+
+class SessionOfflineAsr:
+    """The shared OfflineAsr as one session's AsrProvider: its utterances carry the session's
+    cepstral mean (speaker, microphone, room) from one to the next."""
+
+    name: str = NAME
+
+    def __init__(self, offline: OfflineAsr, session: str) -> None:
+        self.offline = offline
+        self.session = session
+
+    async def start(self, language: str | None = None) -> OfflineAsrStream:
+        return await self.offline.start(language, self.session)
+
+    async def close(self) -> None:
+        """The engine is shared: the service closes it."""
 
 
 def check_language(language: str | None) -> None:
@@ -158,7 +175,7 @@ class OfflineAsrStream:
             self._engine.remember_cmn(self._session, cmn)
             if not recognition.accepted:
                 log.info("offline recogniser: refused %r (%s)", " ".join(recognition.words), recognition.reason)
-            self._results.put_nowait(AsrResult(recognition.text, True))
+            self._results.put_nowait(AsrResult(recognition.text, True, refused=not recognition.accepted))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -19,13 +19,10 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from deviceagentd.voice.recognizer.grammar import SiteGrammar
 from deviceagentd.voice.recognizer.pronounce import Lexicon
-
-if TYPE_CHECKING:
-    import pocketsphinx
 
 log = logging.getLogger("deviceagentd.voice")
 
@@ -109,7 +106,6 @@ class GrammarDecoder:
                 self._decoder: Any = pocketsphinx.Decoder(config)
             except (RuntimeError, ValueError, OSError) as exc:
                 raise RecogniserUnavailable(f"pocketsphinx could not load the site grammar: {exc}") from exc
-        self._ps: pocketsphinx.Decoder = self._decoder
         self._started = False
 
     # ------------------------------------------------------------------ one utterance

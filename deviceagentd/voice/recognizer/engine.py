@@ -27,15 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from deviceagentd.core.catalog import Catalog
 from deviceagentd.voice.recognizer.decoder import (
     DecoderSettings,
     GrammarDecoder,
     ModelFiles,
     RecogniserUnavailable,
 )
-from deviceagentd.voice.recognizer.grammar import DeviceNames, SiteGrammar, build_grammar
+from deviceagentd.voice.recognizer.grammar import SiteGrammar, build_grammar
 from deviceagentd.voice.recognizer.pronounce import Lexicon, build_lexicon
+from deviceagentd.voice.recognizer.site import Site, SiteSource
 
 log = logging.getLogger("deviceagentd.voice")
 
@@ -44,16 +44,6 @@ T = TypeVar("T")
 MAX_REMEMBERED_SESSIONS: Final = 256
 
 
-@dataclass(frozen=True)
-class Site:
-    """What the grammar is built from; `version` changes whenever any of it does."""
-
-    version: object
-    catalog: Catalog
-    devices: tuple[DeviceNames, ...]
-
-
-SiteSource = Callable[[], Site]
 
 
 @dataclass(frozen=True)
@@ -186,7 +176,7 @@ class OfflineEngine:
         """Worker thread: grammar, pronunciations (one espeak-ng run for unknown words)."""
         started = time.perf_counter()
         model = self._model()
-        grammar = build_grammar(site.catalog, site.devices)
+        grammar = build_grammar(site.catalog, site.devices())
         lexicon = build_lexicon(grammar.words, model.dictionary, self.settings.espeak_binary)
         unpronounced = grammar.words - lexicon.entries.keys()
         if unpronounced:

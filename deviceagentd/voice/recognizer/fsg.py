@@ -221,8 +221,8 @@ def _minimise(dfa: WordAutomaton) -> WordAutomaton:
                 order[b] = len(order)
                 representative[b] = target
                 queue.append(target)
-    arcs: list[dict[str, int]] = [{} for _ in order]
+    merged: list[dict[str, int]] = [{} for _ in order]
     for b, number in order.items():
-        arcs[number] = {w: order[block[t]] for w, t in dfa.arcs[representative[b]].items()}
+        merged[number] = {w: order[block[t]] for w, t in dfa.arcs[representative[b]].items()}
     finals = frozenset(order[block[s]] for s in dfa.finals)
-    return WordAutomaton(tuple(arcs), finals)
+    return WordAutomaton(tuple(merged), finals)

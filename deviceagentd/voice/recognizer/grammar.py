@@ -24,6 +24,7 @@ from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.spec import FieldSpec
 from deviceagentd.voice.recognizer.fsg import WordAutomaton, compile_rules
 from deviceagentd.voice.recognizer.numbers import MAX_SPOKEN, say_all, say_decimal, to_digits
+from deviceagentd.voice.recognizer.site import DeviceNames
 
 # At most this many spoken values per numeric parameter: a wide range is offered in round steps.
 MAX_VALUES: Final = 120
@@ -46,15 +47,6 @@ EVENT_NOUNS: Final = ("alerts", "alert", "alarms", "warnings", "errors", "faults
 EVENT_TIMES: Final = ("today", "yesterday", "this week", "recently", "in the last hour")
 
 _WORD: Final = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class DeviceNames:
-    """How people name one device, and where it is."""
-
-    product_id: str
-    names: tuple[str, ...] = ()
-    places: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
