@@ -30,6 +30,19 @@ MODEL_SUBDIR: Final = ("model", "en-us")
 # Words a sentence may trail off into that are cut back (joiners, fillers) — at most this many.
 TRAILING_WORDS: Final = frozenset({"and", "then", "or", "please", "in", "of", "on", "the", "to", "it"})
 MAX_TRAILING: Final = 2
+# Fillers (silence, noise, unknown speech) between the first and the last word may fill at most
+# this share of that stretch, and no more than MAX_INNER_FILLER_S of it: speech the grammar cannot
+# say is absorbed by fillers (a monologue came out as nine words and 55 s of "silence").
+MAX_INNER_FILLER_SHARE: Final = 0.35
+MAX_INNER_FILLER_S: Final = 1.0
+# After the last word the segmenter ends the utterance within its silence window: more "silence"
+# than this after the last word was speech nobody recognised.
+MAX_TRAILING_FILLER_S: Final = 3.0
+FRAMES_PER_S: Final = 100
+FILLERS: Final = frozenset({"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"})
+# Dither (1/2 bit of noise, so digital silence has a spectrum) from a fixed seed: the same audio
+# is always heard the same way.
+DITHER_SEED: Final = 1
 
 
 class RecogniserUnavailable(Exception):
@@ -65,8 +78,9 @@ class DecoderSettings:
     # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
     # utterance of a session (the model's own `batch` would wait for the end of speech).
     cmn: str = "live"
-    # pocketsphinx's spectral-subtraction noise removal (the model's feat.params turns it on).
-    remove_noise: bool = True
+    # pocketsphinx's spectral-subtraction noise removal (the model's feat.params turns it on; it
+    # cost clean speech more than it gained in noise, see docs/benchmarks.md).
+    remove_noise: bool = False
     dither: bool = True
 
 
@@ -78,6 +92,30 @@ class Recognition:
     accepted: bool
     # Why it was refused ("" when accepted): for logs and the benchmark.
     reason: str = ""
+
+
+def feature_params(model: ModelFiles, settings: DecoderSettings) -> str:
+    """The model's feature parameters with our CMN and noise-removal choices."""
+    lines = [line for line in (model.acoustic_model / "feat.params").read_text().splitlines()
+             if line.strip() and not line.startswith(("-cmn ", "-remove_noise "))]
+    lines += [f"-cmn {settings.cmn}", f"-remove_noise {'yes' if settings.remove_noise else 'no'}"]
+    return "\n".join(lines) + "\n"
+
+
+def filler_problem(segments: list[tuple[str, int, int]]) -> str:
+    """Why a word segmentation looks like speech outside the grammar ("" if it does not)."""
+    spoken = [i for i, (word, _, _) in enumerate(segments) if word not in FILLERS]
+    if not spoken:
+        return ""
+    first, last = spoken[0], spoken[-1]
+    span = segments[last][2] - segments[first][1] + 1
+    inner = sum(end - start + 1 for word, start, end in segments[first:last + 1] if word in FILLERS)
+    if inner > MAX_INNER_FILLER_S * FRAMES_PER_S or inner > MAX_INNER_FILLER_SHARE * span:
+        return f"{inner / FRAMES_PER_S:.1f} s of the utterance were no words of the grammar"
+    trailing = sum(end - start + 1 for word, start, end in segments[last + 1:] if word != "</s>")
+    if trailing > MAX_TRAILING_FILLER_S * FRAMES_PER_S:
+        return f"{trailing / FRAMES_PER_S:.1f} s after the last word were no words of the grammar"
+    return ""
 
 
 class GrammarDecoder:
@@ -95,17 +133,23 @@ class GrammarDecoder:
         with tempfile.TemporaryDirectory(prefix="deviceagentd-asr-") as tmp:
             dictionary = Path(tmp) / "site.dict"
             fsg = Path(tmp) / "site.fsg"
+            features = Path(tmp) / "feat.params"
             dictionary.write_text(lexicon.dictionary_text(), encoding="utf-8")
             fsg.write_text(grammar.automaton.to_fsg(), encoding="utf-8")
             try:
+                # The model's feat.params wins over the config, so ours is a copy with our choices.
+                features.write_text(feature_params(model, s), encoding="utf-8")
                 config = pocketsphinx.Config(
-                    hmm=str(model.acoustic_model), dict=str(dictionary), fsg=str(fsg), loglevel="ERROR",
-                    lw=s.language_weight, beam=s.beam, wbeam=s.word_beam, cmn=s.cmn,
-                    remove_noise=s.remove_noise, dither=s.dither,
+                    hmm=str(model.acoustic_model), featparams=str(features), dict=str(dictionary), fsg=str(fsg),
+                    loglevel="ERROR", lw=s.language_weight, beam=s.beam, wbeam=s.word_beam, pbeam=s.beam,
+                    dither=s.dither, seed=DITHER_SEED,
                 )
                 self._decoder: Any = pocketsphinx.Decoder(config)
             except (RuntimeError, ValueError, OSError) as exc:
                 raise RecogniserUnavailable(f"pocketsphinx could not load the site grammar: {exc}") from exc
+        # Loading errors went to the log above; from here on the search's "final result does not
+        # match the grammar" for every refused utterance would only be noise there.
+        pocketsphinx.set_loglevel("FATAL")
         self._started = False
 
     # ------------------------------------------------------------------ one utterance
@@ -133,7 +177,13 @@ class GrammarDecoder:
         self._started = False
         hyp = self._decoder.hyp()
         words = tuple(hyp.hypstr.split()) if hyp is not None else ()
-        return self.judge(words)
+        recognition = self.judge(words)
+        if recognition.accepted:
+            segments = [(s.word, s.start_frame, s.end_frame) for s in self._decoder.seg() or ()]
+            why = filler_problem(segments)
+            if why:
+                return Recognition(words, "", False, why)
+        return recognition
 
     def cmn(self) -> str:
         """The cepstral mean after the last utterance, for the session's next one."""

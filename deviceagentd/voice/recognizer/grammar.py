@@ -226,7 +226,7 @@ class _ProductRules:
         name = rules.add(f"{self.key}_name", _alt([*names, *self.plural_names, *own]))
         self.place = rules.add(f"{self.key}_place", _alt(places)) if places else None
         where = f"[{self.place}] " if self.place else ""
-        self.device = rules.add(f"{self.key}_device", f"[the | all the | all] {where}{name}")
+        self.device = rules.add(f"{self.key}_device", f"[the | all the] {where}{name}")
         in_place = f"(in | of | on) (the {self.place} | {self.device})" if self.place else f"(of | on) {self.device}"
         self.in_place = rules.add(f"{self.key}_in", in_place)
         self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in the {self.place}] | it)" if self.place

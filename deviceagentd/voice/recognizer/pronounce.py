@@ -122,20 +122,21 @@ def espeak_pronunciations(binary: str, words: list[str], voice: str) -> dict[str
 
 
 def ipa_to_cmu(ipa: str) -> list[str]:
-    """espeak-ng IPA ("θ_ˈɜː_m_ə_s_t_ˌæ_t") → CMU phones (TH ER M AH S T AE T); unknown
-    symbols are skipped."""
-    text = "".join(c for c in ipa.replace("_", "") if c not in _IGNORED or c == "ː")
+    """espeak-ng IPA with `_` between phonemes ("θ_ˈɜː_m_ə_s_t_ˌæ_t") → CMU phones (TH ER M AH S
+    T AE T); each phoneme is matched longest first, unknown symbols are skipped."""
     phones: list[str] = []
-    i = 0
-    while i < len(text):
-        for size in range(min(_LONGEST, len(text) - i), 0, -1):
-            piece = text[i:i + size]
-            if piece in IPA_TO_CMU:
-                phones.extend(IPA_TO_CMU[piece])
-                i += size
-                break
-        else:
-            i += 1  # a length mark after a short vowel, or a symbol we do not know
+    for token in ipa.split("_"):
+        text = "".join(c for c in token if c not in _IGNORED or c == "ː")
+        i = 0
+        while i < len(text):
+            for size in range(min(_LONGEST, len(text) - i), 0, -1):
+                piece = text[i:i + size]
+                if piece in IPA_TO_CMU:
+                    phones.extend(IPA_TO_CMU[piece])
+                    i += size
+                    break
+            else:
+                i += 1  # a length mark after a short vowel, or a symbol we do not know
     return phones
 
 
