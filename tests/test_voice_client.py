@@ -108,6 +108,18 @@ async def test_exit_status_and_messages_on_failures(tmp_path: Path) -> None:
         rig.ds.asr = AsrScript(sentences=[""], bytes_per_sentence=10**9)
         code, _, err = await voice_client("--url", url, "--wav", str(question), "--token", token)
         assert code == 1 and "nothing was recognised" in err
+        # No audio came back: no empty WAV written and reported as saved.
+        reply = tmp_path / "reply.wav"
+        code, out, err = await voice_client("--url", url, "--wav", str(question), "--token", token,
+                                            "--out", str(reply))
+        assert code == 1 and not reply.exists() and "saved" not in out and "nothing saved" in err
+        # The recogniser fails: the error is printed, and what the gateway said instead (its
+        # apology in the local voice) is what gets saved.
+        rig.ds.asr = AsrScript(sentences=["x"], fail=("InternalError", "the model crashed"), fail_after_bytes=9600)
+        code, out, err = await voice_client("--url", url, "--wav", str(question), "--token", token,
+                                            "--out", str(reply))
+        assert code == 1 and "error [asr_failed]" in err and "InternalError" in err
+        assert reply.exists() and "saved to" in out
         # The gateway reports an error (an unconfigured provider).
         code, _, err = await voice_client("--url", url, "--wav", str(question), "--token", token,
                                           "--provider", "azure")

@@ -44,6 +44,7 @@ from deviceagentd.core.metrics import Metrics
 from deviceagentd.voice.audio import Resampler
 from deviceagentd.voice.clauses import ClauseSplitter, speakable
 from deviceagentd.voice.protocol import BinaryCodec, FrameType
+from deviceagentd.voice.recognizer.site import SiteSource
 from deviceagentd.voice.server import add_routes
 from deviceagentd.voice.service import VoiceService
 from deviceagentd.voice.settings import SessionSettings
@@ -152,7 +153,7 @@ class Rig:
 
 async def start_rig(*, aliyun: bool = True, openai: bool = True, tokens: tuple[str, ...] = (),
                     settings: dict[str, Any] | None = None, agent: dict[str, Any] | None = None,
-                    ds: DashScopeDouble | None = None, **voice: Any) -> Rig:
+                    ds: DashScopeDouble | None = None, site: SiteSource | None = None, **voice: Any) -> Rig:
     ds = ds or DashScopeDouble()
     oa = OpenAiAudioDouble()
     await ds.start()
@@ -174,7 +175,7 @@ async def start_rig(*, aliyun: bool = True, openai: bool = True, tokens: tuple[s
     the_agent = Agent(provider, provider, EchoTools(), sessions, frames, **(agent or {}))
     session_settings = replace(SessionSettings.from_config(config), **{**TEST_SETTINGS, **(settings or {})})
     service = VoiceService(config, the_agent, Metrics(), Clock(), tokens=tokens, environ={},
-                           settings=session_settings)
+                           settings=session_settings, site=site)
     app = web.Application()
     add_routes(app.router, service)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)

@@ -2,14 +2,15 @@
 
     scripts/voice-client --url ws://127.0.0.1:3001/ws/voice --say "what is the current temperature" \\
         --out reply.wav [--lang en|zh] [--session demo-session] [--device-id thermostat-001 \\
-        --product-id thermostat] [--provider aliyun] [--token T] [--protocol 3]
+        --product-id thermostat] [--provider aliyun|openai|offline] [--token T] [--protocol 3]
     scripts/voice-client --wav question.wav --out reply.wav
 
 The speech (a WAV file at any rate, mono or stereo 16-bit, or text spoken by espeak-ng) is sent
 as 16 kHz PCM in 60 ms frames paced in real time, followed in auto mode by silence until the
 gateway has heard the end of speech (at most `--tail` seconds); in manual mode by `stop`. The
 ASR partials, the final transcript and the reply are printed; the reply audio is saved as a WAV
-at the rate the gateway's hello announced.
+at the rate the gateway's hello announced — only if it sent any audio (an error is printed, and
+no empty file is written and reported as saved).
 
 Exit status: 0 when a reply was received without any error; 1 when the gateway reported an
 error, recognised nothing, closed the connection or did not answer in time; 2 for bad input
@@ -39,6 +40,8 @@ from deviceagentd.voice.protocol import BinaryCodec, FrameType, ProtocolError
 
 ESPEAK_VOICES = {"en": "en", "zh": "cmn"}
 HELLO_TIMEOUT_S = 10.0
+# After an empty transcript or an error, how long to wait for the gateway to say something about it.
+NOTHING_HEARD_GRACE_S = 1.5
 
 
 class ClientError(Exception):
@@ -149,6 +152,7 @@ class Conversation:
         self.result = Result()
         self.heard = asyncio.Event()  # the utterance is over (final transcript or error)
         self.done = asyncio.Event()  # nothing more to wait for
+        self._grace: asyncio.TimerHandle | None = None  # ends the wait when nothing more comes
 
     def say(self, text: str, error: bool = False) -> None:
         if self.echo:
@@ -279,23 +283,37 @@ class Conversation:
                 self.say(f"heard: {text}")
             else:
                 self.say("the gateway recognised nothing in the speech", error=True)
-                self.done.set()
+                # It may still say so ("Sorry, I didn't catch that."); if not, we are done.
+                self._grace = asyncio.get_running_loop().call_later(NOTHING_HEARD_GRACE_S, self.done.set)
         elif kind == "agent_reply" and data.get("streaming") is False:
             result.reply = str(data.get("text", ""))
             self.say(f"reply: {result.reply}")
+            self._keep_listening()
         elif kind == "tts" and data.get("state") == "sentence_start":
             result.sentences.append(str(data.get("text", "")))
+            self._keep_listening()
         elif kind == "tts_complete":
             result.complete = True
+            self.done.set()
+        elif kind == "tts" and data.get("state") == "stop" and not result.transcript:
+            # The end of what the gateway said instead of a reply (an apology, an explanation).
             self.done.set()
         elif kind == "error":
             code, message = str(data.get("code")), str(data.get("message"))
             result.errors.append((code, message))
             self.say(f"error [{code}]: {message}", error=True)
             if result.transcript is None or not result.transcript:
-                # Before a turn began, an error ends the utterance: no reply will come.
+                # Before a turn began, an error ends the utterance; the gateway may still explain
+                # it aloud (an apology), so wait a moment for that.
                 self.heard.set()
-                self.done.set()
+                self._keep_listening()
+                self._grace = asyncio.get_running_loop().call_later(NOTHING_HEARD_GRACE_S, self.done.set)
+
+    def _keep_listening(self) -> None:
+        """The gateway is answering after all: wait for its tts_complete (or tts stop)."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
 
 
 async def converse(options: Options, echo: bool = False) -> Result:
@@ -344,7 +362,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--session", help="the agent session (sessionId); default: a new one")
     parser.add_argument("--device-id", help="the device the conversation is about (deviceId)")
     parser.add_argument("--product-id", help="its product (productId)")
-    parser.add_argument("--provider", help="speech provider: aliyun or openai (default: the gateway's)")
+    parser.add_argument("--provider", help="speech recogniser: aliyun, openai or offline (default: the gateway's)")
     parser.add_argument("--token", help="bearer token, when the gateway has http.tokens")
     parser.add_argument("--protocol", type=int, default=3, choices=(1, 2, 3), help="binary protocol version")
     parser.add_argument("--mode", default="auto", choices=("auto", "manual"),
@@ -370,9 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if args.out is not None:
-        write_wav(args.out, bytes(result.audio), result.sample_rate or 16000)
-        seconds = len(result.audio) / 2 / (result.sample_rate or 16000)
-        print(f"audio: {seconds:.2f} s at {result.sample_rate} Hz saved to {args.out}")
+        if result.audio:
+            write_wav(args.out, bytes(result.audio), result.sample_rate or 16000)
+            seconds = len(result.audio) / 2 / (result.sample_rate or 16000)
+            print(f"audio: {seconds:.2f} s at {result.sample_rate} Hz saved to {args.out}")
+        else:
+            print(f"voice-client: the gateway sent no audio; nothing saved to {args.out}", file=sys.stderr)
     if result.errors:
         print(f"voice-client: the gateway reported {len(result.errors)} error(s)", file=sys.stderr)
         return 1

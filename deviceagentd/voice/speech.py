@@ -14,7 +14,13 @@ from typing import Any, Final, Protocol, TypeVar
 
 from deviceagentd.voice.audio import AudioFormatError, AudioParams, OutputAudio
 from deviceagentd.voice.events import SentenceStart, TurnError, TurnEvent
-from deviceagentd.voice.providers.base import PROVIDER_TIMEOUT, TTS_FAILED, TtsProvider, VoiceProviderError
+from deviceagentd.voice.providers.base import (
+    PROVIDER_TIMEOUT,
+    TTS_FAILED,
+    UNREACHABLE_CODES,
+    TtsProvider,
+    VoiceProviderError,
+)
 from deviceagentd.voice.providers.tasks import stop_tasks
 from deviceagentd.voice.settings import SessionSettings
 
@@ -64,9 +70,12 @@ class _Clause:
 class Speaker:
     """The speech of one reply: `say()` each clause, `finish()` at the end, `close()` always."""
 
-    def __init__(self, sink: SpeechSink, voice: Voice, settings: SessionSettings) -> None:
+    def __init__(self, sink: SpeechSink, voice: Voice, settings: SessionSettings,
+                 fallback: Voice | None = None) -> None:
         self._sink = sink
         self._voice = voice
+        # Speaks a clause the voice's provider cannot be reached for (the local espeak-ng).
+        self._fallback = fallback
         self._settings = settings
         self._queue: asyncio.Queue[_Clause | None] = asyncio.Queue()
         self._clauses: list[_Clause] = []
@@ -99,22 +108,37 @@ class Speaker:
         await stop_tasks(tasks)
 
     async def _synthesise(self, clause: _Clause) -> None:
-        stream = None
-        voice = self._voice
         try:
-            async with self._slots:
-                stream = await voice.provider.start(voice.voice_for(clause.text))
-                clause.sample_rate = stream.sample_rate
-                await stream.send_text(clause.text)
-                await stream.finish()
-                async for chunk in stream.audio():
-                    await clause.chunks.put(chunk)
+            try:
+                await self._synthesise_with(self._voice, clause)
+            except VoiceProviderError as exc:
+                fallback = self._fallback
+                if fallback is None or exc.code not in UNREACHABLE_CODES or clause.sample_rate:
+                    raise
+                log.warning("voice tts %s cannot be reached (%s); speaking with %s", self._voice.name, exc.message,
+                            fallback.name)
+                await self._synthesise_with(fallback, clause)
             await clause.chunks.put(None)
         except VoiceProviderError as exc:
             await clause.chunks.put(exc)
         except Exception as exc:
-            log.warning("voice tts %s: %s", voice.name, type(exc).__name__, exc_info=True)
+            log.warning("voice tts %s: %s", self._voice.name, type(exc).__name__, exc_info=True)
             await clause.chunks.put(VoiceProviderError(TTS_FAILED, f"speech synthesis failed ({type(exc).__name__})"))
+
+    async def _synthesise_with(self, voice: Voice, clause: _Clause) -> None:
+        """One clause on one voice; `clause.sample_rate` is set with its first audio (after which a
+        failure is not retried with the fallback: part of it was heard)."""
+        stream = None
+        try:
+            async with self._slots:
+                stream = await voice.provider.start(voice.voice_for(clause.text))
+                rate = stream.sample_rate
+                await stream.send_text(clause.text)
+                await stream.finish()
+                async for chunk in stream.audio():
+                    if not clause.sample_rate:
+                        clause.sample_rate = rate
+                    await clause.chunks.put(chunk)
         finally:
             if stream is not None:
                 await stream.close()

@@ -60,9 +60,8 @@ BYTES_PER_S: Final = 32000  # 16 kHz s16le: what the ASR gets
 # What the speaker hears when the turn cannot give a real answer (English, Chinese).
 NOT_UNDERSTOOD: Final = ("Sorry, I didn't catch that.", "抱歉，我没听清。")
 APOLOGY: Final = ("Sorry, something went wrong. Please try again.", "抱歉，出了点问题，请再试一次。")
-NOT_SUPPORTED: Final = ("This gateway has no cloud speech recogniser, and the offline one understands only "
-                        "English. Please speak English, or ask the installer to configure a cloud recogniser.",
-                        "这个网关没有可用的云端语音识别，离线识别只听得懂英语。请用英语说，或者请管理员配置云端语音识别。")
+NOT_SUPPORTED: Final = ("The offline recogniser understands only English. Please speak English, or set up a "
+                        "cloud recogniser.", "离线语音识别只懂英语。请说英语，或配置云端语音识别。")
 # Errors that are no failure of the gateway's (nothing to apologise for).
 NO_APOLOGY: Final = frozenset({LANGUAGE_UNSUPPORTED, "session_busy"})
 
@@ -251,13 +250,16 @@ class Turn:
         # Someone is standing at the speaker: its turn never waits behind a flood of chat.
         request = TurnRequest(message=text, session_id=setup.session_id, product_id=setup.product_id,
                               device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False, tools=setup.tools)
-        speaker = Speaker(self, setup.voice, setup.settings) if setup.voice is not None else None
+        speaker = None
+        if setup.voice is not None:
+            local = setup.apology if setup.apology is not None and setup.apology.name != setup.voice.name else None
+            speaker = Speaker(self, setup.voice, setup.settings, fallback=local)
         try:
             if note:
                 await self.emit(ReplyText(note + " ", final=False))
                 if speaker is not None:
                     speaker.say(note)
-            await self._converse(utt, request, speaker)
+            await self._converse(utt, request, speaker, note)
             if speaker is not None:
                 await speaker.finish()
                 if speaker.played:
@@ -309,7 +311,7 @@ class Turn:
         chinese = language.startswith("zh") or (heard is not None and mostly_chinese(heard))
         return phrases[1] if chinese else phrases[0]
 
-    async def _converse(self, utt: Utterance, request: TurnRequest, speaker: Speaker | None) -> None:
+    async def _converse(self, utt: Utterance, request: TurnRequest, speaker: Speaker | None, note: str = "") -> None:
         agent = self._setup.agent
         splitter = ClauseSplitter()
         emit = self.emit
@@ -334,7 +336,7 @@ class Turn:
                     elif isinstance(event, TurnDone):
                         if not event.interrupted:
                             say(splitter.flush())
-                        await emit(ReplyText(event.text, final=True))
+                        await emit(ReplyText(f"{note} {event.text}" if note else event.text, final=True))
                     elif isinstance(event, TurnFailed):
                         await emit(TurnError(event.code, event.message))
             finally:

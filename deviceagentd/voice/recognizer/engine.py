@@ -65,12 +65,16 @@ class Loaded:
     build_s: float
 
 
+def _packaged_model() -> ModelFiles:
+    return ModelFiles.packaged()
+
+
 class OfflineEngine:
     def __init__(self, site: SiteSource, settings: EngineSettings | None = None,
-                 model: Callable[[], ModelFiles] = ModelFiles.packaged) -> None:
+                 model: Callable[[], ModelFiles] | None = None) -> None:
         self.settings = settings or EngineSettings()
         self._site = site
-        self._model = model
+        self._model = model or _packaged_model
         self._executor: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(self.settings.max_decoders)
         self._loaded: Loaded | None = None
@@ -177,7 +181,10 @@ class OfflineEngine:
         started = time.perf_counter()
         model = self._model()
         grammar = build_grammar(site.catalog, site.devices())
-        lexicon = build_lexicon(grammar.words, model.dictionary, self.settings.espeak_binary)
+        try:
+            lexicon = build_lexicon(grammar.words, model.dictionary, self.settings.espeak_binary)
+        except OSError as exc:
+            raise RecogniserUnavailable(f"cannot read the pronouncing dictionary: {exc}") from exc
         unpronounced = grammar.words - lexicon.entries.keys()
         if unpronounced:
             raise RecogniserUnavailable(f"no pronunciation for {', '.join(sorted(unpronounced)[:10])}")
