@@ -28,9 +28,9 @@ def _curl_json(url: str, body: dict[str, object] | None = None) -> dict[str, obj
 
 @pytest.mark.timeout(180)
 def test_demo_runs_the_seed_tour_and_stops_cleanly(tmp_path: Path) -> None:
-    http_port, mqtt_port = free_port(), free_port()
+    http_port, mqtt_port, voice_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DEMO_HTTP_PORT": str(http_port), "DEMO_MQTT_PORT": str(mqtt_port),
-           "DEMO_DIR": str(tmp_path / "demo")}
+           "DEMO_VOICE_PORT": str(voice_port), "DEMO_DIR": str(tmp_path / "demo")}
     out_path = tmp_path / "demo.out"
     with out_path.open("wb") as out:
         demo = subprocess.Popen(["bash", "scripts/demo"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -76,6 +76,19 @@ def test_demo_runs_the_seed_tour_and_stops_cleanly(tmp_path: Path) -> None:
             control = json.loads(resp.read())
         assert control["success"] is True, control
         assert {"name": "temperature", "value": 22} in control["result"]["properties"]
+
+        # The voice line: spoken, recognised offline, answered and spoken back with no key anywhere.
+        url = f"ws://127.0.0.1:{voice_port}/ws/voice"
+        line = f'scripts/voice-client --url {url} --say "what is the current temperature" --out reply.wav'
+        assert line in text
+        reply = tmp_path / "reply.wav"
+        talk = subprocess.run(["bash", "scripts/voice-client", "--url", url, "--say", "what is the current temperature",
+                               "--out", str(reply)], cwd=REPO, capture_output=True, text=True, timeout=90,
+                              env={k: v for k, v in os.environ.items() if "API_KEY" not in k})
+        assert talk.returncode == 0, talk.stdout + talk.stderr
+        assert "provider offline" in talk.stdout and "heard: what is the current temperature" in talk.stdout
+        assert re.search(r"reply: .*temperature.*\d", talk.stdout), talk.stdout
+        assert "saved to" in talk.stdout and reply.stat().st_size > 10_000
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGTERM)

@@ -38,7 +38,8 @@ import numpy as np
 from deviceagentd.voice.audio import SAMPLE_RATE, Resampler
 from deviceagentd.voice.protocol import BinaryCodec, FrameType, ProtocolError
 
-ESPEAK_VOICES = {"en": "en", "zh": "cmn"}
+# American English: the gateway's offline recogniser has an American English acoustic model.
+ESPEAK_VOICES = {"en": "en-us", "zh": "cmn"}
 HELLO_TIMEOUT_S = 10.0
 # After an empty transcript or an error, how long to wait for the gateway to say something about it.
 NOTHING_HEARD_GRACE_S = 1.5

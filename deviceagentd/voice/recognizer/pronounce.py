@@ -38,6 +38,8 @@ _LONGEST: Final = max(len(key) for key in IPA_TO_CMU)
 # Marks that carry no phone: stress, length left over, syllable breaks, ties, joiners.
 _IGNORED: Final = frozenset("ˈˌː.‿͡‍̩̃ ")
 ESPEAK_TIMEOUT_S: Final = 30.0
+# espeak-ng accents whose pronunciations are added to the dictionary's own.
+ACCENTS: Final = ("en-us", "en-gb")
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,21 @@ class Lexicon:
 
 
 def build_lexicon(words: Iterable[str], dictionary: Path, espeak: str | None = "espeak-ng",
-                  voice: str = "en-us") -> Lexicon:
+                  voice: str = "en-us", accents: tuple[str, ...] = ACCENTS) -> Lexicon:
     wanted = {w.lower() for w in words if w}
     entries = read_dictionary(dictionary, wanted)
     missing = sorted(wanted - entries.keys())
     generated: list[str] = []
     spelled: list[str] = []
+    binary = shutil.which(espeak) if espeak else None
+    if binary:
+        # The dictionary is American; espeak-ng's accents add the other common pronunciations
+        # ("current" as K AH R AH N T, the way British English says it).
+        for accent in accents:
+            for word, phones in espeak_pronunciations(binary, sorted(entries), accent).items():
+                if phones not in entries[word]:
+                    entries[word].append(phones)
     if missing:
-        binary = shutil.which(espeak) if espeak else None
         guessed = espeak_pronunciations(binary, missing, voice) if binary else {}
         for word in missing:
             phones = guessed.get(word)
