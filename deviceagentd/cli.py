@@ -146,6 +146,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"\n# {len(catalog.products)} products in {config.products.dir}: "
           + ", ".join(sorted(catalog.products)))
     print(f"# {voice_platform}")
+    # Which recogniser and voice each language gets (nothing of them is loaded to find out).
+    from deviceagentd.voice.service import Capabilities
+
+    for line in Capabilities.detect(config.voice).plan():
+        print(f"# {line}")
     return EXIT_OK
 
 

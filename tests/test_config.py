@@ -363,6 +363,10 @@ def test_all_problems_at_once() -> None:
         ({"STORAGE_BATCH_MAX_ROWS": "0"}, "storage.batch_max_rows", "at least 1"),
         ({"STORAGE_DEVICE_STATE_SAVE_S": "-1"}, "storage.device_state_save_s", "between 0"),
         ({"STORAGE_DEVICE_STATE_SAVE_S": "3601"}, "storage.device_state_save_s", "between 0"),
+        ({"VOICE_OFFLINE_MAX_DECODERS": "0"}, "voice.offline.max_decoders", "between 1 and 8"),
+        ({"VOICE_OFFLINE_MAX_DECODERS": "9"}, "voice.offline.max_decoders", "between 1 and 8"),
+        ({"VOICE_OFFLINE_UNLOAD_AFTER_S": "9"}, "voice.offline.unload_after_s", "between 10 and 86400"),
+        ({"VOICE_DEFAULT_PROVIDER": "pocketsphinx"}, "voice.default_provider", "aliyun, openai, offline"),
         ({"VOICEPLATFORM_ROOMS_FILE": "/no/such/rooms.toml"}, "voiceplatform.rooms_file", "does not exist"),
         ({"VOICEPLATFORM_CLIENT_ID": "speaker-cloud"}, "voiceplatform.client_id", "set both or neither"),
         ({"VOICEPLATFORM_CLIENT_SECRET": "s3cret-value"}, "voiceplatform.client_id", "set both or neither"),
@@ -526,6 +530,29 @@ dir = "state"
     assert "very-secret-password" not in result.stdout + result.stderr
     assert TOKEN_A not in result.stdout + result.stderr
     assert "thermostat" in result.stdout  # the products it found
+
+
+def test_check_config_tells_which_recogniser_and_voice_each_language_gets(tmp_path: Path) -> None:
+    def voice_lines(env: dict[str, str]) -> list[str]:
+        result = run_cli("check-config", env={k: v for k, v in env.items()})
+        assert result.returncode == 0, result.stderr
+        return [line[2:] for line in result.stdout.splitlines() if line.startswith(("# voice,", "# WARNING"))]
+
+    keyless = {k: "" for k in ("DASHSCOPE_API_KEY", "OPENAI_API_KEY")}
+    lines = voice_lines(keyless)
+    assert lines[0].startswith("voice, English: recogniser offline (pocketsphinx")
+    assert "speaks with espeak-ng voice en" in lines[0]
+    assert lines[1].startswith("voice, Chinese: recogniser none: the offline recogniser understands English only")
+    assert "espeak-ng voice cmn" in lines[1]
+    lines = voice_lines({**keyless, "DASHSCOPE_API_KEY": "sk-check-config-0123456789"})
+    assert lines[:2] == ["voice, English: recogniser aliyun, offline when it cannot be reached; speaks with aliyun TTS",
+                         "voice, Chinese: recogniser aliyun; speaks with aliyun TTS"]
+    lines = voice_lines({**keyless, "DEVICEAGENTD_VOICE_OFFLINE_ENABLED": "false",
+                         "DEVICEAGENTD_VOICE_ESPEAK_BINARY": str(tmp_path / "no-espeak")})
+    assert lines[0] == "voice, English: recogniser none; speaks with no voice (replies are text only)"
+    assert any(line.startswith("WARNING: voice cannot work: no recogniser (voice.offline.enabled is false")
+               for line in lines)
+    assert any("no-espeak is not installed" in line for line in lines)
 
 
 def test_check_config_reads_the_file_from_the_environment(tmp_path: Path) -> None:

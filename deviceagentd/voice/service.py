@@ -66,6 +66,87 @@ MAX_ANNOUNCEMENT_CHARS: Final = 1000
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """Which speech providers this gateway can use, from the config, the environment and what
+    is installed (found, never imported). Shared by the service and `check-config`."""
+
+    config: VoiceConfig
+    aliyun_key: str
+    openai_key: str
+    espeak_path: str | None
+    pocketsphinx: bool
+
+    @classmethod
+    def detect(cls, config: VoiceConfig, environ: Mapping[str, str] | None = None) -> Capabilities:
+        env = os.environ if environ is None else environ
+        return cls(config, config.aliyun.api_key or env.get("DASHSCOPE_API_KEY", ""),
+                   config.openai.api_key or env.get("OPENAI_API_KEY", ""), shutil.which(config.espeak.binary),
+                   importlib.util.find_spec("pocketsphinx") is not None)
+
+    def has_asr(self, name: str) -> bool:
+        if name == ALIYUN:
+            return bool(self.aliyun_key and self.config.aliyun.asr_model)
+        if name == OPENAI:
+            return bool(self.config.openai.base_url and self.config.openai.asr_model)
+        if name == OFFLINE:
+            return self.config.offline.enabled and self.pocketsphinx
+        return False
+
+    def has_tts(self, name: str) -> bool:
+        if name == ALIYUN:
+            return bool(self.aliyun_key and self.config.aliyun.tts_model)
+        if name == OPENAI:
+            return bool(self.config.openai.base_url and self.config.openai.tts_model)
+        if name == ESPEAK:
+            return self.espeak_path is not None
+        return False
+
+    def asr_providers(self) -> tuple[str, ...]:
+        """The recognisers a hello may choose, the default first."""
+        names = [name for name in ASR_PROVIDERS if self.has_asr(name)]
+        default = self.config.default_provider
+        if default in names:
+            names.remove(default)
+            names.insert(0, default)
+        return tuple(names)
+
+    def tts_for(self, asr: str) -> str | None:
+        return asr if self.has_tts(asr) else ESPEAK if self.has_tts(ESPEAK) else None
+
+    def plan(self) -> list[str]:
+        """What each language gets, and warnings when voice cannot work: for check-config."""
+        lines: list[str] = []
+        espeak = self.config.espeak
+        for language, label in (("en", "English"), ("zh", "Chinese")):
+            recognisers = [n for n in self.asr_providers() if n != OFFLINE or language == "en"]
+            asr = recognisers[0] if recognisers else None
+            tts = self.tts_for(asr) if asr else self.tts_for(OFFLINE)
+            voice = (f"espeak-ng voice {espeak.voice_zh if language == 'zh' else espeak.voice}" if tts == ESPEAK
+                     else f"{tts} TTS" if tts else "no voice (replies are text only)")
+            if asr is None:
+                heard = ("none: the offline recogniser understands English only, so a Chinese speaker is told "
+                         "so aloud" if language == "zh" and self.has_asr(OFFLINE) else "none")
+            elif asr == OFFLINE:
+                heard = "offline (pocketsphinx, a grammar of this site's products and devices)"
+            else:
+                fallback = ", offline when it cannot be reached" if language == "en" and self.has_asr(OFFLINE) else ""
+                heard = f"{asr}{fallback}"
+            lines.append(f"voice, {label}: recogniser {heard}; speaks with {voice}")
+        if not self.asr_providers():
+            why = ("voice.offline.enabled is false" if not self.config.offline.enabled
+                   else "pocketsphinx is not installed")
+            lines.append(f"WARNING: voice cannot work: no recogniser ({why}; no voice.aliyun.api_key or "
+                         "DASHSCOPE_API_KEY, no voice.openai.base_url)")
+        elif self.config.offline.enabled and not self.pocketsphinx:
+            lines.append("WARNING: voice.offline.enabled but pocketsphinx is not installed: no offline recogniser "
+                         "and no fallback when the cloud cannot be reached")
+        if self.espeak_path is None:
+            lines.append(f"WARNING: {espeak.binary} is not installed: no offline voice and no spoken apologies "
+                         "(apt-get install espeak-ng)")
+        return lines
+
+
+@dataclass(frozen=True)
 class ProviderChoice:
     asr: str
     tts: str | None  # None: no TTS at all (replies are text only)
@@ -105,7 +186,6 @@ class VoiceService:
         zone: tzinfo | None = None,
         site: SiteSource | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
         self.config = config
         self.agent = agent
         self.clock = clock
@@ -115,13 +195,12 @@ class VoiceService:
         self.stats = VoiceStats()
         self.mcp_stats = McpStats()
         self.sessions = SessionRegistry(config.max_sessions)
-        self._aliyun_key = config.aliyun.api_key or env.get("DASHSCOPE_API_KEY", "")
-        self._openai_key = config.openai.api_key or env.get("OPENAI_API_KEY", "")
-        self._espeak_path = shutil.which(config.espeak.binary)
+        self.capabilities = Capabilities.detect(config, environ)
+        self._aliyun_key = self.capabilities.aliyun_key
+        self._openai_key = self.capabilities.openai_key
         # The offline recogniser needs the site (for its grammar) and pocketsphinx (found, not
         # imported: nothing of it is loaded before a speaker talks).
         self._site = site
-        self._pocketsphinx = importlib.util.find_spec("pocketsphinx") is not None
         self._offline: OfflineEngine | None = None
         self._offline_provider: OfflineAsr | None = None
         self._asr: dict[str, AsrProvider] = {}
@@ -133,32 +212,17 @@ class VoiceService:
     # ------------------------------------------------------------------ what is configured
 
     def has_asr(self, name: str) -> bool:
-        if name == ALIYUN:
-            return bool(self._aliyun_key and self.config.aliyun.asr_model)
-        if name == OPENAI:
-            return bool(self.config.openai.base_url and self.config.openai.asr_model)
-        if name == OFFLINE:
-            return self.config.offline.enabled and self._site is not None and self._pocketsphinx
-        return False
+        if name == OFFLINE and self._site is None:
+            return False
+        return self.capabilities.has_asr(name)
 
     def has_tts(self, name: str) -> bool:
-        if name == ALIYUN:
-            return bool(self._aliyun_key and self.config.aliyun.tts_model)
-        if name == OPENAI:
-            return bool(self.config.openai.base_url and self.config.openai.tts_model)
-        if name == ESPEAK:
-            return self._espeak_path is not None
-        return False
+        return self.capabilities.has_tts(name)
 
     @property
     def asr_providers(self) -> tuple[str, ...]:
         """The providers a hello may choose, the default first."""
-        names = [name for name in ASR_PROVIDERS if self.has_asr(name)]
-        default = self.config.default_provider
-        if default in names:
-            names.remove(default)
-            names.insert(0, default)
-        return tuple(names)
+        return tuple(n for n in self.capabilities.asr_providers() if self.has_asr(n))
 
     @property
     def open_sessions(self) -> int:
@@ -209,8 +273,7 @@ class VoiceService:
             )
         else:
             raise ProviderChoiceError("unknown_provider", f"unknown provider {requested!r}; configured: {listed}")
-        tts: str | None = name if self.has_tts(name) else ESPEAK if self.has_tts(ESPEAK) else None
-        return ProviderChoice(name, tts)
+        return ProviderChoice(name, self.capabilities.tts_for(name))
 
     # ------------------------------------------------------------------ provider clients
 
@@ -406,7 +469,7 @@ class VoiceService:
             parts.append("espeak (TTS)")
         if self.has_asr(OFFLINE):
             parts.append("offline (ASR, English)")
-        elif self.config.offline.enabled and self._site is not None:
+        elif self.config.offline.enabled and self._site is not None and not self.capabilities.pocketsphinx:
             log.warning("voice: the offline recogniser is enabled but pocketsphinx is not installed "
                         "(pip install pocketsphinx)")
         if self.config.default_provider and not self.has_asr(self.config.default_provider):

@@ -77,9 +77,9 @@ def build_lexicon(words: Iterable[str], dictionary: Path, espeak: str | None = "
     if missing:
         guessed = espeak_pronunciations(binary, missing, voice) if binary else {}
         for word in missing:
-            phones = guessed.get(word)
-            if phones:
-                entries[word] = [phones]
+            guess = guessed.get(word)
+            if guess:
+                entries[word] = [guess]
                 generated.append(word)
                 continue
             letters = _spell(word, dictionary)
