@@ -15,7 +15,18 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, footprint, plateau, procs, scenarios, voice, voice_opus, voice_vad, voiceplatform
+from bench_lib import (
+    agent,
+    footprint,
+    plateau,
+    procs,
+    scenarios,
+    voice,
+    voice_offline,
+    voice_opus,
+    voice_vad,
+    voiceplatform,
+)
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -33,6 +44,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voice_vad": voice_vad.voice_vad,
     "voice_opus": voice_opus.voice_opus,
     "voice": voice.voice,
+    "voice_offline": voice_offline.voice_offline,
     "voiceplatform": voiceplatform.voiceplatform,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
