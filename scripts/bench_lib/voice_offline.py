@@ -339,8 +339,10 @@ async def daemon_part(b: Bench, turns: int) -> None:
         await daemon.wait_subscribed(b.broker.url)
         await register_devices(b, daemon)
         idle_mb = proc_status_kib(daemon.pid, "VmRSS") / 1024
-        speech = with_room(await asyncio.to_thread(espeak, LATENCY_TEXT, "en-us", 175), np.random.default_rng(5),
-                           None)
+        # The question alone (espeak-ng's own trailing silence is ~0.1 s): the silence the
+        # gateway waits for is sent by one_turn, so the frame completing its window is known.
+        said = await asyncio.to_thread(espeak, LATENCY_TEXT, "en-us", 175)
+        speech = np.clip(np.rint(np.concatenate([np.zeros(4800), said])), -32768, 32767).astype("<i2").tobytes()
         finals: list[float] = []
         replies: list[float] = []
         wrong = 0
