@@ -25,7 +25,7 @@ ENV_PREFIX = "DEVICEAGENTD_"
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset(
     {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
-     "voiceplatform.client_secret"}
+     "voiceplatform.client_secret", "mcp.clients"}
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
@@ -206,6 +206,35 @@ class VoicePlatformConfig:
 
 
 @dataclass
+class McpConfig:
+    """The MCP server at /mcp on the HTTP port (docs/mcp.md)."""
+
+    enabled: bool = True
+    # true: no tool that changes anything (send_command, run_scene, create/delete_schedule) for anyone.
+    read_only: bool = False
+    # Clients with a token of their own that works only on /mcp and only for the tools listed:
+    # "<name>:<token>:<tool>,<tool>" (or "read" for every read-only tool, "*" for all tools).
+    clients: list[str] = field(default_factory=list)
+    # Browser origins allowed to call /mcp besides the gateway's own address.
+    allowed_origins: list[str] = field(default_factory=list)
+    # Sessions of clients on the 2025 protocol versions (the 2026 protocol has none).
+    max_sessions: int = 64
+    session_idle_s: float = 3600.0
+
+
+@dataclass
+class SchedulesConfig:
+    """Timers, alarms and recurring actions (docs/schedules.md)."""
+
+    max_schedules: int = 10000
+    # A schedule that fell due while the gateway was off (or its clock jumped) still runs, once,
+    # if it is less than this late; an older one is recorded as missed.
+    missed_grace_s: float = 300.0
+    # How long a scheduled command waits for the device's answer.
+    command_timeout_ms: int = 10000
+
+
+@dataclass
 class SiteConfig:
     # The site's IANA time zone ("Asia/Shanghai"); empty = the system's ($TZ, /etc/localtime).
     # Times of day (schedules, "7 in the morning") and event summaries use it.
@@ -230,6 +259,8 @@ class Config:
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     voiceplatform: VoicePlatformConfig = field(default_factory=VoicePlatformConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -628,6 +659,14 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voiceplatform.idempotency_window_s", "must be between 0 (off) and 86400 seconds")
     if not 100 <= vp.command_timeout_ms <= 120000:
         bad("voiceplatform.command_timeout_ms", "must be between 100 and 120000")
+    problems.extend(ConfigProblem(key, message) for key, message in _mcp_problems(config))
+    sched = config.schedules
+    if not 1 <= sched.max_schedules <= 100000:
+        bad("schedules.max_schedules", "must be between 1 and 100000")
+    if not 0 <= sched.missed_grace_s <= 7 * 86400:
+        bad("schedules.missed_grace_s", "must be between 0 (never run late) and 604800 seconds")
+    if not 100 <= sched.command_timeout_ms <= 120000:
+        bad("schedules.command_timeout_ms", "must be between 100 and 120000")
     if config.site.timezone:
         try:
             site_zone(config.site.timezone)
@@ -635,6 +674,37 @@ def check(config: Config) -> list[ConfigProblem]:
             bad("site.timezone", str(exc))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
+    return problems
+
+
+def _mcp_problems(config: Config) -> list[tuple[str, str]]:
+    # The client entries are parsed where they are used (deviceagentd.mcp.clients, a small
+    # module without the server), so the rules live in one place.
+    from deviceagentd.mcp.clients import ClientSpecError, parse_clients
+
+    mcp = config.mcp
+    problems: list[tuple[str, str]] = []
+    try:
+        clients = parse_clients(mcp.clients)
+    except ClientSpecError as exc:
+        problems.append((f"mcp.clients[{exc.index}]", exc.reason))
+        clients = []
+    if clients and not config.http.tokens:
+        problems.append(("mcp.clients", "needs http.tokens: without them the whole API is open, so a client's "
+                                        "tool list would limit nothing"))
+    clashing = {c.name for c in clients if c.token in config.http.tokens}
+    if clashing:
+        problems.append(("mcp.clients", f"the token of {', '.join(sorted(clashing))} is also in http.tokens; "
+                                        "give each client a token of its own"))
+    for index, origin in enumerate(mcp.allowed_origins):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            problems.append((f"mcp.allowed_origins[{index}]",
+                             f"{origin!r} must be an origin like http://host:port (scheme, host, optional port)"))
+    if not 1 <= mcp.max_sessions <= 10000:
+        problems.append(("mcp.max_sessions", "must be between 1 and 10000"))
+    if not 60 <= mcp.session_idle_s <= 7 * 86400:
+        problems.append(("mcp.session_idle_s", "must be between 60 and 604800 seconds"))
     return problems
 
 

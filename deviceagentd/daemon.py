@@ -22,6 +22,7 @@ from aiohttp import web
 from deviceagentd import __version__
 from deviceagentd.agent.lazy import LazyLocalProvider
 from deviceagentd.agent.runner import Agent
+from deviceagentd.agent.schedule_tools import ScheduleTools
 from deviceagentd.agent.sessions import SessionStore
 from deviceagentd.agent.tools import DeviceTools
 from deviceagentd.agent.types import Provider
@@ -34,8 +35,10 @@ from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import AgentContext, HttpContext
+from deviceagentd.mcp.context import McpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
 from deviceagentd.mqtt.ingest import Ingest
@@ -45,6 +48,8 @@ from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
+from deviceagentd.schedules.runner import ActionRunner, Announcer
+from deviceagentd.schedules.service import ScheduleService, ScheduleSettings
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
@@ -86,6 +91,8 @@ class Daemon:
     ready_without_broker_s: float = READY_WITHOUT_BROKER_S
     # Tests inject a scripted provider; normally it is chosen by agent.provider.
     provider: Provider | None = None
+    # What speaks scheduled words on a speaker; normally the voice service.
+    announcer: Announcer | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -146,6 +153,7 @@ class Daemon:
             self.voice_platform = build_voice_platform(
                 cfg.voiceplatform, self.catalog, self.registry, self.commands, self.store, self.metrics, self.clock
             )
+        self._build_schedules()
         self.started_monotonic = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
@@ -178,10 +186,11 @@ class Daemon:
         self.sessions = SessionStore(self.store, cfg.agent.history_max_messages)
         self.frames = VisionFrames(Path(cfg.storage.dir) / "frames", cfg.vision.max_frame_bytes,
                                    cfg.vision.frame_ttl_s, self.clock)
+        self.agent_tools = DeviceTools(self.registry, self.commands, self.store, self.clock)
         self.agent = Agent(
             provider=provider,
             fallback=local,
-            tools=DeviceTools(self.registry, self.commands, self.store, self.clock),
+            tools=self.agent_tools,
             sessions=self.sessions,
             frames=self.frames,
             clock=self.clock,
@@ -190,6 +199,18 @@ class Daemon:
             max_message_chars=cfg.agent.max_message_chars,
             max_turns_per_s=cfg.agent.max_turns_per_s,
         )
+
+    def _build_schedules(self) -> None:
+        cfg = self.config
+        rooms = self.voice_platform.rooms if self.voice_platform is not None else None
+        zone = site_zone(cfg.site.timezone)
+        runner = ActionRunner(self.commands, self.registry, self.announcer or _NoSpeakers(), rooms, zone,
+                              cfg.schedules.command_timeout_ms)
+        self.schedules = ScheduleService(
+            self.store, self.commands, runner, zone, self.metrics, self.feed, rooms,
+            ScheduleSettings(cfg.schedules.max_schedules, cfg.schedules.missed_grace_s), self.clock,
+        )
+        self.agent_tools.schedules = ScheduleTools(self.schedules)
 
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # The link is built before ingest (ingest answers time sync through the link).
@@ -212,6 +233,8 @@ class Daemon:
                 lambda: self.agent.waiting_turns)
         m.gauge("deviceagentd_text_requests_waiting", "MQTT text requests waiting for the agent",
                 lambda: self.text_requests.waiting)
+        m.gauge("deviceagentd_schedules", "Schedules stored (timers, alarms, recurring actions)",
+                lambda: self.schedules.count)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,14 +243,16 @@ class Daemon:
         # thread keeps the loop free for the watchdog meanwhile.
         await asyncio.to_thread(self.store.open)
         self.registry.load(self.store.load_devices())
+        loaded = self.schedules.load()
         if self.voice_platform is not None:
             await self._start_voice_platform(self.voice_platform)
-        log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
-                 len(self.catalog.products), self.registry.total, self.config.storage.dir)
+        log.info("deviceagentd %s starting: %d products, %d known devices, %d schedules, state in %s", __version__,
+                 len(self.catalog.products), self.registry.total, loaded, self.config.storage.dir)
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
         self._tasks.append(asyncio.create_task(self._purge_frames(), name="frames"))
+        self._tasks.append(asyncio.create_task(self.schedules.run(), name="schedules"))
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))
@@ -260,6 +285,8 @@ class Daemon:
                 frames=self.frames,
                 vision_body_bytes=cfg.vision.max_frame_bytes * 4 // 3 + VISION_BODY_OVERHEAD,
             ),
+            schedules=self.schedules,
+            mcp=self._mcp_context() if cfg.mcp.enabled else None,
         )
         app = create_app(context)
         if self.voice_platform is not None:
@@ -268,6 +295,20 @@ class Daemon:
             add_voice_platform_routes(app, self.voice_platform)
         self.http_port = await self._serve(app, cfg.http.listen, "HTTP API")
         self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
+
+    def _mcp_context(self) -> McpContext:
+        return McpContext(
+            config=self.config.mcp,
+            api_tokens=self.config.http.tokens,
+            registry=self.registry,
+            commands=self.commands,
+            schedules=self.schedules,
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            version=__version__,
+            rooms=self.voice_platform.rooms if self.voice_platform is not None else None,
+        )
 
     async def _serve(self, app: web.Application, listen: str, what: str) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
@@ -383,3 +424,10 @@ async def run_daemon(config: Config, catalog: Catalog) -> None:
         await stop.wait()
     finally:
         await daemon.stop()
+
+
+class _NoSpeakers:
+    """Until the voice service can speak on a session: every speaker counts as not connected."""
+
+    async def announce(self, device_id: str, text: str, language: str | None = None) -> bool:
+        return False

@@ -73,6 +73,8 @@ class TurnRequest:
     # False: start at once even while turns are being paced (voice: a person is waiting at a
     # speaker, and speakers are few).
     paced: bool = True
+    # The Device-Id of the speaker a voice turn came from: "wake me up at 7" rings there.
+    speaker_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,8 @@ class Agent:
         else:
             product_id, device_id = await self.sessions.default_device(session_id)
         history = await self.sessions.history(session_id, self.history_limit)
-        context = TurnContext(session_id, request.message, history, product_id, device_id, images)
+        context = TurnContext(session_id, request.message, history, product_id, device_id, images,
+                              speaker_id=request.speaker_id)
         self.sessions.append(session_id, ChatMessage("user", request.message, self.clock.wall_ms()))
 
         queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from deviceagentd.agent.schedule_tools import SCHEDULE_TOOLS, ScheduleRefused, ScheduleTools
 from deviceagentd.agent.types import ToolCall, ToolResult, ToolSpec, TurnContext
 from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.commands import CommandService
@@ -56,8 +57,16 @@ class DeviceTools:
     commands: CommandService
     events: EventReader
     clock: Clock
+    # Timers, alarms and recurring actions; set by the daemon once the schedule service exists.
+    schedules: ScheduleTools | None = None
 
     def specs(self) -> list[ToolSpec]:
+        specs = self._device_specs()
+        if self.schedules is not None:
+            specs.extend(self.schedules.specs())
+        return specs
+
+    def _device_specs(self) -> list[ToolSpec]:
         products = sorted(self.registry.catalog.products)
         command_lines = []
         for spec in self.registry.catalog.products.values():
@@ -135,10 +144,12 @@ class DeviceTools:
                 result = await self._send_command(call, args, context)
             elif call.name == GET_RECENT_EVENTS:
                 result = await self._recent_events(args)
+            elif call.name in SCHEDULE_TOOLS and self.schedules is not None:
+                result = await self.schedules.call(call.name, args, context)
             else:
                 known = ", ".join(spec.name for spec in self.specs())
                 return ToolResult(call.id, call.name, False, error=f"there is no tool {call.name!r} (tools: {known})")
-        except ToolRefused as exc:
+        except (ToolRefused, ScheduleRefused) as exc:
             return ToolResult(call.id, call.name, False, error=exc.words)
         return ToolResult(call.id, call.name, True, result=result)
 

@@ -87,6 +87,8 @@ class TurnContext:
     product_id: str | None = None
     device_id: str | None = None
     images: list[ImageInput] = field(default_factory=list)
+    # The Device-Id of the speaker a voice turn came from (alarms and reminders ring there).
+    speaker_id: str | None = None
 
 
 @dataclass(frozen=True)

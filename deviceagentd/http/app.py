@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.http import routes_agent, routes_devices
+from deviceagentd.http import routes_agent, routes_devices, routes_mcp, routes_schedules
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
 from deviceagentd.http.openapi import load_openapi
@@ -21,8 +21,9 @@ from deviceagentd.voice.service import VoiceService
 log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
+# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too; /mcp checks
+# them itself because MCP clients may hold tokens of their own (mcp.clients).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", routes_mcp.MCP_PATH})
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"
 
@@ -122,6 +123,9 @@ def create_app(context: HttpContext) -> web.Application:
     routes_devices.add_routes(app.router)
     routes_agent.add_routes(app.router)
     routes_agent.add_session_routes(app.router)
+    routes_schedules.add_routes(app.router)
+    if context.mcp is not None:
+        routes_mcp.add_routes(app, context.mcp, context.max_body_bytes)
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_text)
     return app

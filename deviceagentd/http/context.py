@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -16,6 +16,10 @@ from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.store.records import EventRecord
+
+if TYPE_CHECKING:
+    from deviceagentd.mcp.context import McpContext
+    from deviceagentd.schedules.service import ScheduleService
 
 
 class EventQueries(Protocol):
@@ -69,6 +73,10 @@ class HttpContext:
     max_body_bytes: int = 1048576
     agent: AgentContext | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Timers, alarms and recurring actions (/api/schedules).
+    schedules: ScheduleService | None = None
+    # The MCP server at /mcp; None when mcp.enabled is false.
+    mcp: McpContext | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)

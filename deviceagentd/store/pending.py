@@ -23,7 +23,9 @@ from deviceagentd.store.rows import (
     CommandOutcome,
     CommandRow,
     EventRow,
+    McpCallRow,
     MessageRow,
+    ScheduleRow,
     SessionRow,
     VoiceTokenRow,
     with_outcome,
@@ -78,6 +80,9 @@ class Batch:
     """Sum of len() over `sessions`, kept up to date so len(batch) stays O(1) per event."""
     voice_tokens: dict[str, VoiceTokenRow | None] = field(default_factory=dict)
     """A speaker's live token pair: last write per voice_id wins; None deletes the row."""
+    schedules: dict[str, ScheduleRow | None] = field(default_factory=dict)
+    """Last write per schedule wins; None deletes the row."""
+    mcp_calls: deque[McpCallRow] = field(default_factory=deque)
     first_at: float = 0.0
     """time.monotonic() when the first row arrived; the batch window starts there."""
     last_seq: int = 0
@@ -90,6 +95,8 @@ class Batch:
             + len(self.command_updates)
             + self.session_rows
             + len(self.voice_tokens)
+            + len(self.schedules)
+            + len(self.mcp_calls)
         )
 
 
@@ -200,6 +207,16 @@ class PendingWrites:
     def put_voice_token(self, voice_id: str, row: VoiceTokenRow | None) -> None:
         with self._cond:
             self._accept().voice_tokens[voice_id] = row
+            self._accepted()
+
+    def put_schedule(self, schedule_id: str, row: ScheduleRow | None) -> None:
+        with self._cond:
+            self._accept().schedules[schedule_id] = row
+            self._accepted()
+
+    def put_mcp_call(self, row: McpCallRow) -> None:
+        with self._cond:
+            self._accept().mcp_calls.append(row)
             self._accepted()
 
     def request_flush(self) -> int:
@@ -314,6 +331,13 @@ class PendingWrites:
         with self._cond:
             for batch in self._generations():
                 merged.update(batch.voice_tokens)
+        return merged
+
+    def schedules(self) -> dict[str, ScheduleRow | None]:
+        merged: dict[str, ScheduleRow | None] = {}
+        with self._cond:
+            for batch in self._generations():
+                merged.update(batch.schedules)
         return merged
 
     # --- consumer side (the writer thread) ---

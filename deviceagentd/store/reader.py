@@ -14,7 +14,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow, MessageRow, SessionRow, VoiceTokenRow
+from deviceagentd.store.rows import (
+    CommandRow,
+    DeviceRow,
+    EventRow,
+    McpCallRow,
+    MessageRow,
+    ScheduleRow,
+    SessionRow,
+    VoiceTokenRow,
+)
 
 T = TypeVar("T")
 
@@ -24,6 +33,8 @@ _COMMAND_COLUMNS = ", ".join(CommandRow._fields)
 _SESSION_COLUMNS = ", ".join(SessionRow._fields)
 _MESSAGE_COLUMNS = ", ".join(MessageRow._fields)
 _VOICE_TOKEN_COLUMNS = ", ".join(VoiceTokenRow._fields)
+_SCHEDULE_COLUMNS = ", ".join(ScheduleRow._fields)
+_MCP_CALL_COLUMNS = ", ".join(McpCallRow._fields)
 
 
 class Reader:
@@ -118,4 +129,19 @@ def select_voice_tokens(conn: sqlite3.Connection) -> list[VoiceTokenRow]:
     return [
         VoiceTokenRow._make(row)
         for row in conn.execute(f"SELECT {_VOICE_TOKEN_COLUMNS} FROM voice_tokens ORDER BY voice_id")
+    ]
+
+
+def select_schedules(conn: sqlite3.Connection) -> list[ScheduleRow]:
+    return [
+        ScheduleRow._make(row)
+        for row in conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY schedule_id")
+    ]
+
+
+def select_mcp_calls(conn: sqlite3.Connection, *, limit: int) -> list[McpCallRow]:
+    """The newest `limit` calls, newest first."""
+    return [
+        McpCallRow._make(row)
+        for row in conn.execute(f"SELECT {_MCP_CALL_COLUMNS} FROM mcp_calls ORDER BY id DESC LIMIT ?", (limit,))
     ]

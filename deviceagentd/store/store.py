@@ -25,7 +25,8 @@ ones, and reads never return more than that bound, committed or not.
 
 Voice platform tokens (one row per speaker, hashes only) take the same path too. A caller
 that hands a token to someone must `await flush()` first: only then is it on disk, and only
-then is the token it replaced gone from the disk as well.
+then is the token it replaced gone from the disk as well. The same goes for schedules: the API
+answers "created" only after a flush. MCP tool calls are logged like commands.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -47,6 +49,8 @@ from deviceagentd.store.reader import (
     select_command,
     select_devices,
     select_events,
+    select_mcp_calls,
+    select_schedules,
     select_session,
     select_session_messages,
     select_voice_tokens,
@@ -55,7 +59,9 @@ from deviceagentd.store.records import (
     CommandRecord,
     DeviceRecord,
     EventRecord,
+    McpCallRecord,
     NewEvent,
+    ScheduleRecord,
     SessionMessage,
     SessionRecord,
     VoiceTokenRecord,
@@ -70,8 +76,11 @@ from deviceagentd.store.rows import (
     device_record,
     event_record,
     event_row,
+    mcp_call_row,
     message_record,
     message_row,
+    schedule_record,
+    schedule_row,
     session_record,
     session_row,
     voice_token_record,
@@ -127,6 +136,7 @@ class Store:
         self._closed = False
         self._next_event_id = 1
         self._next_message_id = 1
+        self._next_mcp_call_id = 1
 
     # --- lifecycle ---
 
@@ -140,12 +150,14 @@ class Store:
             # Message ids are given here, like event ids, so waiting and stored messages
             # merge by id and a session's order is its id order.
             max_message_id = conn.execute("SELECT MAX(id) FROM session_messages").fetchone()[0]
+            max_mcp_call_id = conn.execute("SELECT MAX(id) FROM mcp_calls").fetchone()[0]
             reader = Reader(open_reader(self._path))
         except BaseException:
             conn.close()
             raise
         self._next_event_id = (max_id or 0) + 1
         self._next_message_id = (max_message_id or 0) + 1
+        self._next_mcp_call_id = (max_mcp_call_id or 0) + 1
         pending = PendingWrites(
             batch_max_rows=self._settings.batch_max_rows,
             max_rows=self._settings.max_pending_rows,
@@ -218,6 +230,18 @@ class Store:
     def delete_voice_token(self, voice_id: str) -> None:
         self._live().pending.put_voice_token(voice_id, None)
 
+    def save_schedule(self, record: ScheduleRecord) -> None:
+        """Insert or replace a schedule (its row is written whole)."""
+        self._live().pending.put_schedule(record.schedule_id, schedule_row(record))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._live().pending.put_schedule(schedule_id, None)
+
+    def add_mcp_call(self, record: McpCallRecord) -> None:
+        pending = self._live().pending
+        pending.put_mcp_call(mcp_call_row(self._next_mcp_call_id, record))
+        self._next_mcp_call_id += 1
+
     # --- reads ---
 
     def load_devices(self) -> list[DeviceRecord]:
@@ -244,6 +268,22 @@ class Store:
             (voice_id, None if row is None else voice_token_record(row)) for voice_id, row in waiting.items()
         )
         return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
+
+    def load_schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, waiting writes included. Blocking; meant for start-up (as
+        load_voice_tokens, and for the same reason)."""
+        running = self._live()
+        waiting = running.pending.schedules()
+        stored = running.reader.call_sync(select_schedules)
+        by_id: dict[str, ScheduleRecord | None] = {row.schedule_id: schedule_record(row) for row in stored}
+        by_id.update((key, None if row is None else schedule_record(row)) for key, row in waiting.items())
+        return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
+
+    async def recent_mcp_calls(self, *, limit: int) -> list[McpCallRecord]:
+        """The newest committed MCP calls, newest first (the last batch window may be missing)."""
+        rows = await self._live().reader.call(functools.partial(select_mcp_calls, limit=limit))
+        return [McpCallRecord(row.ts_ms, row.client, row.tool, json.loads(row.arguments), row.outcome, row.detail,
+                              row.latency_ms) for row in rows]
 
     async def query_events(
         self,
