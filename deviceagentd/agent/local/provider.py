@@ -4,10 +4,12 @@ site's Tools, and answers with one sentence per step in the language of the ques
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, tzinfo
 
 from deviceagentd.agent.local.planner import plan
 from deviceagentd.agent.local.replies import Replies
-from deviceagentd.agent.local.steps import Say
+from deviceagentd.agent.local.schedule_replies import schedule_result
+from deviceagentd.agent.local.steps import Cancelling, Say, ScheduleListing, Scheduling
 from deviceagentd.agent.local.vocabulary import Vocabulary
 from deviceagentd.agent.types import Delta, ToolCall, ToolCallFinished, ToolCallStarted, Tools, TurnContext, TurnEvent
 from deviceagentd.core.catalog import Catalog
@@ -17,8 +19,10 @@ from deviceagentd.core.registry import DeviceRegistry
 class LocalProvider:
     name = "local"
 
-    def __init__(self, registry: DeviceRegistry) -> None:
+    def __init__(self, registry: DeviceRegistry, zone: tzinfo | None = None) -> None:
         self._registry = registry
+        # The site's time zone: "tomorrow at 7" is the site's 7 o'clock.
+        self._zone = zone
         self._catalog: Catalog | None = None
         self._vocabulary: Vocabulary | None = None
 
@@ -30,7 +34,8 @@ class LocalProvider:
         return self._vocabulary
 
     async def run(self, context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
-        steps = plan(context.message, context, self._registry, self.vocabulary())
+        now = datetime.now(self._zone) if self._zone is not None else None
+        steps = plan(context.message, context, self._registry, self.vocabulary(), now)
         replies = Replies(self._registry.catalog, steps.language, context.device_id)
         separator = "" if replies.zh else " "
         for index, step in enumerate(steps.steps):
@@ -42,5 +47,8 @@ class LocalProvider:
                 yield ToolCallStarted(call)
                 result = await tools.call(call, context)
                 yield ToolCallFinished(result)
-                text = replies.result(step, result)
+                if isinstance(step, Scheduling | ScheduleListing | Cancelling):
+                    text = schedule_result(replies, step, result)
+                else:
+                    text = replies.result(step, result)
             yield Delta(text if index == 0 else separator + text)
