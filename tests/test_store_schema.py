@@ -17,8 +17,8 @@ from deviceagentd.store import (
     StoreSettings,
     VoiceTokenRecord,
 )
-from deviceagentd.store.rows import event_row, message_row
 from deviceagentd.store.records import McpCallRecord, ScheduleRecord
+from deviceagentd.store.rows import event_row, message_row
 from deviceagentd.store.schema import MIGRATIONS, migrate
 
 NOW_MS = 1_700_000_000_000
