@@ -202,6 +202,10 @@ class ScheduleService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def wake(self) -> None:
+        """Look at the clock again now (after it was set, or in tests)."""
+        self._wake.set()
+
     def _arm(self, schedule: Schedule) -> None:
         if schedule.next_run_ms is None:
             return
