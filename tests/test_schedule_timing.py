@@ -111,8 +111,8 @@ def test_a_rule_that_never_runs_has_no_next_run() -> None:
     assert leap is not None and timing.local_iso(leap, SHANGHAI) == "2028-02-29T00:00:00+08:00"
 
 
-@pytest.mark.parametrize(("repeat", "at"), [("hourly", "07:00"), ("daily", "25:00"), ("daily", "7"), ("mon,xyz", "07:00"),
-                                            ("", "07:00")])
+@pytest.mark.parametrize(("repeat", "at"), [
+    ("hourly", "07:00"), ("daily", "25:00"), ("daily", "7"), ("mon,xyz", "07:00"), ("", "07:00")])
 def test_bad_repeat_or_time_of_day_is_refused(repeat: str, at: str) -> None:
     with pytest.raises(TimingError):
         timing.repeating(repeat, at)

@@ -215,7 +215,7 @@ async def test_the_limit_is_kept_and_a_deleted_schedule_never_runs(tmp_path: Pat
         service = await site.start()
         first = await service.create({"inSeconds": 10, "action": SAY}, Origin("http"))
         await service.create({"inSeconds": 20, "action": SAY}, Origin("http"))
-        with pytest.raises(Conflict, match="schedules.max_schedules") as caught:
+        with pytest.raises(Conflict, match=r"schedules\.max_schedules") as caught:
             await service.create({"inSeconds": 30, "action": SAY}, Origin("http"))
         assert caught.value.details == {"limit": 2}
         assert await service.delete(first.schedule_id)
