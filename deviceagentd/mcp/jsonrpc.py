@@ -15,6 +15,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+# A request the client cancelled (notifications/cancelled) still needs an HTTP answer; LSP's code,
+# outside the ranges JSON-RPC and MCP reserve.
+REQUEST_CANCELLED = -32800
 # Reserved for the MCP specification (2026-07-28).
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021

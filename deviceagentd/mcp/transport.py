@@ -30,6 +30,7 @@ from deviceagentd.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    REQUEST_CANCELLED,
     UNSUPPORTED_PROTOCOL_VERSION,
     Message,
     RpcError,
@@ -247,7 +248,7 @@ class McpEndpoint:
         try:
             return _json(jsonrpc.result_body(message.request_id, task.result()), headers)
         except asyncio.CancelledError:
-            raise RpcError(INVALID_REQUEST, "the request was cancelled", status=200) from None
+            raise RpcError(REQUEST_CANCELLED, "the request was cancelled", status=200) from None
 
     async def _stream(self, request: web.Request, task: asyncio.Task[dict[str, Any]], message: Message,
                       headers: dict[str, str]) -> web.StreamResponse:
@@ -264,7 +265,7 @@ class McpEndpoint:
         try:
             body = jsonrpc.result_body(message.request_id or 0, task.result())
         except asyncio.CancelledError:
-            body = RpcError(INVALID_REQUEST, "the request was cancelled").body(message.request_id)
+            body = RpcError(REQUEST_CANCELLED, "the request was cancelled").body(message.request_id)
         except RpcError as exc:
             body = exc.body(message.request_id)
         await _event(response, body)
