@@ -231,7 +231,8 @@ async def test_a_client_limited_to_reading_cannot_act(site: Site) -> None:
         assert [tool.name for tool in (await client.list_tools()).tools] == ["list_devices", "send_command"]
         with pytest.raises(MCPError, match="not allowed for client 'home-assistant'"):
             await client.call_tool("create_schedule", {"inSeconds": 5, "action": {
-                "type": "command", "deviceId": site.id("thermostat"), "command": "set_mode", "params": {"mode": "heat"}}})
+                "type": "command", "deviceId": site.id("thermostat"), "command": "set_mode",
+                "params": {"mode": "heat"}}})
     assert ("set_mode", {"mode": "heat"}) not in commands_of(site.thermostat)
     assert site.gw.daemon.schedules.count == 0
     refused = [(c.client, c.tool) for c in await calls_logged(site) if c.outcome == "refused"]
