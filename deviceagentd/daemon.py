@@ -129,7 +129,8 @@ class Daemon:
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
-        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens)
+        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
+                                  zone=site_zone(cfg.site.timezone))
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
@@ -204,7 +205,7 @@ class Daemon:
         cfg = self.config
         rooms = self.voice_platform.rooms if self.voice_platform is not None else None
         zone = site_zone(cfg.site.timezone)
-        runner = ActionRunner(self.commands, self.registry, self.announcer or _NoSpeakers(), rooms, zone,
+        runner = ActionRunner(self.commands, self.registry, self.announcer or self.voice, rooms, zone,
                               cfg.schedules.command_timeout_ms)
         self.schedules = ScheduleService(
             self.store, self.commands, runner, zone, self.metrics, self.feed, rooms,
@@ -424,10 +425,3 @@ async def run_daemon(config: Config, catalog: Catalog) -> None:
         await stop.wait()
     finally:
         await daemon.stop()
-
-
-class _NoSpeakers:
-    """Until the voice service can speak on a session: every speaker counts as not connected."""
-
-    async def announce(self, device_id: str, text: str, language: str | None = None) -> bool:
-        return False

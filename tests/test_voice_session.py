@@ -45,7 +45,8 @@ from deviceagentd.voice.audio import Resampler
 from deviceagentd.voice.clauses import ClauseSplitter, speakable
 from deviceagentd.voice.protocol import BinaryCodec, FrameType
 from deviceagentd.voice.server import add_routes
-from deviceagentd.voice.service import SessionSettings, VoiceService
+from deviceagentd.voice.service import VoiceService
+from deviceagentd.voice.settings import SessionSettings
 
 WAIT_S = 15.0  # generous: only a broken pipeline takes this long
 TRANSCRIPT = "what is the current temperature"
@@ -918,7 +919,9 @@ async def test_odd_byte_counts_reach_the_asr_unchanged(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize(("params", "words"), [
-    ({"format": "opus", "sample_rate": 16000}, "opus"),
+    ({"format": "mp3", "sample_rate": 16000}, "'mp3'"),
+    ({"format": "opus", "sample_rate": 44100}, "44100"),
+    ({"format": "opus", "sample_rate": 16000, "frame_duration": 25}, "25 ms"),
     ({"format": "pcm", "sample_rate": 44100}, "44100"),
     ({"format": "pcm", "sample_rate": 16000, "channels": 2}, "mono"),
     ({"format": "pcm", "sample_rate": "16k"}, "sample_rate"),

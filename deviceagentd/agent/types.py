@@ -87,6 +87,8 @@ class TurnContext:
     product_id: str | None = None
     device_id: str | None = None
     images: list[ImageInput] = field(default_factory=list)
+    # Tools this turn has besides the site's (a speaker's own, see agent/extra_tools.py).
+    extra_tools: tuple[ToolSpec, ...] = ()
     # The Device-Id of the speaker a voice turn came from (alarms and reminders ring there).
     speaker_id: str | None = None
 

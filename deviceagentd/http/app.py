@@ -21,9 +21,9 @@ from deviceagentd.voice.service import VoiceService
 log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too; /mcp checks
-# them itself because MCP clients may hold tokens of their own (mcp.clients).
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", routes_mcp.MCP_PATH})
+# /ws/voice and /xiaozhi/ota/ check tokens themselves (also from ?authorization=, for speakers and browsers);
+# /mcp checks them itself because MCP clients may hold tokens of their own (mcp.clients).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/xiaozhi/ota/", routes_mcp.MCP_PATH})
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"
 

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 
 class Announcer(Protocol):
-    """Speaks on a speaker's open voice session (VoiceService). False when that speaker has no
-    session open, so nothing was said."""
+    """Speaks on a speaker's open voice session (VoiceService.announce). False when nothing was
+    said: that speaker has no session open (or it could not speak: no TTS, aborted, gone)."""
 
     async def announce(self, device_id: str, text: str, language: str | None = None) -> bool: ...
 
@@ -99,7 +99,8 @@ class ActionRunner:
                 return RunResult(FAILED, f"speaker {speaker} failed: {exc}", speaker, "speaker", {"text": text})
             if said:
                 return RunResult(OK, f"said on {speaker}", speaker, "speaker", {"text": text})
-        nobody = "no speaker of the room is connected" if action.room else f"speaker {where} is not connected"
+        nobody = ("no speaker of the room is connected (or none could speak)" if action.room
+                  else f"speaker {where} is not connected (or could not speak)")
         return RunResult(NO_SPEAKER, nobody, where, "speaker", {"text": text})
 
     def _speakers(self, action: SayAction) -> tuple[str, ...]:
