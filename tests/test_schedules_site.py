@@ -14,14 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import voice_samples as vs
 from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from test_voice_session import VoiceConn, said
+from voice_doubles import AsrScript, DashScopeDouble, TtsScript
 
 from deviceagentd.agent.runner import TurnDone, TurnRequest
 from deviceagentd.agent.types import ToolCallFinished
 from deviceagentd.core.spec import load_spec_file
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
+from deviceagentd.voice.protocol import BinaryCodec
 
 WAIT_S = 15.0
 ZONE = "Europe/Berlin"
@@ -291,3 +296,37 @@ async def test_an_alarm_asked_for_in_a_chat_without_a_speaker_is_refused_in_word
     assert reply.startswith("Sorry, I can't schedule that: action.speaker say which speaker"), reply
     reply, results = await hotel.say("set an alarm")
     assert results == [] and reply.startswith("When should I wake you up?")
+
+
+async def test_a_spoken_reminder_comes_back_on_the_same_speaker(broker: MosquittoBroker, tmp_path: Path) -> None:
+    """End to end through the voice WebSocket: the speaker asks, the offline agent schedules, and a
+    second later the gateway speaks the reminder on that speaker's open session (VoiceService.announce)."""
+    vs.require_espeak()
+    speaker = f"aa:bb:cc:{uuid.uuid4().hex[:2]}:{uuid.uuid4().hex[:2]}:01"
+    async with DashScopeDouble() as ds:
+        ds.asr = AsrScript(sentences=["remind me in 2 seconds to drink water"], bytes_per_sentence=32000)
+        ds.tts = TtsScript(ms_per_char=5)
+        gw = await start_daemon(broker.url, tmp_path / "state", site_timezone=ZONE,
+                                voice_aliyun_api_key=ds.api_key, voice_aliyun_url=ds.url)
+        try:
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(gw.voice_url + "/ws/voice", headers={"Device-Id": speaker})
+                conn = VoiceConn(ws, BinaryCodec(3))
+                await conn.hello()
+                _, end = await conn.turn(said())
+                reply = conn.messages("agent_reply")[-1]["text"]
+                assert reply.startswith(("OK, I'll remind you: drink water today at ",
+                                         "OK, I'll remind you: drink water tomorrow at ")), reply
+                [schedule] = gw.daemon.schedules.schedules()
+                assert schedule.origin.speaker == speaker
+                # Spoken clause by clause: "Reminder:", "drink water".
+                await conn.wait("tts", after=end, state="sentence_start", text="drink water")
+                await conn.wait("tts", after=end, state="stop")
+                deadline = asyncio.get_running_loop().time() + WAIT_S
+                while not (events := await gw.daemon.store.query_events(speaker, limit=5, event="schedule_fired")):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+                assert (events[0].data["outcome"], events[0].data["detail"]) == ("ok", f"said on {speaker}")
+                await conn.close()
+        finally:
+            await gw.stop()

@@ -146,7 +146,8 @@ def _find_en(text: str, now: datetime) -> Later | None:
     if reminder_match is not None:
         reminder = _cut(text[reminder_match.start(1):], [(s - reminder_match.start(1), e - reminder_match.start(1))
                                                          for s, e in spans if s >= reminder_match.start(1)])
-        reminder = reminder.strip(" .,!?") or None
+        # "remind me in 2 minutes to drink water": the "to" is left in front once the time is out.
+        reminder = re.sub(r"^(?:to|that|about)\s+", "", reminder.strip(" .,!?")) or None
     return Later(when, _EN_EDGES.sub("", rest.strip(" ,.!?")).strip() if not (alarm or reminder) else "", alarm,
                  reminder, timer and not alarm and reminder is None)
 

@@ -23,7 +23,7 @@ from deviceagentd.agent.local.match import (
 from deviceagentd.agent.local.parser import Clause, parse
 from deviceagentd.agent.local.replies import Replies
 from deviceagentd.agent.local.resolve import Ambiguous, Chosen, Mentions, Places, choose, find_mentions, pool
-from deviceagentd.agent.local.schedule_replies import ask_when, cannot_schedule
+from deviceagentd.agent.local.schedule_replies import REMINDER_EN, REMINDER_ZH, ask_when, cannot_schedule
 from deviceagentd.agent.local.steps import (
     Cancelling,
     Command,
@@ -73,7 +73,7 @@ def _later(later: Later, utterance: str, context: TurnContext, registry: DeviceR
     if later.reminder is not None or later.timer or not later.rest:
         text = later.reminder or ("时间到了！" if language == "zh" else "Time's up!")
         if later.reminder is not None:
-            text = f"提醒您：{text}" if language == "zh" else f"Reminder: {text}"
+            text = (REMINDER_ZH if language == "zh" else REMINDER_EN) + text
         return Plan(language, (Scheduling(later.when, {"type": "say", "text": text, "language": language}),))
     now_plan = _plan_now(later.rest, context, registry, vocabulary)
     steps: list[Step] = []

@@ -10,6 +10,9 @@ from deviceagentd.agent.local.steps import Cancelling, ScheduleListing, Schedule
 from deviceagentd.agent.types import ToolResult
 
 MAX_LISTED = 5
+# How the offline agent words a reminder it schedules (planner.py): said as is when it rings.
+REMINDER_EN = "Reminder: "
+REMINDER_ZH = "提醒您："
 _EN_REPEAT = {"daily": "every day", "weekdays": "every weekday", "weekends": "every weekend"}
 _ZH_REPEAT = {"daily": "每天", "weekdays": "每个工作日", "weekends": "每个周末"}
 _EN_DAYS = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
@@ -81,8 +84,11 @@ def _what(replies: Replies, action: dict[str, Any], noun: bool = False) -> str:
     if kind == "say":
         text = str(action.get("text", ""))
         if replies.zh:
-            return f"提醒您：{text}" if not noun else f"提醒“{text}”"
-        return f"say “{text}”" if not noun else f"the reminder “{text}”"
+            return text if not noun else f"提醒“{text.removeprefix('提醒您：')}”"
+        if text.startswith(REMINDER_EN):
+            return f"remind you: {text.removeprefix(REMINDER_EN)}" if not noun else \
+                f"the reminder “{text.removeprefix(REMINDER_EN)}”"
+        return f"say “{text}”" if not noun else f"“{text}”"
     if kind == "scene":
         return f"运行场景 {action.get('sceneId')}" if replies.zh else f"run the scene {action.get('sceneId')}"
     device_id = str(action.get("deviceId", ""))
