@@ -64,6 +64,7 @@ _EN_TIME = re.compile(
     r"|\b(?:at\s+)?(noon|midnight)\b")
 _EN_ALARM = re.compile(r"\bwake\s+(?:me\s+)?up\b|\bwake\s+me\b|\balarm\b|\bwake-?up call\b")
 _EN_REMIND = re.compile(r"\bremind\s+me\s+(?:to\s+|that\s+|about\s+)?(.+)$")
+_EN_REMIND_BARE = re.compile(r"\bremind\s+me\b|\breminder\b")
 _EN_TIMER = re.compile(r"\btimer\b")
 _EN_CANCEL = re.compile(r"\b(?:cancel|delete|remove|clear|disable|turn off|stop|don'?t|do not)\b")
 _EN_KIND = re.compile(r"\b(alarms?|wake[- ]?up(?: calls?)?|wake me|timers?|reminders?|schedules?|plans?)\b")
@@ -91,7 +92,7 @@ def _find_en(text: str, now: datetime) -> Later | None:
         return Later(None, "", listing=True)
     alarm = bool(_EN_ALARM.search(text))
     reminder_match = _EN_REMIND.search(text)
-    timer = bool(_EN_TIMER.search(text))
+    timer = bool(_EN_TIMER.search(text)) or (reminder_match is None and bool(_EN_REMIND_BARE.search(text)))
     spans: list[tuple[int, int]] = []
     when: dict[str, Any] | None = None
     repeat, pm_hint = None, None
