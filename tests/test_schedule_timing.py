@@ -83,9 +83,14 @@ def test_weekdays_weekends_and_named_days() -> None:
 
 def test_cron_fields_names_steps_and_the_day_rule() -> None:
     rule = timing.parse_cron("0 9 * * mon-fri").rule
-    assert rule.weekdays == frozenset(range(5)) and rule.hours == {9} and rule.minutes == {0}
-    assert timing.parse_cron("*/20 8-10 * jan,dec *").rule.minutes == {0, 20, 40}
-    assert timing.parse_cron("0 0 * * 0").rule.weekdays == {6} == timing.parse_cron("0 0 * * 7").rule.weekdays
+    assert rule.weekdays == timing.mask(range(5)) and rule.hour_list() == [9] and rule.minute_list() == [0]
+    twenty = timing.parse_cron("*/20 8-10 * jan,dec *").rule
+    assert (twenty.minute_list(), twenty.hour_list(), twenty.months) == ([0, 20, 40], [8, 9, 10], timing.mask([1, 12]))
+    sunday = timing.mask([6])
+    assert timing.parse_cron("0 0 * * 0").rule.weekdays == sunday == timing.parse_cron("0 0 * * 7").rule.weekdays
+    # The same rule is one object, however many schedules use it.
+    assert timing.parse_cron("0 23 * * *") is timing.parse_cron("0 23 * * *")
+    assert timing.repeating("daily", "23:00") is timing.repeating("daily", "23:00")
     assert timing.parse_cron("@daily").rule == timing.parse_cron("0 0 * * *").rule
     # Both day fields restricted: a day matching either runs (cron's rule).
     either = timing.parse_cron("0 12 1 * mon")

@@ -32,7 +32,7 @@ NO_SPEAKER = "no_speaker"
 DEVICE_GONE = "device_gone"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandAction:
     device_id: str
     command: str
@@ -42,7 +42,7 @@ class CommandAction:
         return {"type": "command", "deviceId": self.device_id, "command": self.command, "params": self.params}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SceneAction:
     scene_id: str
 
@@ -50,7 +50,7 @@ class SceneAction:
         return {"type": "scene", "sceneId": self.scene_id}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SayAction:
     """Words spoken on a speaker: `speaker` is the Device-Id of its voice session; `room` plays on the
     first connected speaker of that room (rooms file). An alarm is a say action with a default text."""
@@ -75,7 +75,7 @@ class SayAction:
 Action = CommandAction | SceneAction | SayAction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who created a schedule: the channel, and for the agent the session and speaker it came from
     (so "cancel my alarm" finds that speaker's alarms), for MCP the client's name."""
@@ -97,7 +97,7 @@ class Origin:
         return cls(str(data.get("channel", "http")), data.get("sessionId"), data.get("speaker"), data.get("client"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LastRun:
     at_ms: int
     outcome: str

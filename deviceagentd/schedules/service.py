@@ -21,7 +21,7 @@ import contextlib
 import heapq
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,7 +55,7 @@ _LEVELS = {OK: "info", MISSED: "warning", "no_speaker": "warning"}
 class ScheduleStore(Protocol):
     def save_schedule(self, record: ScheduleRecord) -> None: ...
     def delete_schedule(self, schedule_id: str) -> None: ...
-    def load_schedules(self) -> list[ScheduleRecord]: ...
+    def schedule_pages(self) -> Iterator[list[ScheduleRecord]]: ...
     def add_event(self, event: NewEvent) -> EventRecord: ...
     async def flush(self) -> None: ...
 
@@ -171,14 +171,15 @@ class ScheduleService:
 
     def load(self) -> int:
         """Read every stored schedule (blocking; at start, before `run`). Returns how many."""
-        for record in self._store.load_schedules():
-            try:
-                schedule = from_record(record)
-            except StoredScheduleError as exc:
-                log.error("%s; it is kept in the database but not run", exc)
-                continue
-            self._schedules[schedule.schedule_id] = schedule
-            self._arm(schedule)
+        for page in self._store.schedule_pages():
+            for record in page:
+                try:
+                    schedule = from_record(record)
+                except StoredScheduleError as exc:
+                    log.error("%s; it is kept in the database but not run", exc)
+                    continue
+                self._schedules[schedule.schedule_id] = schedule
+                self._arm(schedule)
         return len(self._schedules)
 
     async def run(self) -> None:

@@ -132,10 +132,14 @@ def select_voice_tokens(conn: sqlite3.Connection) -> list[VoiceTokenRow]:
     ]
 
 
-def select_schedules(conn: sqlite3.Connection) -> list[ScheduleRow]:
+def select_schedules(conn: sqlite3.Connection, after: str = "", limit: int = -1) -> list[ScheduleRow]:
+    """Schedules by id, those after `after`, at most `limit` (-1: all)."""
     return [
         ScheduleRow._make(row)
-        for row in conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY schedule_id")
+        for row in conn.execute(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE schedule_id > ? ORDER BY schedule_id LIMIT ?",
+            (after, limit),
+        )
     ]
 
 

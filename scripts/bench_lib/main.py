@@ -15,7 +15,19 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, footprint, plateau, procs, scenarios, voice, voice_opus, voice_vad, voiceplatform
+from bench_lib import (
+    agent,
+    footprint,
+    mcp_server,
+    plateau,
+    procs,
+    scenarios,
+    schedules,
+    voice,
+    voice_opus,
+    voice_vad,
+    voiceplatform,
+)
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -34,6 +46,8 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voice_opus": voice_opus.voice_opus,
     "voice": voice.voice,
     "voiceplatform": voiceplatform.voiceplatform,
+    "mcp": mcp_server.mcp,
+    "schedules": schedules.schedules,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
     "plateau": plateau.plateau,
