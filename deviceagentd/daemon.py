@@ -22,7 +22,6 @@ from aiohttp import web
 from deviceagentd import __version__
 from deviceagentd.agent.lazy import LazyLocalProvider
 from deviceagentd.agent.runner import Agent
-from deviceagentd.agent.schedule_tools import ScheduleTools
 from deviceagentd.agent.sessions import SessionStore
 from deviceagentd.agent.tools import DeviceTools
 from deviceagentd.agent.types import Provider
@@ -48,8 +47,7 @@ from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
-from deviceagentd.schedules.runner import ActionRunner, Announcer
-from deviceagentd.schedules.service import ScheduleService, ScheduleSettings
+from deviceagentd.schedules.lazy import LazySchedules
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
@@ -57,6 +55,8 @@ from deviceagentd.systemd import Notifier
 from deviceagentd.voice.service import VoiceService
 
 if TYPE_CHECKING:
+    from deviceagentd.schedules.runner import Announcer
+    from deviceagentd.schedules.service import ScheduleService
     from deviceagentd.voiceplatform.service import VoicePlatform
 
 log = logging.getLogger("deviceagentd")
@@ -202,16 +202,28 @@ class Daemon:
         )
 
     def _build_schedules(self) -> None:
+        self.schedules = LazySchedules(site_zone(self.config.site.timezone), self._schedule_service,
+                                       self._start_schedules)
+        self.agent_tools.schedules = self.schedules
+
+    def _schedule_service(self) -> ScheduleService:
+        # Imported when the site first has a schedule (schedules/lazy.py).
+        from deviceagentd.schedules.runner import ActionRunner
+        from deviceagentd.schedules.service import ScheduleService, ScheduleSettings
+
         cfg = self.config
         rooms = self.voice_platform.rooms if self.voice_platform is not None else None
-        zone = site_zone(cfg.site.timezone)
+        zone = self.schedules.zone
         runner = ActionRunner(self.commands, self.registry, self.announcer or self.voice, rooms, zone,
                               cfg.schedules.command_timeout_ms)
-        self.schedules = ScheduleService(
+        return ScheduleService(
             self.store, self.commands, runner, zone, self.metrics, self.feed, rooms,
             ScheduleSettings(cfg.schedules.max_schedules, cfg.schedules.missed_grace_s), self.clock,
         )
-        self.agent_tools.schedules = ScheduleTools(self.schedules)
+
+    def _start_schedules(self, service: ScheduleService) -> None:
+        self._tasks.append(asyncio.create_task(service.run(), name="schedules"))
+        log.info("schedules: %d stored, times in %s", service.count, service.zone)
 
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # The link is built before ingest (ingest answers time sync through the link).
@@ -244,16 +256,16 @@ class Daemon:
         # thread keeps the loop free for the watchdog meanwhile.
         await asyncio.to_thread(self.store.open)
         self.registry.load(self.store.load_devices())
-        loaded = self.schedules.load()
+        if self.store.has_schedules():
+            self.schedules.service()
         if self.voice_platform is not None:
             await self._start_voice_platform(self.voice_platform)
         log.info("deviceagentd %s starting: %d products, %d known devices, %d schedules, state in %s", __version__,
-                 len(self.catalog.products), self.registry.total, loaded, self.config.storage.dir)
+                 len(self.catalog.products), self.registry.total, self.schedules.count, self.config.storage.dir)
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
         self._tasks.append(asyncio.create_task(self._purge_frames(), name="frames"))
-        self._tasks.append(asyncio.create_task(self.schedules.run(), name="schedules"))
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._announce_ready(), name="ready"))

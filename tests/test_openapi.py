@@ -987,7 +987,7 @@ async def check_schedule_routes(check: Conformance, gw: RunningDaemon) -> None:
     await check.call("GET", f"{schedules}/{soon['id']}", 401, headers=wrong)
     await check.call("DELETE", f"{schedules}/{soon['id']}", 401, headers=wrong)
     # The one-off schedule ran: its event is in the device's events, as the document says.
-    await wait_until(lambda: gw.daemon.schedules.get(soon["id"]) is None, WAIT_S)
+    await wait_until(lambda: gw.daemon.schedules.service().get(soon["id"]) is None, WAIT_S)
     page = await check.call("GET", "/api/devices/thermostat-001/events?event=schedule_fired", 200)
     [fired] = page["events"]
     assert (fired["source"], fired["data"]["outcome"], fired["data"]["scheduleId"]) == ("schedule", "ok", soon["id"])

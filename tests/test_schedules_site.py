@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -240,7 +242,7 @@ async def test_a_schedule_for_a_device_that_disappears_records_why(
     (products / "thermostat.json").unlink()
     gw = await start_daemon(broker.url, tmp_path / "state", products_dir=str(products))
     try:
-        assert gw.daemon.schedules.get(made["id"]) is not None
+        assert gw.daemon.schedules.service().get(made["id"]) is not None
         deadline = asyncio.get_running_loop().time() + WAIT_S
         while not (events := await gw.daemon.store.query_events(device, limit=5, event="schedule_fired")):
             assert asyncio.get_running_loop().time() < deadline
@@ -317,7 +319,7 @@ async def test_a_spoken_reminder_comes_back_on_the_same_speaker(broker: Mosquitt
                 reply = conn.messages("agent_reply")[-1]["text"]
                 assert reply.startswith(("OK, I'll remind you: drink water today at ",
                                          "OK, I'll remind you: drink water tomorrow at ")), reply
-                [schedule] = gw.daemon.schedules.schedules()
+                [schedule] = gw.daemon.schedules.service().schedules()
                 assert schedule.origin.speaker == speaker
                 # Spoken clause by clause: "Reminder:", "drink water".
                 await conn.wait("tts", after=end, state="sentence_start", text="drink water")
@@ -330,3 +332,29 @@ async def test_a_spoken_reminder_comes_back_on_the_same_speaker(broker: Mosquitt
                 await conn.close()
         finally:
             await gw.stop()
+
+
+async def test_the_schedule_service_loads_only_when_a_site_has_schedules(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """A gateway without schedules carries none of their code; one with stored schedules loads them
+    (and starts its timer) at start."""
+    probe = ("import sys, deviceagentd.daemon; "
+             "print(sorted(m for m in sys.modules if m.startswith('deviceagentd.schedules')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['deviceagentd.schedules', 'deviceagentd.schedules.lazy']", loaded
+    gw = await start_daemon(broker.url, tmp_path / "state")
+    try:
+        assert not gw.daemon.schedules.loaded
+        status, listing = await gw.request("GET", "/api/schedules")
+        assert status == 200 and listing["total"] == 0 and gw.daemon.schedules.loaded
+        status, made = await gw.request("POST", "/api/schedules", json_body={
+            "at": "07:00", "repeat": "daily", "action": {"type": "alarm", "speaker": "spk-1"}})
+        assert status == 201, made
+    finally:
+        await gw.stop()
+    gw = await start_daemon(broker.url, tmp_path / "state")
+    try:
+        assert gw.daemon.schedules.loaded and gw.daemon.schedules.count == 1
+        assert any(task.get_name() == "schedules" for task in gw.daemon._tasks)
+    finally:
+        await gw.stop()

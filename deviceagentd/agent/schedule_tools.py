@@ -8,31 +8,30 @@ as sentences, like the device tools'.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from deviceagentd.agent.tools import CANCEL_SCHEDULE, CREATE_SCHEDULE, LIST_SCHEDULES, ToolRefused
 from deviceagentd.agent.types import ToolSpec, TurnContext
 from deviceagentd.core.errors import Conflict, InvalidInput
+from deviceagentd.schedules.lazy import LazySchedules
 from deviceagentd.schedules.model import CommandAction, Origin, SayAction, Schedule
 from deviceagentd.schedules.schema import request_schema
-from deviceagentd.schedules.service import ScheduleService
 
-CREATE_SCHEDULE = "create_schedule"
-LIST_SCHEDULES = "list_schedules"
-CANCEL_SCHEDULE = "cancel_schedule"
-SCHEDULE_TOOLS = (CREATE_SCHEDULE, LIST_SCHEDULES, CANCEL_SCHEDULE)
+if TYPE_CHECKING:
+    from deviceagentd.schedules.service import ScheduleService
+
 # What "cancel my alarm / timer / reminder" means.
 KINDS = ("alarm", "timer", "reminder", "any")
 
 
-class ScheduleRefused(Exception):
-    def __init__(self, words: str) -> None:
-        super().__init__(words)
-        self.words = words
-
-
 @dataclass
 class ScheduleTools:
-    service: ScheduleService
+    schedules: LazySchedules
+
+    @property
+    def service(self) -> ScheduleService:
+        # Built with the first schedule tool call, not when the tools are listed to a model.
+        return self.schedules.service()
 
     def specs(self) -> list[ToolSpec]:
         return [
@@ -40,7 +39,7 @@ class ScheduleTools:
                 CREATE_SCHEDULE,
                 "Do something later: a timer (\"in 30 minutes turn off the AC\"), an alarm (\"wake me up at "
                 "7\"), a reminder, or a recurring action (\"every day at 23:00 close the curtains\"). Times "
-                f"are local to the site ({self.service.zone}). A say or alarm without speaker or room plays "
+                f"are local to the site ({self.schedules.zone}). A say or alarm without speaker or room plays "
                 "on the speaker this conversation comes from.",
                 request_schema(),
             ),
@@ -78,9 +77,9 @@ class ScheduleTools:
         try:
             schedule = await self.service.create(args, origin)
         except InvalidInput as exc:
-            raise ScheduleRefused(f"I can't schedule that: {exc.message}") from None
+            raise ToolRefused(f"I can't schedule that: {exc.message}") from None
         except Conflict as exc:
-            raise ScheduleRefused(exc.message) from None
+            raise ToolRefused(exc.message) from None
         return self.service.to_json(schedule)
 
     async def _cancel(self, args: dict[str, Any], context: TurnContext) -> dict[str, Any]:
@@ -89,14 +88,14 @@ class ScheduleTools:
         if schedule_id is not None:
             chosen = [s for s in own if s.schedule_id == schedule_id]
             if not chosen:
-                raise ScheduleRefused(f"there is no schedule {schedule_id!r} of this conversation")
+                raise ToolRefused(f"there is no schedule {schedule_id!r} of this conversation")
         else:
             kind = args.get("kind", "any")
             if kind not in KINDS:
-                raise ScheduleRefused(f"kind must be one of {', '.join(KINDS)}")
+                raise ToolRefused(f"kind must be one of {', '.join(KINDS)}")
             matching = [s for s in own if _is_kind(s, kind)]
             if not matching:
-                raise ScheduleRefused(f"no {'schedule' if kind == 'any' else kind} to cancel")
+                raise ToolRefused(f"no {'schedule' if kind == 'any' else kind} to cancel")
             chosen = matching if args.get("all") else matching[:1]
         cancelled = [self.service.to_json(s) for s in chosen]
         for schedule in chosen:

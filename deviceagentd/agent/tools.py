@@ -7,10 +7,9 @@ ToolResult with a sentence a person understands, never as an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from deviceagentd.agent.schedule_tools import SCHEDULE_TOOLS, ScheduleRefused, ScheduleTools
 from deviceagentd.agent.types import ToolCall, ToolResult, ToolSpec, TurnContext
 from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.commands import CommandService
@@ -27,10 +26,19 @@ from deviceagentd.core.events import event_to_json
 from deviceagentd.core.registry import Device, DeviceRegistry
 from deviceagentd.store.records import EventRecord
 
+if TYPE_CHECKING:
+    from deviceagentd.agent.schedule_tools import ScheduleTools
+    from deviceagentd.schedules.lazy import LazySchedules
+
 LIST_DEVICES = "list_devices"
 GET_DEVICE_STATE = "get_device_state"
 SEND_COMMAND = "send_command"
 GET_RECENT_EVENTS = "get_recent_events"
+# Timers, alarms and recurring actions (agent/schedule_tools.py).
+CREATE_SCHEDULE = "create_schedule"
+LIST_SCHEDULES = "list_schedules"
+CANCEL_SCHEDULE = "cancel_schedule"
+SCHEDULE_TOOLS = (CREATE_SCHEDULE, LIST_SCHEDULES, CANCEL_SCHEDULE)
 
 EVENT_LEVELS = ("info", "alert", "warning", "error")
 MAX_EVENTS = 100
@@ -58,13 +66,23 @@ class DeviceTools:
     events: EventReader
     clock: Clock
     # Timers, alarms and recurring actions; set by the daemon once the schedule service exists.
-    schedules: ScheduleTools | None = None
+    schedules: LazySchedules | None = None
+    _scheduling: ScheduleTools | None = field(default=None, init=False, repr=False)
 
     def specs(self) -> list[ToolSpec]:
         specs = self._device_specs()
-        if self.schedules is not None:
-            specs.extend(self.schedules.specs())
+        scheduling = self._schedule_tools()
+        if scheduling is not None:
+            specs.extend(scheduling.specs())
         return specs
+
+    def _schedule_tools(self) -> ScheduleTools | None:
+        # Loaded with the first turn, like the offline engine: an idle gateway does not carry it.
+        if self.schedules is not None and self._scheduling is None:
+            from deviceagentd.agent.schedule_tools import ScheduleTools
+
+            self._scheduling = ScheduleTools(self.schedules)
+        return self._scheduling
 
     def _device_specs(self) -> list[ToolSpec]:
         products = sorted(self.registry.catalog.products)
@@ -144,12 +162,12 @@ class DeviceTools:
                 result = await self._send_command(call, args, context)
             elif call.name == GET_RECENT_EVENTS:
                 result = await self._recent_events(args)
-            elif call.name in SCHEDULE_TOOLS and self.schedules is not None:
-                result = await self.schedules.call(call.name, args, context)
+            elif call.name in SCHEDULE_TOOLS and (scheduling := self._schedule_tools()) is not None:
+                result = await scheduling.call(call.name, args, context)
             else:
                 known = ", ".join(spec.name for spec in self.specs())
                 return ToolResult(call.id, call.name, False, error=f"there is no tool {call.name!r} (tools: {known})")
-        except (ToolRefused, ScheduleRefused) as exc:
+        except ToolRefused as exc:
             return ToolResult(call.id, call.name, False, error=exc.words)
         return ToolResult(call.id, call.name, True, result=result)
 

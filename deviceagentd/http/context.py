@@ -19,7 +19,7 @@ from deviceagentd.store.records import EventRecord
 
 if TYPE_CHECKING:
     from deviceagentd.mcp.context import McpContext
-    from deviceagentd.schedules.service import ScheduleService
+    from deviceagentd.schedules.lazy import LazySchedules
 
 
 class EventQueries(Protocol):
@@ -74,7 +74,7 @@ class HttpContext:
     agent: AgentContext | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     # Timers, alarms and recurring actions (/api/schedules).
-    schedules: ScheduleService | None = None
+    schedules: LazySchedules | None = None
     # The MCP server at /mcp; None when mcp.enabled is false.
     mcp: McpContext | None = None
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from deviceagentd.http.context import context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object
-from deviceagentd.schedules.model import Origin
-from deviceagentd.schedules.service import ScheduleService
+
+if TYPE_CHECKING:
+    from deviceagentd.schedules.service import ScheduleService
 
 MAX_PAGE = 1000
 
@@ -16,7 +19,7 @@ def _service(request: web.Request) -> ScheduleService:
     schedules = context_of(request).schedules
     if schedules is None:  # pragma: no cover - the daemon always builds it
         raise ApiError(503, "unavailable", "schedules are not available on this gateway")
-    return schedules
+    return schedules.service()
 
 
 async def list_schedules(request: web.Request) -> web.Response:
@@ -40,6 +43,8 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 async def create_schedule(request: web.Request) -> web.Response:
+    from deviceagentd.schedules.model import Origin
+
     ctx = context_of(request)
     service = _service(request)
     body = await read_json_object(request, ctx.max_body_bytes)

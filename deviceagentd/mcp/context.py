@@ -10,10 +10,10 @@ from deviceagentd.core.clock import Clock
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.schedules.service import ScheduleService
 from deviceagentd.store.records import EventRecord, McpCallRecord
 
 if TYPE_CHECKING:
+    from deviceagentd.schedules.lazy import LazySchedules
     from deviceagentd.voiceplatform.rooms import Rooms
 
 
@@ -32,7 +32,7 @@ class McpContext:
     api_tokens: list[str]
     registry: DeviceRegistry
     commands: CommandService
-    schedules: ScheduleService
+    schedules: LazySchedules
     store: McpStore
     metrics: Metrics
     clock: Clock

@@ -262,7 +262,7 @@ class McpTools:
 
     async def _list_schedules(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         _known(args, {"limit", "cursor"})
-        service = self._ctx.schedules
+        service = self._ctx.schedules.service()
         limit = _int_arg(args, "limit", 50, 1, MAX_SCHEDULES_PAGE)
         cursor = _optional_text(args, "cursor")
         schedules = service.schedules()
@@ -318,7 +318,7 @@ class McpTools:
         return outcome.to_json()
 
     async def _create_schedule(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        service = self._ctx.schedules
+        service = self._ctx.schedules.service()
         try:
             schedule = await service.create(args, Origin("mcp", client=caller.name))
         except InvalidInput as exc:
@@ -330,7 +330,7 @@ class McpTools:
     async def _delete_schedule(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         _known(args, {"scheduleId"})
         schedule_id = _text(args, "scheduleId")
-        if not await self._ctx.schedules.delete(schedule_id):
+        if not await self._ctx.schedules.service().delete(schedule_id):
             raise ToolFailed(f"there is no schedule {schedule_id!r} (a one-off schedule is gone once it ran)")
         return {"deleted": True, "id": schedule_id}
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.errors import CoreError, NotFound
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.scenes import SceneRunner
 from deviceagentd.schedules.model import (
     DEVICE_GONE,
     FAILED,
@@ -84,6 +83,8 @@ class ActionRunner:
         if scene is None:
             return RunResult(FAILED, f"scene {action.scene_id} is no longer in the rooms file", action.scene_id,
                              "scene")
+        from deviceagentd.scenes import SceneRunner
+
         outcome = await SceneRunner(self.commands, self.command_timeout_ms).run(scene)
         detail = "every step done" if outcome.ok else f"{outcome.failed} of {len(outcome.steps)} steps failed"
         return RunResult(OK if outcome.ok else FAILED, detail, scene.scene_id, "scene", outcome.to_json())

@@ -32,7 +32,7 @@ from deviceagentd.core.errors import Conflict
 from deviceagentd.core.events import event_to_json
 from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.schedules import requests, timing
+from deviceagentd.schedules import timing
 from deviceagentd.schedules.codec import StoredScheduleError, from_record, schedule_json, to_record
 from deviceagentd.schedules.model import MISSED, OK, LastRun, Origin, Schedule
 from deviceagentd.schedules.runner import ActionRunner, RunResult
@@ -125,6 +125,9 @@ class ScheduleService:
 
         Raises InvalidInput (details name the field) or Conflict (the limit is reached).
         """
+        # Checking requests is loaded with the first one.
+        from deviceagentd.schedules import requests
+
         now_ms = self._clock.wall_ms()
         context = requests.Context(self.zone, now_ms, self._commands, self.rooms, origin.speaker)
         request = requests.parse(body, context)

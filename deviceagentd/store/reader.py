@@ -143,6 +143,10 @@ def select_schedules(conn: sqlite3.Connection, after: str = "", limit: int = -1)
     ]
 
 
+def select_any_schedule(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM schedules LIMIT 1").fetchone() is not None
+
+
 def select_mcp_calls(conn: sqlite3.Connection, *, limit: int) -> list[McpCallRow]:
     """The newest `limit` calls, newest first."""
     return [

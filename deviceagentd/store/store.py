@@ -46,6 +46,7 @@ from deviceagentd.store.errors import StoreError
 from deviceagentd.store.pending import PendingWrites, SessionChange
 from deviceagentd.store.reader import (
     Reader,
+    select_any_schedule,
     select_command,
     select_devices,
     select_events,
@@ -272,6 +273,13 @@ class Store:
     def load_schedules(self) -> list[ScheduleRecord]:
         """Every stored schedule, waiting writes included. Blocking; meant for start-up."""
         return [record for page in self.schedule_pages() for record in page]
+
+    def has_schedules(self) -> bool:
+        """Whether any schedule is stored (or waiting to be). Blocking; meant for start-up."""
+        running = self._live()
+        if any(row is not None for row in running.pending.schedules().values()):
+            return True
+        return running.reader.call_sync(select_any_schedule)
 
     def schedule_pages(self, size: int = 500) -> Iterator[list[ScheduleRecord]]:
         """Every stored schedule, waiting writes included, a page at a time (blocking; meant for

@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deviceagentd.agent.local.text import Language
-from deviceagentd.agent.schedule_tools import CANCEL_SCHEDULE, CREATE_SCHEDULE, LIST_SCHEDULES
-from deviceagentd.agent.tools import GET_DEVICE_STATE, GET_RECENT_EVENTS, LIST_DEVICES, SEND_COMMAND
+from deviceagentd.agent.tools import (
+    CANCEL_SCHEDULE,
+    CREATE_SCHEDULE,
+    GET_DEVICE_STATE,
+    GET_RECENT_EVENTS,
+    LIST_DEVICES,
+    LIST_SCHEDULES,
+    SEND_COMMAND,
+)
 
 
 @dataclass(frozen=True)
