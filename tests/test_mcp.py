@@ -409,6 +409,12 @@ async def test_origin_tokens_and_http_rules(site: Site) -> None:
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
     status, _, _ = await site.modern("tools/list", token="wrong-token-wrong-token")
     assert status == 401
+    # A client that can set no header (Home Assistant's) puts the token in the URL.
+    async with site.gw.session.post(f"{site.url}?authorization={CLAUDE_TOKEN}", json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "ha", "version": "1"}}},
+            headers={"Accept": "application/json, text/event-stream"}) as resp:
+        assert resp.status == 200 and "Mcp-Session-Id" in resp.headers
     status, _, answer = await site.modern("tools/list", headers={"Accept": "text/html"})
     assert status == 406
     status, _, answer = await site.post(None, raw=b"{}", headers={"Content-Type": "text/plain"})

@@ -1,7 +1,7 @@
 """The Streamable HTTP transport of MCP at /mcp, on aiohttp.
 
 Checks, in order: Origin (a browser page from elsewhere gets 403, against DNS rebinding), the
-bearer token (401), the method (POST; DELETE ends a legacy session; GET has no stream here:
+bearer token (401; `Authorization: Bearer`, or `?authorization=` in the URL), the method (POST; DELETE ends a legacy session; GET has no stream here:
 405), content type (415), body size (413), Accept (406), one JSON-RPC message (400). Then the
 era: `initialize` or an `Mcp-Session-Id` header is the 2025 protocol; a request whose `_meta`
 carries a protocol version is the 2026 protocol, whose headers must match its body (400
@@ -46,6 +46,7 @@ from deviceagentd.mcp.server import (
 )
 from deviceagentd.mcp.sessions import Session, SessionsFull
 from deviceagentd.mcp.tools import Caller
+from deviceagentd.voice.auth import presented_token
 
 log = logging.getLogger("deviceagentd.mcp")
 
@@ -311,10 +312,9 @@ class McpEndpoint:
 
 
 def _bearer(request: web.Request) -> str | None:
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        return None
-    return presented.strip()
+    """The token of `Authorization: Bearer`, else of `?authorization=` (clients that can set no
+    header, such as Home Assistant's MCP client, put it in the URL, as speakers do on /ws/voice)."""
+    return presented_token(request) or None
 
 
 def _accepts(header: str | None) -> tuple[bool, bool]:
