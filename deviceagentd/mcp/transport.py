@@ -1,8 +1,9 @@
 """The Streamable HTTP transport of MCP at /mcp, on aiohttp.
 
 Checks, in order: Origin (a browser page from elsewhere gets 403, against DNS rebinding), the
-bearer token (401; `Authorization: Bearer`, or `?authorization=` in the URL), the method (POST; DELETE ends a legacy session; GET has no stream here:
-405), content type (415), body size (413), Accept (406), one JSON-RPC message (400). Then the
+bearer token (401; `Authorization: Bearer`, or `?authorization=` in the URL), the method (POST;
+DELETE ends a legacy session; GET has no stream here: 405), content type (415), body size (413),
+Accept (406), one JSON-RPC message (400). Then the
 era: `initialize` or an `Mcp-Session-Id` header is the 2025 protocol; a request whose `_meta`
 carries a protocol version is the 2026 protocol, whose headers must match its body (400
 HeaderMismatch) and whose version must be one we speak (400 UnsupportedProtocolVersion).
