@@ -302,6 +302,32 @@ async def test_a_device_that_disconnects_during_a_tool_call_leaves_nothing_waiti
         await rig.close()
 
 
+async def test_a_device_that_never_answers_initialize_has_no_tools_and_the_session_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="deviceagentd.voice")
+    rig = await start_rig(settings={"mcp_list_timeout_s": 0.5})
+    seen: list[int] = []
+
+    async def capture(provider: ScriptedProvider, context: TurnContext) -> AsyncIterator[TurnEvent]:
+        seen.append(len(context.extra_tools))
+        yield Delta("ok.")
+
+    rig.provider.script = capture
+    try:
+        device = await firmware(rig, mcp=McpDevice(silent_initialize=True))
+        for _ in range(100):
+            if any("no device tools" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        assert any("did not answer initialize within 0.5 s" in r.getMessage() for r in caplog.records)
+        await device.wake_word_detected("what is the current temperature")
+        await device.wait_for("tts", state="stop")
+        assert seen == [0] and device.messages("error") == []
+        await device.close()
+    finally:
+        await rig.close()
+
+
 async def test_thousands_of_tools_are_capped(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="deviceagentd.voice")
     many = [Tool(f"self.extra.tool_{i:04d}", f"Extra tool number {i}.", [Property("level", "integer", 0, 10)])
@@ -410,3 +436,36 @@ async def test_an_emqx_style_client_keeps_its_dialect(rig: Rig) -> None:
     kinds = {m["type"] for m in conn.messages(after=mark)}
     assert {"asr", "agent_reply", "tts_complete"} <= kinds and not kinds & {"stt", "llm", "alert"}
     assert json.dumps(conn.messages(after=mark)).count('"state": "start"') == 1
+
+
+async def test_an_openai_compatible_model_gets_the_device_tools_as_function_tools(rig: Rig) -> None:
+    """The OpenAI-compatible provider (against its loopback double) sees the speaker's tools as
+    function tools and its call reaches the firmware's MCP server."""
+    from openai_double import OpenAIDouble, ScriptedCall, text_reply, tool_call_reply
+
+    from deviceagentd.agent.openai import OpenAIProvider, OpenAISettings
+
+    async with OpenAIDouble(expected_api_key="sk-test") as double:
+        double.script(tool_call_reply(ScriptedCall("self_audio_speaker_set_volume", '{"volume": 25}')),
+                      text_reply("The volume is now 25."))
+        provider = OpenAIProvider(OpenAISettings(base_url=double.base_url, api_key="sk-test", model="gpt-test"))
+        rig.agent.provider = provider
+        device = await firmware(rig)
+        try:
+            await tools_listed(rig, device)
+            await device.wake_word_detected("make it quieter")
+            stt = await device.wait_for("stt")
+            await device.wait_for("tts", after=stt, state="stop")
+            assert device.mcp.calls == [("self.audio_speaker.set_volume", {"volume": 25})]
+            functions = {t["function"]["name"]: t["function"] for t in double.requests[0].body["tools"]}
+            volume = functions["self_audio_speaker_set_volume"]
+            assert volume["parameters"]["properties"] == {"volume": {"type": "integer", "minimum": 0, "maximum": 100}}
+            # The rig's site has no tools of its own; user-only tools are not there.
+            assert set(functions) == {"self_get_device_status", "self_audio_speaker_set_volume",
+                                      "self_screen_set_brightness", "self_screen_set_theme"}
+            tool_message = double.requests[1].messages[-1]
+            assert tool_message["role"] == "tool" and "true" in tool_message["content"]
+            assert double.problems == []
+        finally:
+            await device.close()
+            await provider.close()

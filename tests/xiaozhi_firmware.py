@@ -99,6 +99,7 @@ class McpDevice:
     # Misbehaviour: "silent" never answers tools/call, "not_jsonrpc" answers with jsonrpc 1.0,
     # "error" answers every call with an error; None behaves.
     on_call: str | None = None
+    silent_initialize: bool = False  # never answer initialize
     call_started: asyncio.Event = field(default_factory=asyncio.Event)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -118,6 +119,8 @@ class McpDevice:
         self.requests.append(payload)
         rid = int(request_id)
         if method == "initialize":
+            if self.silent_initialize:
+                return None
             return self._result(rid, '{"protocolVersion":"2024-11-05","capabilities":{"tools":{}},'
                                      '"serverInfo":{"name":"bread-compact-wifi","version":"2.0.3"}}')
         if method == "tools/list":

@@ -179,8 +179,11 @@ class DeviceMcp:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self.send({"type": "mcp", "payload": {"jsonrpc": "2.0", "id": request_id, "method": method,
-                                                          "params": params}})
+            try:
+                await self.send({"type": "mcp", "payload": {"jsonrpc": "2.0", "id": request_id, "method": method,
+                                                              "params": params}})
+            except Exception:  # the transport failed: the connection is going away
+                raise McpFailure("the speaker disconnected") from None
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:

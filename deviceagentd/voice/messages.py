@@ -171,9 +171,9 @@ def hello_text(message: dict[str, Any], name: str, defaults: Mapping[str, str]) 
 
 
 def speaks_xiaozhi(message: dict[str, Any]) -> bool:
-    """A hello from XiaoZhi firmware or py-xiaozhi: they send `features` and `transport:
-    "websocket"`; EMQX-style clients send neither."""
-    return isinstance(message.get("features"), dict) or message.get("transport") == "websocket"
+    """A hello from XiaoZhi firmware or py-xiaozhi: both send `features` (EMQX-style clients do
+    not; `transport: "websocket"` alone says nothing, scripts/voice-client sends it too)."""
+    return isinstance(message.get("features"), dict)
 
 
 def parse_hello(message: dict[str, Any], header_version: int | None, defaults: Mapping[str, str]) -> Hello:

@@ -43,7 +43,7 @@ Decisions where SPEC §5 is silent:
   greeted with a short phrase, or not at all (`wake_greeting = false`); any other text is a
   request (py-xiaozhi sends typed text this way), answered like a transcript, stopping a reply
   in progress first.
-- The client's dialect (dialect.py) is XiaoZhi when hello has `features` or `transport`, else
+- The client's dialect (dialect.py) is XiaoZhi when hello has `features` (an object), else
   EMQX-style. XiaoZhi clients are never told `not_listening` (the firmware sends its wake word's
   audio before `listen start`); their `iot` and `ping` are accepted unanswered. With
   `features.mcp` the session is MCP client of the device's tools (mcp.py), offered to its turns.
