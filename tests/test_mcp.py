@@ -20,14 +20,14 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
-from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
+from daemon_harness import RunningDaemon, start_daemon, wait_until
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mosquitto_broker import MosquittoBroker
+from simulated import start_device
 
-from deviceagentd.core.spec import load_spec_file
-from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
+from deviceagentd.simulator import SimulatedDevice
 
 WAIT_S = 15.0
 API_TOKEN = "api-token-0123456789abcdef"
@@ -115,13 +115,6 @@ id = "101"
 """)
     return path
 
-
-async def start_device(broker: MosquittoBroker, product: str, device_id: str, **options: Any) -> SimulatedDevice:
-    sim = SimulatedDevice(load_spec_file(PRODUCTS_DIR / f"{product}.json"), device_id,
-                          SimulatorOptions(url=broker.url, client_id=f"sim-{uuid.uuid4().hex[:8]}", heartbeat_s=0,
-                                           **options))
-    await asyncio.wait_for(sim.start(), WAIT_S)
-    return sim
 
 
 @pytest.fixture

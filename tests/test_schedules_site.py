@@ -7,6 +7,7 @@ disappears is an event, and the offline agent makes, lists and cancels them in E
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -21,13 +22,14 @@ import pytest
 import voice_samples as vs
 from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from openai_double import OpenAIDouble, ScriptedCall, text_reply, tool_call_reply
+from simulated import start_device
 from test_voice_session import VoiceConn, said
 from voice_doubles import AsrScript, DashScopeDouble, TtsScript
 
 from deviceagentd.agent.runner import TurnDone, TurnRequest
 from deviceagentd.agent.types import ToolCallFinished
-from deviceagentd.core.spec import load_spec_file
-from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
+from deviceagentd.simulator import SimulatedDevice
 from deviceagentd.voice.protocol import BinaryCodec
 
 WAIT_S = 15.0
@@ -79,15 +81,21 @@ class Hotel:
 
     async def say(self, text: str, speaker: str | None = None, session: str | None = None) -> tuple[str, list[Any]]:
         """One turn of the offline agent, as a voice turn from `speaker` would run."""
-        agent = self.gw.daemon.agent
-        request = TurnRequest(text, session_id=session or f"voice-{uuid.uuid4().hex[:8]}", paced=False,
-                              speaker_id=speaker)
-        session_id, images = await agent.prepare(request)
-        events = [event async for event in agent.turn(request, session_id, images)]
-        done = [e for e in events if isinstance(e, TurnDone)]
-        results = [e.result for e in events if isinstance(e, ToolCallFinished)]
-        assert done, events
-        return done[0].text, results
+        return await run_turn(self.gw, text, speaker, session)
+
+
+async def run_turn(gw: RunningDaemon, text: str, speaker: str | None = None,
+                   session: str | None = None) -> tuple[str, list[Any]]:
+    """One agent turn: its reply text and tool results."""
+    agent = gw.daemon.agent
+    request = TurnRequest(text, session_id=session or f"voice-{uuid.uuid4().hex[:8]}", paced=False,
+                          speaker_id=speaker)
+    session_id, images = await agent.prepare(request)
+    events = [event async for event in agent.turn(request, session_id, images)]
+    done = [e for e in events if isinstance(e, TurnDone)]
+    results = [e.result for e in events if isinstance(e, ToolCallFinished)]
+    assert done, events
+    return done[0].text, results
 
 
 def rooms_file(path: Path, suffix: str) -> Path:
@@ -117,13 +125,6 @@ voice_device_ids = ["spk-202-{suffix}"]
 """)
     return path
 
-
-async def start_device(broker: MosquittoBroker, product: str, device_id: str) -> SimulatedDevice:
-    spec = load_spec_file(PRODUCTS_DIR / f"{product}.json")
-    sim = SimulatedDevice(spec, device_id, SimulatorOptions(url=broker.url, client_id=f"sim-{uuid.uuid4().hex[:8]}",
-                                                            heartbeat_s=0))
-    await asyncio.wait_for(sim.start(), WAIT_S)
-    return sim
 
 
 @pytest.fixture
@@ -358,3 +359,33 @@ async def test_the_schedule_service_loads_only_when_a_site_has_schedules(
         assert any(task.get_name() == "schedules" for task in gw.daemon._tasks)
     finally:
         await gw.stop()
+
+
+async def test_a_cloud_model_schedules_through_the_same_tool(broker: MosquittoBroker, tmp_path: Path) -> None:
+    """The openai provider gets create_schedule with its JSON Schema; the model's call makes a
+    schedule that runs the command on the device."""
+    suffix = uuid.uuid4().hex[:6]
+    async with OpenAIDouble(expected_api_key="sk-test") as double:
+        double.script(
+            tool_call_reply(ScriptedCall("create_schedule", json.dumps({
+                "name": "eco in a second", "inSeconds": 1, "action": {
+                    "type": "command", "deviceId": f"thermostat-{suffix}", "command": "set_mode",
+                    "params": {"mode": "eco"}}}))),
+            text_reply("I'll switch it to eco in a second."),
+        )
+        gw = await start_daemon(broker.url, tmp_path / "state", agent_provider="openai",
+                                openai_base_url=double.base_url, openai_model="gpt-test", openai_api_key="sk-test",
+                                openai_max_retries=0)
+        sim = await start_device(broker, "thermostat", f"thermostat-{suffix}")
+        try:
+            await wait_until(lambda: gw.daemon.registry.online_count == 1, WAIT_S)
+            text, results = await run_turn(gw, "switch the thermostat to eco in a second")
+            assert text == "I'll switch it to eco in a second." and results[0].ok, results
+            assert results[0].result["createdBy"]["channel"] == "agent"
+            await wait_until(lambda: ("set_mode", {"mode": "eco"}) in received(sim), WAIT_S)
+            tools = {t["function"]["name"]: t["function"] for t in double.requests[0].body["tools"]}
+            assert tools["create_schedule"]["parameters"]["required"] == ["action"]
+            assert double.problems == []
+        finally:
+            await sim.stop()
+            await gw.stop()

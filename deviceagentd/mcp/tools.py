@@ -111,8 +111,7 @@ class McpTools:
                     "status": {"type": "string", "enum": ["online", "offline"]},
                     "search": {"type": "string", "description": "Only ids containing this text."},
                     "includeState": {"type": "boolean", "description": "Add each device's current state."},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_DEVICES_PAGE, "default": 50},
-                    "cursor": {"type": "string", "description": "nextCursor of the previous page."},
+                    **_paging(MAX_DEVICES_PAGE, 50),
                 }, [], read),
             names.GET_STATE: _tool(
                 names.GET_STATE, "Read a device's state",
@@ -132,15 +131,13 @@ class McpTools:
                               "description": "Only events received at or after this ISO 8601 time."},
                     "event": {"type": "string", "description": "Only events of this name."},
                     "levels": {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PAGE, "default": 20},
-                    "cursor": {"type": "string", "description": "nextCursor of the previous page."},
+                    **_paging(MAX_EVENTS_PAGE, 20),
                 }, [], read),
             names.LIST_SCHEDULES: _tool(
                 names.LIST_SCHEDULES, "List schedules",
                 f"Timers, alarms and recurring actions, soonest first (times in {self._ctx.schedules.zone}).",
                 {
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_SCHEDULES_PAGE, "default": 50},
-                    "cursor": {"type": "string", "description": "nextCursor of the previous page."},
+                    **_paging(MAX_SCHEDULES_PAGE, 50),
                 }, [], read),
             names.SEND_COMMAND: _tool(
                 names.SEND_COMMAND, "Send a device command",
@@ -351,6 +348,11 @@ def _tool(name: str, title: str, description: str, properties: dict[str, Any], r
         schema["required"] = required
     return {"name": name, "title": title, "description": description, "inputSchema": schema,
             "annotations": {**annotations, "title": title}}
+
+
+def _paging(maximum: int, default: int) -> dict[str, Any]:
+    return {"limit": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+            "cursor": {"type": "string", "description": "nextCursor of the previous page."}}
 
 
 def field_schema(spec: FieldSpec) -> dict[str, Any]:

@@ -84,7 +84,7 @@ async def mcp(b: Bench) -> None:
                              SimulatorOptions(url=b.broker.url, heartbeat_s=0, seed=5))
     await device.start()
     try:
-        await _wait_online(daemon)
+        await daemon.wait_online(DEVICE)
         await asyncio.sleep(1.0)
         before_kib = procs.proc_status_kib(daemon.pid, "VmRSS")
         caller = McpCaller(daemon)
@@ -103,15 +103,6 @@ async def mcp(b: Bench) -> None:
     finally:
         await device.stop()
 
-
-async def _wait_online(daemon: DaemonClient) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        async with daemon.session.get(f"{daemon.base_url}/api/devices/{DEVICE}") as resp:
-            if resp.status == 200 and (await resp.json())["online"]:
-                return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"simulated device {DEVICE} did not come online")
 
 
 async def _overhead(b: Bench, daemon: DaemonClient, caller: McpCaller, runs: int, era: str, target: bool) -> None:

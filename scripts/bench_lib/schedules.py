@@ -112,7 +112,7 @@ async def schedules(b: Bench) -> None:
 
 
 async def _precision(b: Bench, daemon: DaemonClient, state: Path) -> None:
-    await _wait_online(daemon)
+    await daemon.wait_online(DEVICE)
     first_due = int(time.time() * 1000) + LEAD_MS
     dues = [first_due + k * SPACING_MS for k in range(PRECISION_RUNS)]
     await create_all(daemon, [{
@@ -132,15 +132,6 @@ async def _precision(b: Bench, daemon: DaemonClient, state: Path) -> None:
                      f"{max(late):.1f} ms; baseline: uvloop timers for the same instants in the bench process "
                      f"(p50 {percentile(baseline, 50):.2f} ms)"))
 
-
-async def _wait_online(daemon: DaemonClient) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        async with daemon.session.get(f"{daemon.base_url}/api/devices/{DEVICE}") as resp:
-            if resp.status == 200 and (await resp.json())["online"]:
-                return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"simulated device {DEVICE} did not come online")
 
 
 async def _timer_lateness(dues: list[int]) -> list[float]:
