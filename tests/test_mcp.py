@@ -393,6 +393,12 @@ async def test_a_base64_tool_name_header_is_decoded(site: Site) -> None:
 async def test_origin_tokens_and_http_rules(site: Site) -> None:
     status, _, answer = await site.modern("tools/list", headers={"Origin": "http://evil.example"})
     assert status == 403 and "Origin" in answer["error"]["message"]
+    # DNS rebinding: the attacker's name resolves to the gateway, so the browser sends that name as
+    # Host and as Origin; it is still refused.
+    port = site.url.split(":")[2].split("/")[0]
+    status, _, _ = await site.modern("tools/list", headers={"Origin": f"http://evil.example:{port}",
+                                                             "Host": f"evil.example:{port}"})
+    assert status == 403
     status, headers, _ = await site.modern("tools/list", headers={"Origin": "http://console.example:8080"})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "http://console.example:8080"
     own = site.gw.base_url  # the gateway's own pages

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,11 +103,17 @@ class McpEndpoint:
     # ------------------------------------------------------------------ HTTP checks
 
     def _origin_allowed(self, origin: str, request: web.Request) -> bool:
+        """mcp.allowed_origins, pages served from this machine's loopback, and pages of the gateway's
+        own address (the IP this connection came in on). Not "the same host as the Host header":
+        a DNS-rebinding page sends its own name in both."""
         normal = origin.rstrip("/").lower()
         if normal in self._allowed_origins:
             return True
-        # The gateway's own pages (same scheme-less host and port as this request).
-        return urlsplit(normal).netloc == request.host.lower()
+        host = urlsplit(normal).hostname or ""
+        if host == "localhost" or _is_loopback(host):
+            return True
+        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        return isinstance(sockname, tuple) and bool(sockname) and host == str(sockname[0]).lower()
 
     def _cors(self, origin: str | None) -> dict[str, str]:
         if origin is None:
@@ -310,6 +317,13 @@ class McpEndpoint:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -63,11 +63,13 @@ def prune(
         (),
         total=_count(conn, "commands") - settings.commands_max_rows,
     )
-    # The MCP call log follows the command log's rules.
-    result.mcp_calls += run.delete(
-        "DELETE FROM mcp_calls WHERE id IN (SELECT id FROM mcp_calls WHERE ts_ms < ? LIMIT ?)",
-        (now_ms - int(settings.commands_max_age_days * _DAY_MS),),
-    )
+    # The MCP call log follows the command log's rules. It is usually empty or young: a read through
+    # its index spares the usual run a transaction and a chunk of its budget.
+    calls_cutoff = (now_ms - int(settings.commands_max_age_days * _DAY_MS),)
+    if conn.execute("SELECT 1 FROM mcp_calls WHERE ts_ms < ? LIMIT 1", calls_cutoff).fetchone():
+        result.mcp_calls += run.delete(
+            "DELETE FROM mcp_calls WHERE id IN (SELECT id FROM mcp_calls WHERE ts_ms < ? LIMIT ?)", calls_cutoff,
+        )
     result.mcp_calls += run.delete(
         "DELETE FROM mcp_calls WHERE id IN (SELECT id FROM mcp_calls ORDER BY id LIMIT ?)",
         (),
