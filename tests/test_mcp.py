@@ -496,3 +496,40 @@ async def test_sessions_are_bounded(broker: MosquittoBroker, tmp_path: Path) -> 
                     assert resp.status == expected
     finally:
         await gw.stop()
+
+
+async def test_a_modern_request_needs_its_whole_envelope(site: Site) -> None:
+    headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}
+    for meta, code in (({"io.modelcontextprotocol/protocolVersion": MODERN}, -32602),
+                       ({"io.modelcontextprotocol/protocolVersion": 20260728,
+                         "io.modelcontextprotocol/clientCapabilities": {}}, -32020),
+                       ({"io.modelcontextprotocol/clientCapabilities": {}}, -32602)):
+        status, _, answer = await site.post({"jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                                             "params": {"_meta": meta}}, headers)
+        assert (status, answer["error"]["code"], answer["id"]) == (400, code, 3), (meta, answer)
+
+
+async def test_subscriptions_listen_is_acknowledged_and_ends_cleanly_at_shutdown(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    gw = await start_daemon(broker.url, tmp_path / "state")
+    site = Site(gw, "", None, None)  # type: ignore[arg-type]
+    body = {"jsonrpc": "2.0", "id": 42, "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": True},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"}
+    try:
+        async with aiohttp.ClientSession() as http, http.post(site.url, json=body, headers=headers) as resp:
+            assert resp.status == 200 and resp.content_type == "text/event-stream"
+            first = json.loads((await resp.content.readuntil(b"\n\n")).decode().split("data:", 1)[1])
+            assert first == {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {
+                "_meta": {"io.modelcontextprotocol/subscriptionId": 42}, "notifications": {}}}
+            stopping = asyncio.create_task(gw.stop())
+            rest = (await asyncio.wait_for(resp.content.read(), 10)).decode()
+            final = json.loads(rest.strip().split("data:", 1)[1])
+            assert final["id"] == 42 and final["result"]["resultType"] == "complete"
+            assert final["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 42
+            await stopping
+    finally:
+        if gw.daemon.ready.is_set() and gw.daemon._runners:
+            await gw.stop()
