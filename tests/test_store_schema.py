@@ -65,13 +65,14 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 3
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 4
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
         ("table", "devices"),
         ("table", "events"),
         ("table", "commands"),
+        ("index", "commands_by_device"),
         ("index", "events_by_device"),
         ("index", "events_by_received_at"),
         ("index", "commands_by_sent_at"),
@@ -165,7 +166,7 @@ async def test_version_2_database_upgrades_to_3_and_keeps_its_data(tmp_path: Pat
     store = Store(path, SETTINGS, clock_ms)
     store.open()
     try:
-        assert pragma(path, "user_version") == 3
+        assert pragma(path, "user_version") == len(MIGRATIONS)
         [device] = store.load_devices()
         assert (device.device_id, device.state) == ("dev-1", {"t": 21})
         assert [e.data for e in await store.query_events("dev-1", limit=5)] == [{"n": 7}]

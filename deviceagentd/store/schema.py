@@ -118,8 +118,15 @@ _V3_VOICE_TOKENS = _statements(
     """,
 )
 
+# A device's command log (the console's device page, GET /api/devices/{id}/commands), newest
+# first, without scanning every device's commands.
+_V4_COMMANDS_BY_DEVICE = _statements(
+    "CREATE INDEX commands_by_device ON commands (device_id, sent_at_ms, request_id)",
+)
+
 # Index i holds the step from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS)
+MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS,
+                                     _V4_COMMANDS_BY_DEVICE)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
