@@ -48,7 +48,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 TOKEN = "openapi-test-token-0123456789"
 WAIT_S = 15.0
 # Operations whose success is not JSON, and what it is instead.
-NON_JSON_SUCCESS = {"/metrics": "text/plain", "/api/chat": "text/event-stream"}
+NON_JSON_SUCCESS = {"/metrics": "text/plain", "/api/chat": "text/event-stream", "/api/stream": "text/event-stream"}
 SSE_EVENTS = {"session", "delta", "tool_call", "tool_result", "done", "error"}
 TERMINAL_EVENTS = {"done", "error"}
 # One image per vision format (the gateway checks the magic bytes; the PNG is a real 1×1 image).
@@ -321,6 +321,32 @@ def parse_sse(raw: str) -> list[tuple[str, Any]]:
     return events
 
 
+async def read_stream_until(resp: Any, name: str, timeout: float = WAIT_S) -> str:
+    """A never-ending event stream's text up to the end of its first `name` event."""
+    raw = b""
+    marker = f"event: {name}\n".encode()
+    async with asyncio.timeout(timeout):
+        while not (marker in raw and b"\n\n" in raw[raw.index(marker):]):
+            chunk = await resp.content.readany()
+            assert chunk, f"the stream ended before a {name} event: {raw!r}"
+            raw += chunk
+    end = raw.index(b"\n\n", raw.index(marker)) + 2
+    return raw[:end].decode()
+
+
+def live_stream_media(doc: dict[str, Any]) -> dict[str, Any]:
+    media: dict[str, Any] = doc["paths"]["/api/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    return media
+
+
+def check_live_stream(doc: dict[str, Any], events: list[tuple[str, Any]], what: str) -> None:
+    """Every event is documented and its data matches its schema."""
+    documented = live_stream_media(doc)["x-sse-events"]
+    for index, (name, data) in enumerate(events):
+        assert name in documented, f"{what}: event {index} {name!r} is not documented"
+        assert_valid(doc, documented[name], data, f"{what}: event {index} ({name})")
+
+
 def chat_stream_media(doc: dict[str, Any]) -> dict[str, Any]:
     media: dict[str, Any] = doc["paths"]["/api/chat"]["post"]["responses"]["200"]["content"]["text/event-stream"]
     return media
@@ -522,6 +548,9 @@ def test_error_statuses_documented_per_operation(doc: dict[str, Any]) -> None:
             "200", "400", "401", "404", "409", "413", "415", "503", "504",
         },
         ("get", "/api/devices/{deviceId}/events"): {"200", "400", "401", "404"},
+        ("get", "/api/devices"): {"200", "400", "401", "404"},
+        ("get", "/api/devices/{deviceId}/commands"): {"200", "400", "401", "404"},
+        ("get", "/api/stream"): {"200", "400", "401", "404"},
         ("post", "/api/chat"): {"200", "400", "401", "404", "409", "413", "415"},
         ("get", "/api/sessions/{sessionId}/history"): {"200", "400", "401", "404"},
         ("post", "/api/sessions/{sessionId}/interrupt"): {"200", "401", "404"},
@@ -647,6 +676,15 @@ def test_the_chat_stream_is_documented_event_by_event(doc: dict[str, Any]) -> No
     # The parser used on real streams skips the comments the server sends as keep-alives.
     raw = ': keep-alive\n\nevent: delta\r\ndata: {"textChunk": "a"}\r\n\n'
     assert parse_sse(raw) == [("delta", {"textChunk": "a"})]
+
+
+def test_the_live_stream_is_documented_event_by_event(doc: dict[str, Any]) -> None:
+    media = live_stream_media(doc)
+    assert set(media["x-sse-events"]) == {"ready", "state", "lifecycle", "event", "command", "missed"}
+    example = media["examples"]["live"]["value"]
+    events = parse_sse(example)
+    check_live_stream(doc, events, "example")
+    assert {name for name, _ in events} == {"ready", "state", "lifecycle", "event", "command"}
 
 
 def test_openapi_spec_validator_accepts_it(doc: dict[str, Any]) -> None:
@@ -795,15 +833,19 @@ class Conformance:
         self.events_seen: set[str] = set()
 
     async def call(self, method: str, path: str, expect: int, *, json_body: Any = None, data: Any = None,
-                   headers: dict[str, str] | None = None, voice: bool = False) -> Any:
+                   headers: dict[str, str] | None = None, voice: bool = False, until: str | None = None) -> Any:
         """The decoded answer: JSON, text, or for a chat stream its (event, data) list.
 
-        `voice`: call the voice port, which must be documented for that operation."""
+        `voice`: call the voice port, which must be documented for that operation. `until`: a
+        stream that does not end (/api/stream) is read up to the first event of this name."""
         all_headers = {**self.headers, **(headers or {})}
         url = (self.gateway.voice_url if voice else self.gateway.base_url) + path
         async with self.gateway.session.request(method, url, json=json_body, data=data,
                                                 headers=all_headers) as resp:
-            text = await resp.text()
+            if until is not None and resp.status == 200:
+                text = await read_stream_until(resp, until)
+            else:
+                text = await resp.text()
             content_type = resp.content_type
             status = resp.status
             response_headers = resp.headers
@@ -822,7 +864,10 @@ class Conformance:
         schema = response["content"][content_type]["schema"]
         body: Any = json.loads(text) if content_type == "application/json" else text
         assert_valid(self.doc, schema, body, where)
-        if content_type == "text/event-stream":
+        if content_type == "text/event-stream" and template == "/api/stream":
+            body = parse_sse(text)
+            check_live_stream(self.doc, body, where)
+        elif content_type == "text/event-stream":
             body = parse_sse(text)
             check_chat_stream(self.doc, body, where)
             for name, data in body:
@@ -924,6 +969,7 @@ async def test_real_answers_match_the_document(
         await check.call("POST", commands, 401, json_body=seed, headers={"Authorization": ""})
 
         await check_agent_routes(check, gw)
+        await check_site_routes(check, gw)
 
         # 503 twice: commands while the broker is away, and health.
         port = free_port()
@@ -946,6 +992,37 @@ async def test_real_answers_match_the_document(
     finally:
         for sim in (thermostat, mute, gone):
             await sim.stop()
+
+
+async def check_site_routes(check: Conformance, gw: RunningDaemon) -> None:
+    """The devices across products, a device's command log and the live stream (thermostat-001 answers,
+    light-001 is offline, both have stored events)."""
+    wrong = {"Authorization": "Bearer wrong-token-wrong-token"}
+    page = await check.call("GET", "/api/devices?limit=1", 200)
+    assert page["nextAfter"] is not None
+    await check.call("GET", f"/api/devices?after={page['nextAfter']}&status=online&productId=thermostat&q=00", 200)
+    await check.call("GET", "/api/devices?limit=0", 400)
+    await check.call("GET", "/api/devices?productId=fridge", 404)
+    await check.call("GET", "/api/devices", 401, headers=wrong)
+
+    log = await check.call("GET", "/api/devices/thermostat-001/commands?limit=1", 200)
+    assert log["nextBefore"] is not None
+    await check.call("GET", f"/api/devices/thermostat-001/commands?before={log['nextBefore']}", 200)
+    await check.call("GET", "/api/devices/thermostat-001/commands?before=yesterday", 400)
+    await check.call("GET", "/api/devices/nobody/commands", 404)
+    await check.call("GET", "/api/devices/thermostat-001/commands", 401, headers=wrong)
+
+    replayed = await check.call("GET", "/api/stream?lastEventId=0", 200, until="ready")
+    assert {"lifecycle", "event", "ready"} <= {name for name, _ in replayed}
+    live = asyncio.create_task(check.call("GET", "/api/stream?deviceId=thermostat-001", 200, until="command"))
+    await wait_until(lambda: "deviceagentd_stream_clients 1\n" in gw.daemon.metrics.render(), WAIT_S)
+    await check.call("POST", "/api/devices/thermostat-001/commands", 200,
+                     json_body={"command": "set_target_temperature", "params": {"target_temperature": 22}})
+    events = await asyncio.wait_for(live, WAIT_S)
+    assert [name for name, _ in events][-1] == "command"
+    await check.call("GET", "/api/stream?kind=states", 400)
+    await check.call("GET", "/api/stream?productId=fridge", 404)
+    await check.call("GET", "/api/stream", 401, headers=wrong)
 
 
 def b64(data: bytes) -> str:

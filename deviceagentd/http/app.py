@@ -11,9 +11,10 @@ from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.http import routes_agent, routes_devices
+from deviceagentd.http import routes_agent, routes_devices, routes_stream
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
+from deviceagentd.http.live import LiveHub
 from deviceagentd.http.openapi import load_openapi
 from deviceagentd.http.responses import json_response
 from deviceagentd.voice.server import add_routes as add_voice_routes
@@ -123,6 +124,12 @@ def create_app(context: HttpContext) -> web.Application:
     routes_devices.add_routes(app.router)
     routes_agent.add_routes(app.router)
     routes_agent.add_session_routes(app.router)
+    hub = LiveHub(context.registry.feed)
+    routes_stream.add_routes(app, hub)
+    context.metrics.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: hub.clients)
+    context.metrics.gauge("deviceagentd_stream_missed_total",
+                          "Changes dropped for /api/stream clients that read too slowly",
+                          lambda: hub.missed_total, kind="counter")
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_text)
     return app

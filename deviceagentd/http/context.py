@@ -15,16 +15,24 @@ from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.store.records import EventRecord
+from deviceagentd.store.records import CommandRecord, EventRecord
 
 
 class EventQueries(Protocol):
+    """The reads the HTTP routes make (the Store)."""
+
     @property
     def healthy(self) -> bool: ...
 
     async def query_events(self, device_id: str | None, *, limit: int, before: int | None = None,
                            event: str | None = None, since_ms: int | None = None,
                            levels: frozenset[str] | None = None) -> list[EventRecord]: ...
+
+    async def events_after(self, after: int, *, limit: int, device_ids: frozenset[str] | None = None,
+                           product_ids: frozenset[str] | None = None) -> list[EventRecord]: ...
+
+    async def device_commands(self, device_id: str, *, limit: int,
+                              before: tuple[int, str] | None = None) -> list[CommandRecord]: ...
 
 
 class BrokerState(Protocol):
