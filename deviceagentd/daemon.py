@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import AgentContext, HttpContext
+from deviceagentd.http.tls import server_context
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
 from deviceagentd.mqtt.ingest import Ingest
@@ -266,10 +268,12 @@ class Daemon:
             from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 
             add_voice_platform_routes(app, self.voice_platform)
-        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API")
-        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
+        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API", _tls(cfg.http.tls_cert_file,
+                                                                                   cfg.http.tls_key_file))
+        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port",
+                                            _tls(cfg.voice.tls_cert_file, cfg.voice.tls_key_file))
 
-    async def _serve(self, app: web.Application, listen: str, what: str) -> int:
+    async def _serve(self, app: web.Application, listen: str, what: str, tls: ssl.SSLContext | None) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
         # command wait) instead of leaving it running. Short shutdown: open requests are
         # ended by on_shutdown (chat streams) and fail_all (commands) first.
@@ -278,12 +282,12 @@ class Daemon:
         await runner.setup()
         self._runners.append(runner)
         endpoint = parse_listen(listen)
-        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True)
+        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True, ssl_context=tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         port: int = sockets[0].getsockname()[1] if sockets else endpoint.port
-        log.info("%s listening on http://%s:%d", what, endpoint.host, port)
+        log.info("%s listening on %s://%s:%d", what, "https" if tls else "http", endpoint.host, port)
         return port
 
     async def _purge_frames(self) -> None:
@@ -370,6 +374,11 @@ class Daemon:
                       stats.pending_rows, stats.dropped_rows, stats.last_error or "none")
         else:
             log.info("stopped; all accepted events are stored")
+
+
+def _tls(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The port's TLS context, or None for plain HTTP (the files were checked with the config)."""
+    return server_context(cert_file, key_file) if cert_file else None
 
 
 async def run_daemon(config: Config, catalog: Catalog) -> None:
