@@ -35,8 +35,9 @@ from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app
-from deviceagentd.http.context import AgentContext, HttpContext
+from deviceagentd.http.context import AgentContext, HttpContext, VoicePlatformView
 from deviceagentd.http.tls import server_context
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
@@ -92,6 +93,8 @@ class Daemon:
     def __post_init__(self) -> None:
         cfg = self.config
         self.metrics = Metrics()
+        # The site's time zone (site.timezone, else the system's): local times in replies.
+        self.site_zone = site_zone(cfg.site.timezone)
         self.store = Store(
             Path(cfg.storage.dir) / DB_FILENAME,
             StoreSettings(
@@ -256,6 +259,8 @@ class Daemon:
             tokens=cfg.http.tokens,
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
+            gateway_detail=self._gateway_detail,
+            voice_platform=self._voice_platform_view(),
             agent=AgentContext(
                 agent=self.agent,
                 sessions=self.sessions,
@@ -272,6 +277,23 @@ class Daemon:
                                                                                    cfg.http.tls_key_file))
         self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port",
                                             _tls(cfg.voice.tls_cert_file, cfg.voice.tls_key_file))
+
+    def _voice_platform_view(self) -> VoicePlatformView | None:
+        if self.voice_platform is None:
+            return None
+        from deviceagentd.voiceplatform.console import VoicePlatformConsole
+
+        return VoicePlatformConsole(self.voice_platform)
+
+    def _gateway_detail(self) -> dict[str, Any]:
+        """For the console: where the voice WebSocket is, which ports speak TLS, the site's zone."""
+        cfg = self.config
+        return {
+            "site": {"timezone": getattr(self.site_zone, "key", None) or str(self.site_zone)},
+            "http": {"tls": bool(cfg.http.tls_cert_file)},
+            "voice": {"port": self.voice_port, "tls": bool(cfg.voice.tls_cert_file), "path": "/ws/voice"},
+            "agent": {"provider": cfg.agent.provider},
+        }
 
     async def _serve(self, app: web.Application, listen: str, what: str, tls: ssl.SSLContext | None) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a

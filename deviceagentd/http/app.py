@@ -11,7 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.http import routes_agent, routes_devices, routes_stream
+from deviceagentd.http import routes_agent, routes_console, routes_devices, routes_stream
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
 from deviceagentd.http.live import LiveHub
@@ -23,8 +23,10 @@ from deviceagentd.voice.service import VoiceService
 log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
+# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too. The
+# console's files hold no data (the page asks for a token and sends it with every call).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/"})
+PUBLIC_PREFIXES = ("/console/",)
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"
 
@@ -58,7 +60,8 @@ def auth_middleware(tokens: list[str]) -> Middleware:
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIX):
+        path = request.path
+        if not encoded or path in PUBLIC_PATHS or path.startswith((OWN_AUTH_PREFIX, *PUBLIC_PREFIXES)):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
@@ -124,6 +127,7 @@ def create_app(context: HttpContext) -> web.Application:
     routes_devices.add_routes(app.router)
     routes_agent.add_routes(app.router)
     routes_agent.add_session_routes(app.router)
+    routes_console.add_routes(app.router)
     hub = LiveHub(context.registry.feed)
     routes_stream.add_routes(app, hub)
     context.metrics.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: hub.clients)

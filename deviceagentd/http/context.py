@@ -51,6 +51,16 @@ class FrameUploads(Protocol):
                   source: str | None) -> Any: ...
 
 
+class VoicePlatformView(Protocol):
+    """The voice platform as the console shows it (voiceplatform.console.VoicePlatformConsole)."""
+
+    def overview(self) -> dict[str, Any]: ...
+
+    def scene(self, scene_id: str) -> Any | None: ...
+
+    async def run_scene(self, scene: Any) -> dict[str, Any]: ...
+
+
 @dataclass
 class AgentContext:
     """What /api/chat, the session routes and /api/vision/frames need (on both ports)."""
@@ -77,6 +87,10 @@ class HttpContext:
     max_body_bytes: int = 1048576
     agent: AgentContext | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
+    # What the console needs to know of the gateway beyond health: the voice port and whether it
+    # and this port serve TLS, the site's time zone, the agent's provider.
+    gateway_detail: Callable[[], dict[str, Any]] = dict
+    voice_platform: VoicePlatformView | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)
