@@ -127,10 +127,11 @@ class Browser:
         except WebDriverException:
             return []
 
-    async def errors(self) -> list[str]:
-        """Errors the page logged (failed requests, exceptions), for tests to assert none."""
+    async def errors(self, expected: tuple[str, ...] = ()) -> list[str]:
+        """Errors the page logged (exceptions, failed requests) but those containing an `expected` text."""
         entries = await self.call(self.log)
-        return [e["message"] for e in entries if e.get("level") == "SEVERE"]
+        return [e["message"] for e in entries
+                if e.get("level") == "SEVERE" and not any(text in e["message"] for text in expected)]
 
     async def close(self) -> None:
         try:
