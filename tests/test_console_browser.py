@@ -119,7 +119,7 @@ async def test_an_installer_sees_the_thermostat_and_drives_it(
     sent = len(thermostat.commands_received)
     await browser.type(f"{form} input[name=target_temperature]", "99")
     await browser.click(f"{form} button[type=submit]")
-    error = await browser.until_text(f"#param-set_target_temperature-target_temperature-error", "target_temperature")
+    error = await browser.until_text("#param-set_target_temperature-target_temperature-error", "target_temperature")
     assert "35" in error
     await browser.type(f"{form} input[name=target_temperature]", "warm")
     await browser.click(f"{form} button[type=submit]")
@@ -196,8 +196,8 @@ async def test_chat_shows_the_reply_and_its_tool_calls(gateway: RunningDaemon, s
     await browser.click("#chat-send")
     reply = await browser.until_text("#chat-log .bubble.assistant", "28")
     assert "temperature" in reply
-    await browser.wait(lambda d: d.find_elements("css selector", '#chat-log details.tool[data-tool="get_device_state"]'),
-                       what="the tool call")
+    tool = '#chat-log details.tool[data-tool="get_device_state"]'
+    await browser.wait(lambda d: d.find_elements("css selector", tool), what="the tool call")
     await browser.type("#chat-input", "你好")
     await browser.click("#chat-send")
     await browser.wait(lambda d: len(d.find_elements("css selector", "#chat-log .bubble.assistant")) == 2
@@ -230,8 +230,7 @@ async def test_voice_platform_page_shows_speakers_and_runs_a_scene(
 async def test_the_voice_test_says_why_the_microphone_is_unavailable(
         gateway: RunningDaemon, browser: Browser) -> None:
     # A LAN name over plain http: not a secure context, so no microphone.
-    lan = Browser.start(("--host-resolver-rules=MAP gateway.test 127.0.0.1",))
-    other = await lan
+    other = await Browser.start(("--host-resolver-rules=MAP gateway.test 127.0.0.1",))
     try:
         port = gateway.base_url.rsplit(":", 1)[1]
         await other.get(f"http://gateway.test:{port}/#/voice")
@@ -256,7 +255,8 @@ async def test_the_voice_test_talks_to_the_gateway_and_plays_the_reply(
         gw = await start_daemon(broker.url, tmp_path / "state", voice_openai_base_url=speech.base_url,
                                 http_tokens=[TOKEN])
         b = await Browser.start(("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                                 f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"))
+                                 f"--use-file-for-fake-audio-capture={wav}",
+                                 "--autoplay-policy=no-user-gesture-required"))
         try:
             await sims.start("thermostat", "thermostat-001")
             await wait_until(lambda: gw.daemon.registry.online_count == 1, WAIT_S)
