@@ -227,8 +227,7 @@ async def test_voice_platform_page_shows_speakers_and_runs_a_scene(
     assert light.state["brightness"] == 80 and curtain.state["position"] == 100
 
 
-async def test_the_voice_test_says_why_the_microphone_is_unavailable(
-        gateway: RunningDaemon, browser: Browser) -> None:
+async def test_the_voice_test_says_why_the_microphone_is_unavailable(gateway: RunningDaemon) -> None:
     # A LAN name over plain http: not a secure context, so no microphone.
     other = await Browser.start(("--host-resolver-rules=MAP gateway.test 127.0.0.1",))
     try:

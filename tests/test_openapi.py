@@ -44,11 +44,15 @@ from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord,
 from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 from deviceagentd.voiceplatform.service import VoicePlatform
 
+ROOMS_FILE = Path(__file__).resolve().parent.parent / "etc" / "deviceagentd" / "voice-platform.toml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 TOKEN = "openapi-test-token-0123456789"
 WAIT_S = 15.0
 # Operations whose success is not JSON, and what it is instead.
-NON_JSON_SUCCESS = {"/metrics": "text/plain", "/api/chat": "text/event-stream", "/api/stream": "text/event-stream"}
+NON_JSON_SUCCESS = {"/metrics": {"text/plain"}, "/api/chat": {"text/event-stream"}, "/api/stream": {"text/event-stream"},
+                    "/": {"text/html"}, "/console/{file}": {"text/javascript", "text/css"}}
+# The console's files: open to anyone (they hold no data), cached with ETags.
+CONSOLE_FILES = ("/", "/console/{file}")
 SSE_EVENTS = {"session", "delta", "tool_call", "tool_result", "done", "error"}
 TERMINAL_EVENTS = {"done", "error"}
 # One image per vision format (the gateway checks the magic bytes; the PNG is a real 1×1 image).
@@ -436,7 +440,9 @@ def test_every_operation_is_complete(doc: dict[str, Any]) -> None:
             response = deref(doc, raw)
             assert response.get("description"), f"{where} {status} has no description"
             if status == "200" and path in NON_JSON_SUCCESS:
-                assert set(response.get("content", {})) == {NON_JSON_SUCCESS[path]}, f"{where} {status}"
+                assert set(response.get("content", {})) == NON_JSON_SUCCESS[path], f"{where} {status}"
+            elif status == "304":
+                assert path in CONSOLE_FILES and "content" not in response, f"{where} {status}"
             else:
                 assert "application/json" in response.get("content", {}), f"{where} {status} is not JSON"
             if status.startswith(("4", "5")) and path != "/api/health":
@@ -527,7 +533,7 @@ def test_bearer_security_is_global_and_health_is_open(doc: dict[str, Any]) -> No
     for path, method, op, _ in operations(doc):
         for requirement in op.get("security", []):
             assert set(requirement) <= set(schemes), f"{method} {path}: unknown security scheme"
-        if path == "/api/health" or path.startswith("/v1.0/"):
+        if path in ("/api/health", *CONSOLE_FILES) or path.startswith("/v1.0/"):
             # Speakers authenticate with their own tokens and signatures, not http.tokens.
             assert op["security"] == [], f"{path} must override the global bearer requirement"
             assert "401" not in op["responses"]
@@ -551,6 +557,12 @@ def test_error_statuses_documented_per_operation(doc: dict[str, Any]) -> None:
         ("get", "/api/devices"): {"200", "400", "401", "404"},
         ("get", "/api/devices/{deviceId}/commands"): {"200", "400", "401", "404"},
         ("get", "/api/stream"): {"200", "400", "401", "404"},
+        ("get", "/"): {"200", "304"},
+        ("get", "/console/{file}"): {"200", "304", "404"},
+        ("get", "/api/gateway"): {"200", "401"},
+        ("get", "/api/voice-platform"): {"200", "401"},
+        ("post", "/api/voice-platform/scenes/{sceneId}/run"): {"200", "401", "404"},
+        ("get", "/api/asyncapi.json"): {"200", "401"},
         ("post", "/api/chat"): {"200", "400", "401", "404", "409", "413", "415"},
         ("get", "/api/sessions/{sessionId}/history"): {"200", "400", "401", "404"},
         ("post", "/api/sessions/{sessionId}/interrupt"): {"200", "401", "404"},
@@ -857,10 +869,14 @@ class Conformance:
         op = self.doc["paths"][template][method.lower()]
         assert str(status) in op["responses"], f"{method} {template} answered {status}, which is not documented"
         response = deref(self.doc, op["responses"][str(status)])
-        assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
         for name, header in response.get("headers", {}).items():
             assert name in response_headers, f"{where}: documented header {name} missing"
             assert_valid(self.doc, header["schema"], response_headers[name], f"{where}: header {name}")
+        if status == 304:
+            assert text == "", f"{where}: a 304 has no body"
+            self.seen.add((method.lower(), template, str(status)))
+            return text
+        assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
         schema = response["content"][content_type]["schema"]
         body: Any = json.loads(text) if content_type == "application/json" else text
         assert_valid(self.doc, schema, body, where)
@@ -888,7 +904,8 @@ async def conformance_gateway(broker: MosquittoBroker, tmp_path: Path) -> AsyncI
     # Small limits, so each can be crossed with a small request; a turn that waits for a device that never
     # answers ends after 3 s.
     gateway = await start_daemon(broker.url, tmp_path / "state", http_tokens=[TOKEN], http_max_body_bytes=2048,
-                                 agent_max_message_chars=500, agent_turn_timeout_s=3, vision_max_frame_bytes=4096)
+                                 agent_max_message_chars=500, agent_turn_timeout_s=3, vision_max_frame_bytes=4096,
+                                 voiceplatform_rooms_file=ROOMS_FILE)
     try:
         yield gateway
     finally:
@@ -1023,6 +1040,29 @@ async def check_site_routes(check: Conformance, gw: RunningDaemon) -> None:
     await check.call("GET", "/api/stream?kind=states", 400)
     await check.call("GET", "/api/stream?productId=fridge", 404)
     await check.call("GET", "/api/stream", 401, headers=wrong)
+
+    # The console's files, for anyone; what it reads, with the token.
+    for path in ("/", "/console/app.js", "/console/app.css"):
+        served = await check.call("GET", path, 200, headers={"Authorization": ""})
+        assert served
+        async with gw.session.get(gw.base_url + path) as resp:
+            etag = resp.headers["ETag"]
+        await check.call("GET", path, 304, headers={"Authorization": "", "If-None-Match": etag})
+    await check.call("GET", "/console/nope.js", 404, headers={"Authorization": ""})
+    await check.call("GET", "/console/..%2Fhttp%2Fopenapi.json", 404, headers={"Authorization": ""})
+    gateway_facts = await check.call("GET", "/api/gateway", 200)
+    assert gateway_facts["voice"]["port"] == gw.daemon.voice_port
+    await check.call("GET", "/api/gateway", 401, headers=wrong)
+    view = await check.call("GET", "/api/voice-platform", 200)
+    assert [s["voiceId"] for s in view["speakers"]] == ["speaker-101"]
+    await check.call("GET", "/api/voice-platform", 401, headers=wrong)
+    run = await check.call("POST", "/api/voice-platform/scenes/sleep-101/run", 200)
+    assert run["ok"] is False  # the room's devices never connected here
+    await check.call("POST", "/api/voice-platform/scenes/party/run", 404)
+    await check.call("POST", "/api/voice-platform/scenes/sleep-101/run", 401, headers=wrong)
+    asyncapi = await check.call("GET", "/api/asyncapi.json", 200)
+    assert asyncapi["asyncapi"] == "3.0.0"
+    await check.call("GET", "/api/asyncapi.json", 401, headers=wrong)
 
 
 def b64(data: bytes) -> str:
