@@ -49,8 +49,10 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 TOKEN = "openapi-test-token-0123456789"
 WAIT_S = 15.0
 # Operations whose success is not JSON, and what it is instead.
-NON_JSON_SUCCESS = {"/metrics": {"text/plain"}, "/api/chat": {"text/event-stream"}, "/api/stream": {"text/event-stream"},
-                    "/": {"text/html"}, "/console/{file}": {"text/javascript", "text/css"}}
+NON_JSON_SUCCESS = {
+    "/metrics": {"text/plain"}, "/api/chat": {"text/event-stream"}, "/api/stream": {"text/event-stream"},
+    "/": {"text/html"}, "/console/{file}": {"text/javascript", "text/css"},
+}
 # The console's files: open to anyone (they hold no data), cached with ETags.
 CONSOLE_FILES = ("/", "/console/{file}")
 SSE_EVENTS = {"session", "delta", "tool_call", "tool_result", "done", "error"}
