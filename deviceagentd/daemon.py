@@ -322,7 +322,9 @@ class Daemon:
 
     def _broker_detail(self) -> dict[str, Any]:
         status = self.link.status
-        detail: dict[str, Any] = {"state": status.state, "url": self.config.mqtt.url, "connects": status.connects}
+        # subscribed: the gateway hears devices (what READY waits for; "connected" comes first).
+        detail: dict[str, Any] = {"state": status.state, "subscribed": self.link.subscribed.is_set(),
+                                  "url": self.config.mqtt.url, "connects": status.connects}
         if status.last_error:
             detail["lastError"] = status.last_error
         return detail
