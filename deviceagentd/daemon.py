@@ -38,6 +38,7 @@ from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import AgentContext, HttpContext, VoicePlatformView
+from deviceagentd.http.live import LiveHub
 from deviceagentd.http.tls import server_context
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
@@ -113,6 +114,8 @@ class Daemon:
         self.feed = SiteFeed()
         self.registry = DeviceRegistry(self.catalog, self.store, self.metrics, cfg.devices.offline_after_s, self.clock,
                                        routine_save_s=cfg.storage.device_state_save_s, feed=self.feed)
+        # /api/stream's fan-out: subscribed to the feed only while a stream is open.
+        self.live = LiveHub(self.feed)
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
@@ -212,6 +215,9 @@ class Daemon:
         m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
                 kind="counter")
         m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: self.live.clients)
+        m.gauge("deviceagentd_stream_missed_total", "Changes dropped for /api/stream clients that read too slowly",
+                lambda: self.live.missed_total, kind="counter")
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
                 lambda: self.agent.waiting_turns)
@@ -261,6 +267,7 @@ class Daemon:
             started_monotonic=self.started_monotonic,
             gateway_detail=self._gateway_detail,
             voice_platform=self._voice_platform_view(),
+            live=self.live,
             agent=AgentContext(
                 agent=self.agent,
                 sessions=self.sessions,

@@ -128,12 +128,7 @@ def create_app(context: HttpContext) -> web.Application:
     routes_agent.add_routes(app.router)
     routes_agent.add_session_routes(app.router)
     routes_console.add_routes(app.router)
-    hub = LiveHub(context.registry.feed)
-    routes_stream.add_routes(app, hub)
-    context.metrics.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: hub.clients)
-    context.metrics.gauge("deviceagentd_stream_missed_total",
-                          "Changes dropped for /api/stream clients that read too slowly",
-                          lambda: hub.missed_total, kind="counter")
+    routes_stream.add_routes(app, context.live or LiveHub(context.registry.feed))
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_text)
     return app

@@ -15,6 +15,7 @@ from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.http.live import LiveHub
 from deviceagentd.store.records import CommandRecord, EventRecord
 
 
@@ -91,6 +92,8 @@ class HttpContext:
     # and this port serve TLS, the site's time zone, the agent's provider.
     gateway_detail: Callable[[], dict[str, Any]] = dict
     voice_platform: VoicePlatformView | None = None
+    # The fan-out of /api/stream (None: the app makes its own, for tests).
+    live: LiveHub | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)
