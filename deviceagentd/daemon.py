@@ -164,7 +164,7 @@ class Daemon:
 
     def _build_agent(self) -> None:
         cfg = self.config
-        local = LazyLocalProvider(self.registry)
+        local = LazyLocalProvider(self.registry, self.site_zone)
         self._openai: Any = None
         provider: Provider = local
         if self.provider is not None:

@@ -23,6 +23,7 @@ from deviceagentd.agent.local.replies import Replies
 from deviceagentd.agent.local.resolve import Ambiguous, Chosen, Mentions, Places, choose, find_mentions, pool
 from deviceagentd.agent.local.steps import Command, EventsQuery, Listing, Plan, Reading, Say, Step
 from deviceagentd.agent.local.text import language_of
+from deviceagentd.agent.local.tour import tour, wants_tour
 from deviceagentd.agent.local.values import apply_relative, plain, time_numbers
 from deviceagentd.agent.local.vocabulary import ProductVocab, Vocabulary
 from deviceagentd.agent.types import TurnContext
@@ -40,6 +41,8 @@ def plan(utterance: str, context: TurnContext, registry: DeviceRegistry,
     if context.images:
         return Plan(language, (Say(replies.vision()),))
     devices, places = _site(registry, vocabulary)
+    if wants_tour(utterance):
+        return Plan(language, (Say(tour(replies, devices)),))
     parsed = parse(utterance, vocabulary, [d.device_id for d in devices], places.words)
     if parsed.vision:
         return Plan(language, (Say(replies.vision()),))

@@ -4,6 +4,7 @@ site's Tools, and answers with one sentence per step in the language of the ques
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, tzinfo
 
 from deviceagentd.agent.local.planner import plan
 from deviceagentd.agent.local.replies import Replies
@@ -11,14 +12,18 @@ from deviceagentd.agent.local.steps import Say
 from deviceagentd.agent.local.vocabulary import Vocabulary
 from deviceagentd.agent.types import Delta, ToolCall, ToolCallFinished, ToolCallStarted, Tools, TurnContext, TurnEvent
 from deviceagentd.core.catalog import Catalog
+from deviceagentd.core.clock import Clock
 from deviceagentd.core.registry import DeviceRegistry
 
 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, registry: DeviceRegistry) -> None:
+    def __init__(self, registry: DeviceRegistry, zone: tzinfo = UTC, clock: Clock | None = None) -> None:
         self._registry = registry
+        # Event times are said in the site's time zone, "today" and "yesterday" by its calendar.
+        self._zone = zone
+        self._clock = clock or Clock()
         self._catalog: Catalog | None = None
         self._vocabulary: Vocabulary | None = None
 
@@ -31,7 +36,8 @@ class LocalProvider:
 
     async def run(self, context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
         steps = plan(context.message, context, self._registry, self.vocabulary())
-        replies = Replies(self._registry.catalog, steps.language, context.device_id)
+        replies = Replies(self._registry.catalog, steps.language, context.device_id, self._zone,
+                          self._clock.wall_ms())
         separator = "" if replies.zh else " "
         for index, step in enumerate(steps.steps):
             if isinstance(step, Say):
