@@ -147,46 +147,53 @@ async def test_a_device_speaking_the_document_is_understood_and_answered(
         doc: dict[str, Any], broker: MosquittoBroker, gateway: RunningDaemon) -> None:
     """Publish the documented examples as a device would, and check what the gateway sends back
     against the document (JSON, then CBOR)."""
-    examples = {name: [e["payload"] for e in m.get("examples", [])] for name, m in doc["components"]["messages"].items()}
+    messages = doc["components"]["messages"]
+    examples = {name: [e["payload"] for e in m.get("examples", [])] for name, m in messages.items()}
     for encoding in ("json", "cbor"):
-        device_id = f"thermostat-{encoding}"
-        device = await RawDevice(broker.url, "thermostat", device_id).connect()
-        replies = await RawDevice(broker.url, "thermostat", device_id).connect(subscribe=False)
-        try:
-            replies.client.subscribe(replies.topic(TopicKind.DEVICE_OUT))
-            online, _ = examples["status"]
-            await device.send(TopicKind.TELEMETRY, online, encoding=encoding)
-            await device.send(TopicKind.TELEMETRY, examples["state"][0], encoding=encoding)
-            await device.send(TopicKind.EVENT, examples["event"][0], encoding=encoding)
-            await wait_until(lambda: (d := gateway.daemon.registry.get(device_id)) is not None
-                             and d.state.get("temperature") == 28.5, WAIT_S)
-            status, events = await gateway.request("GET", f"/api/devices/{device_id}/events?event=temperature_alert")
-            assert status == 200 and events["events"][0]["data"] == {"temperature": 38.5}
+        await speak_the_document(doc, broker, gateway, examples, encoding)
 
-            await device.send(TopicKind.NTP_REQUEST, examples["ntpRequest"][0], encoding=encoding, qos=0)
-            answer = await device.expect(lambda r: r.topic.endswith("/ntp/response"))
-            assert_payload(doc, "ntpResponse", answer.body())
-            assert (answer.content_type == "application/cbor") == (encoding == "cbor")
 
-            command = asyncio.create_task(gateway.request(
-                "POST", f"/api/devices/{device_id}/commands",
-                json_body={"command": "set_target_temperature", "params": {"target_temperature": 24}}))
-            sent = await device.command()
-            assert_payload(doc, "command", sent.body())
-            [ok, _] = examples["commandResponse"]
-            await device.send(TopicKind.RESPONSE, {**ok, "requestId": sent.body()["requestId"]}, encoding=encoding)
-            status, result = await command
-            assert status == 200 and result["ok"] is True
+async def speak_the_document(doc: dict[str, Any], broker: MosquittoBroker, gateway: RunningDaemon,
+                             examples: dict[str, list[Any]], encoding: str) -> None:
+    device_id = f"thermostat-{encoding}"
+    device = await RawDevice(broker.url, "thermostat", device_id).connect()
+    replies = await RawDevice(broker.url, "thermostat", device_id).connect(subscribe=False)
+    try:
+        replies.client.subscribe(replies.topic(TopicKind.DEVICE_OUT))
+        online, _ = examples["status"]
+        await device.send(TopicKind.TELEMETRY, online, encoding=encoding)
+        await device.send(TopicKind.TELEMETRY, examples["state"][0], encoding=encoding)
+        await device.send(TopicKind.EVENT, examples["event"][0], encoding=encoding)
+        registry = gateway.daemon.registry
+        await wait_until(lambda: (d := registry.get(device_id)) is not None
+                         and d.state.get("temperature") == 28.5, WAIT_S)
+        status, events = await gateway.request("GET", f"/api/devices/{device_id}/events?event=temperature_alert")
+        assert status == 200 and events["events"][0]["data"] == {"temperature": 38.5}
 
-            await device.send(TopicKind.DEVICE_IN, examples["textRequest"][0], encoding=encoding)
-            reply = await replies.expect(lambda r: r.topic.endswith("/out"))
-            assert_payload(doc, "textReply", reply.body())
+        await device.send(TopicKind.NTP_REQUEST, examples["ntpRequest"][0], encoding=encoding, qos=0)
+        answer = await device.expect(lambda r: r.topic.endswith("/ntp/response"))
+        assert_payload(doc, "ntpResponse", answer.body())
+        assert (answer.content_type == "application/cbor") == (encoding == "cbor")
 
-            await device.send(TopicKind.TELEMETRY, examples["status"][1], encoding=encoding)  # the last will
-            await wait_until(lambda: not gateway.daemon.registry.get(device_id).online, WAIT_S)  # type: ignore[union-attr]
-        finally:
-            await device.disconnect()
-            await replies.disconnect()
+        command = asyncio.create_task(gateway.request(
+            "POST", f"/api/devices/{device_id}/commands",
+            json_body={"command": "set_target_temperature", "params": {"target_temperature": 24}}))
+        sent = await device.command()
+        assert_payload(doc, "command", sent.body())
+        [ok, _] = examples["commandResponse"]
+        await device.send(TopicKind.RESPONSE, {**ok, "requestId": sent.body()["requestId"]}, encoding=encoding)
+        status, result = await command
+        assert status == 200 and result["ok"] is True
+
+        await device.send(TopicKind.DEVICE_IN, examples["textRequest"][0], encoding=encoding)
+        reply = await replies.expect(lambda r: r.topic.endswith("/out"))
+        assert_payload(doc, "textReply", reply.body())
+
+        await device.send(TopicKind.TELEMETRY, examples["status"][1], encoding=encoding)  # the last will
+        await wait_until(lambda: not registry.get(device_id).online, WAIT_S)  # type: ignore[union-attr]
+    finally:
+        await device.disconnect()
+        await replies.disconnect()
 
 
 async def test_the_voice_socket_answers_as_documented(doc: dict[str, Any], gateway: RunningDaemon) -> None:
