@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import Browser, chromium_missing
+from bench_lib.browser import Browser, chromium_missing
 from daemon_harness import PRODUCTS_DIR, REPO, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
 from voice_doubles import OpenAiAudioDouble
