@@ -89,11 +89,15 @@ async def test_an_installer_sees_the_thermostat_and_drives_it(
     await thermostat.report_state(temperature=31.5)
     await browser.until_text(f"{row} td.state", "temperature 31.5")
     await browser.type("#filter-search", "light")
-    await browser.wait(lambda d: not d.find_elements("css selector", row), what="the thermostat filtered out")
+    await browser.wait(lambda d: not d.find_element("css selector", row).is_displayed(),
+                       what="the thermostat filtered out")
     await browser.until_text("#device-count", "1 of 2 devices")
     await browser.type("#filter-search", "")
     await browser.select("#filter-product", "Thermostat")
     await browser.until_text("#device-count", "1 of 2 devices")
+    assert await browser.js("return document.querySelector('tr[data-id=\"light-101\"]').hidden") is True
+    await browser.select("#filter-product", "All products")
+    await browser.until_text("#device-count", "2 of 2 devices")
 
     await browser.click(f'{row} a')
     await browser.until_text("h1", "thermostat-001")

@@ -5,6 +5,7 @@ reader told what it missed, a stuck one cut off, and every stream ended at shutd
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import uuid
@@ -21,7 +22,7 @@ from sse_client import SseEvent, SseReader
 from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
 from deviceagentd.core.spec import load_spec_file
 from deviceagentd.http import routes_stream
-from deviceagentd.http.live import LiveHub, StreamFilter
+from deviceagentd.http.live import DEFAULT_RING_SIZE, LiveHub, StreamFilter
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 
 TOKEN = "stream-test-token-0123456789"
@@ -267,7 +268,7 @@ async def test_a_slow_reader_is_told_what_it_missed(gateway: RunningDaemon) -> N
     stream = await open_stream(gateway, "?kind=state")
     await stream.ready()
     feed = gateway.daemon.registry.feed
-    burst = 2 * 2000 + 7  # more than a stream may have waiting, in one go of the loop
+    burst = 2 * DEFAULT_RING_SIZE + 7  # more than the ring holds, in one go of the loop
     for n in range(burst):
         feed.publish(SiteChange(ChangeKind.STATE, "d-1", "thermostat", 1, {"n": n}))
     missed = await stream.reader.next()
@@ -319,26 +320,56 @@ async def test_shutdown_ends_open_streams(broker: MosquittoBroker, tmp_path: Pat
     await gw.session.close()
 
 
-def test_the_hub_subscribes_only_while_streams_are_open() -> None:
+async def test_the_hub_subscribes_only_while_streams_are_open() -> None:
     feed = SiteFeed()
-    hub = LiveHub(feed, queue_limit=3)
+    hub = LiveHub(feed, ring_size=4)
     assert not feed.listening
     states = hub.open(StreamFilter(kinds=frozenset({ChangeKind.STATE})))
-    everything = hub.open(StreamFilter(products=frozenset({"light"})))
+    lights = hub.open(StreamFilter(products=frozenset({"light"})))
     assert feed.listening and hub.clients == 2
-    for n in range(5):
+    for n in range(6):
         feed.publish(SiteChange(ChangeKind.STATE, "t-1", "thermostat", 1, {"n": n}))
     feed.publish(SiteChange(ChangeKind.EVENT, "l-1", "light", 1, {"id": 9}, event_id=9))
-    items, missed = states.take()
-    assert (len(items), missed) == (2, 3)  # the queue held 3; the 4th dropped them, the 5th joined
-    assert b'"n":4' in items[-1][1]
-    items, missed = everything.take()
-    assert [(event_id, missed) for event_id, _ in items] == [(9, 0)]
-    assert items[0][1].startswith(b"id: 9\nevent: event\ndata: ")
-    assert hub.missed_total == 3
+    data, missed = hub.take(states)
+    # The ring holds 4 of the 7 changes: 3 went by unread; of the 4 kept, the 3 states are this stream's.
+    assert (data.count(b"event: state\n"), missed) == (3, 3)
+    assert data.endswith(b'"state":{"n":5}}\n\n')
+    data, missed = hub.take(lights)
+    assert data.startswith(b"id: 9\nevent: event\ndata: ") and data.count(b"event:") == 1 and missed == 3
+    assert hub.take(states) == (b"", 0)
+    # Streams without a filter that take the same changes share one encoded chunk.
+    everything = [hub.open(StreamFilter()) for _ in range(2)]
+    feed.publish(SiteChange(ChangeKind.STATE, "t-1", "thermostat", 1, {"n": 6}))
+    first, second = (hub.take(stream)[0] for stream in everything)
+    assert first is second and first.count(b"event: state\n") == 1
+    # After a resume, the stored events already replayed are not sent again.
+    resumed = hub.open(StreamFilter())
+    resumed.skip_upto = 9
+    feed.publish(SiteChange(ChangeKind.EVENT, "l-1", "light", 1, {"id": 9}, event_id=9))
+    feed.publish(SiteChange(ChangeKind.EVENT, "l-1", "light", 1, {"id": 10}, event_id=10))
+    assert hub.take(resumed)[0].count(b"event: event\n") == 1
+    for stream in (*everything, resumed):
+        hub.close(stream)
+    assert hub.missed_total == 6
+    hub.take(states)
+    assert await hub.wait(states, 0.01) is False  # nothing new
+    waiting = asyncio.create_task(hub.wait(states, 5))
+    await asyncio.sleep(0)
+    feed.publish(SiteChange(ChangeKind.STATE, "t-1", "thermostat", 1, {"n": 7}))
+    assert await waiting is True
     hub.close(states)
-    assert feed.listening
+    assert feed.listening and await hub.wait(states, 5) is True  # closed: the writer stops
     hub.close_all()
-    assert not feed.listening and hub.clients == 0 and hub.missed_total == 3
+    assert not feed.listening and hub.clients == 0 and hub.missed_total == 6
 
 
+def test_state_changes_are_encoded_as_any_event_and_never_fail() -> None:
+    from deviceagentd.http.live import _state_event, change_json, sse_event
+
+    for change in (SiteChange(ChangeKind.STATE, "t-1", "thermostat", 1778493600123, {"temperature": 21.5}),
+                   SiteChange(ChangeKind.STATE, 'odd "id"\\\u2028', "p\n", 0, {"mode": "自动", "x": None, "l": [1]})):
+        assert _state_event(change) == sse_event("state", change_json(change))
+    # A lone surrogate (legal in a device's JSON) has no UTF-8 form: escaped, not an exception.
+    lone = SiteChange(ChangeKind.STATE, "t-1", "thermostat", 1, {"name": "a\ud800b"})
+    data = _state_event(lone).decode("utf-8").split("data: ", 1)[1]
+    assert json.loads(data)["state"]["name"] == "a\ud800b"

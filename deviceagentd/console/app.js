@@ -14,19 +14,29 @@ const PAGES = {
   "voice-platform": () => import("./voiceplatform.js"),
 };
 
-// What every page may need, read once: the products with their DeviceSpecs, the gateway's facts.
+// What every page may need, read once: the products, the gateway's facts; a product's DeviceSpec
+// when a page asks for it.
 export class Site {
   constructor(live) {
     this.live = live;
     this.products = new Map();
     this.gateway = null;
+    this.specs = new Map();
   }
 
   async load() {
     const [gateway, list] = await Promise.all([get("/api/gateway"), get("/api/products")]);
     this.gateway = gateway;
-    const specs = await Promise.all(list.products.map((p) => get(`/api/products/${encodeURIComponent(p.productId)}`)));
-    list.products.forEach((p, i) => this.products.set(p.productId, { ...p, spec: specs[i] }));
+    for (const p of list.products) this.products.set(p.productId, p);
+  }
+
+  spec(productId) {
+    if (!this.specs.has(productId)) {
+      const loading = get(`/api/products/${encodeURIComponent(productId)}`);
+      loading.catch(() => this.specs.delete(productId));
+      this.specs.set(productId, loading);
+    }
+    return this.specs.get(productId);
   }
 
   productName(productId) {
@@ -90,6 +100,8 @@ function route() {
   return { page, arg: new URLSearchParams(query || "") };
 }
 
+let siteLoaded = null;
+
 async function show() {
   const { page, arg } = route();
   if (current && current.close) current.close();
@@ -99,7 +111,8 @@ async function show() {
   }
   replace(main, h("p", { class: "muted" }, "Loading…"));
   try {
-    const module = await PAGES[page]();
+    // The page's module comes while the gateway's facts are read.
+    const [module] = await Promise.all([PAGES[page](), siteLoaded]);
     const view = await module.render(main, site, arg);
     if (route().page !== page) { if (view && view.close) view.close(); return; }
     current = view;
@@ -109,15 +122,12 @@ async function show() {
 }
 
 async function start() {
-  try {
-    await site.load();
-  } catch (error) {
-    replace(main, h("div", { class: "notice bad" }, `The gateway did not answer: ${errorText(error)}`));
-    return;
-  }
-  document.getElementById("sign-out").hidden = !auth.token;
+  siteLoaded = site.load();
+  siteLoaded.then(() => {
+    document.getElementById("sign-out").hidden = !auth.token;
+    live.start();
+  }, () => { /* show() says why the page could not load */ });
   window.addEventListener("hashchange", show);
-  live.start();
   await show();
 }
 

@@ -192,7 +192,10 @@ export async function render(main, site, deviceId) {
     return null;
   }
   const product = site.products.get(device.productId);
-  const spec = product ? product.spec : { telemetry: {}, commands: {} };
+  let spec = { telemetry: {}, commands: {} };
+  try {
+    spec = await site.spec(device.productId);
+  } catch { /* a product no longer configured: its device is shown without spec */ }
   const status = h("span", { id: "device-status" });
   const lastSeen = h("dd", { id: "device-last-seen" });
   const stateBody = h("tbody", { id: "state-rows" });

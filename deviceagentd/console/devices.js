@@ -46,6 +46,7 @@ export async function render(main, site, query) {
   const devices = new Map();
   const rows = new Map();
   const dirty = new Set();
+  const empty = h("tr", { hidden: true }, h("td", { colspan: 5, class: "empty" }, "No devices match."));
   let frame = 0;
   let closed = false;
 
@@ -57,13 +58,26 @@ export async function render(main, site, query) {
         || (typeof d.metadata.name === "string" && d.metadata.name.toLowerCase().includes(q)));
   }
 
-  function draw() {
-    const shown = [...devices.values()].filter(matches).sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1));
-    tbody.innerHTML = shown.map((d) => rowHtml(d, site.productName(d.productId))).join("")
-      || `<tr><td colspan="5" class="empty">No devices match.</td></tr>`;
+  // Every device gets its row once, sorted by id; filters only hide rows, so typing in the
+  // search box does not rebuild a table of 1,000 rows.
+  function build() {
+    const sorted = [...devices.values()].sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1));
+    tbody.innerHTML = sorted.map((d) => rowHtml(d, site.productName(d.productId))).join("");
     rows.clear();
-    for (const tr of tbody.rows) if (tr.dataset.id !== undefined) rows.set(tr.dataset.id, tr);
-    count.textContent = `${shown.length} of ${devices.size} devices`;
+    for (const tr of tbody.rows) rows.set(tr.dataset.id, tr);
+    tbody.append(empty);
+    filter();
+  }
+
+  function filter() {
+    let shown = 0;
+    for (const [id, tr] of rows) {
+      const visible = matches(devices.get(id));
+      if (tr.hidden === visible) tr.hidden = !visible;
+      shown += visible;
+    }
+    empty.hidden = shown > 0;
+    count.textContent = `${shown} of ${devices.size} devices`;
     const params = new URLSearchParams();
     if (productSelect.value) params.set("productId", productSelect.value);
     if (statusSelect.value) params.set("status", statusSelect.value);
@@ -72,26 +86,24 @@ export async function render(main, site, query) {
     history.replaceState(null, "", `#/devices${query ? `?${query}` : ""}`);
   }
 
-  // Changed rows only, once per frame; a device that now matches or stops matching the
-  // filters redraws the table.
+  // Changed rows only, once per frame.
   function flush() {
     frame = 0;
-    let redraw = false;
+    let refilter = false;
     for (const id of dirty) {
       const d = devices.get(id);
       const tr = rows.get(id);
-      if (!d) continue;
-      if (!tr !== !matches(d)) { redraw = true; break; }
-      if (!tr) continue;
+      if (!d || !tr) continue;
       const cells = tr.cells;
       cells[0].firstChild.className = `badge ${d.online ? "online" : "offline"}`;
       cells[0].firstChild.textContent = d.status;
       cells[3].textContent = summary(d.state);
       cells[4].textContent = time(d.lastSeen);
       cells[4].title = d.lastSeen;
+      refilter ||= tr.hidden === matches(d);
     }
     dirty.clear();
-    if (redraw) draw();
+    if (refilter) filter();
   }
 
   function changed(id) {
@@ -102,9 +114,9 @@ export async function render(main, site, query) {
   async function fetchOne(id) {
     try {
       const d = await get(`/api/devices/${encodeURIComponent(id)}`);
-      if (closed) return;
+      if (closed || devices.has(d.deviceId)) return;
       devices.set(d.deviceId, d);
-      draw();
+      build(); // a new device is rare: its row goes in its place
     } catch { /* gone again */ }
   }
 
@@ -113,7 +125,7 @@ export async function render(main, site, query) {
     if (closed) return;
     devices.clear();
     for (const d of all) devices.set(d.deviceId, d);
-    draw();
+    build();
   }
 
   const off = site.live.on((name, data) => {
@@ -132,8 +144,8 @@ export async function render(main, site, query) {
     changed(d.deviceId);
   });
   const offResync = site.live.onResync(reload);
-  for (const input of [productSelect, statusSelect]) input.addEventListener("change", draw);
-  search.addEventListener("input", draw);
+  for (const input of [productSelect, statusSelect]) input.addEventListener("change", filter);
+  search.addEventListener("input", filter);
   await reload();
   return {
     close() {

@@ -49,12 +49,16 @@ export function summary(state, limit = 4) {
 }
 
 // Local date and time for an ISO string (the browser's zone; the title keeps the ISO form).
+// The formatters are made once: a table of 1,000 devices formats 1,000 times per redraw.
+const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 export function time(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  const today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString() : d.toLocaleString();
+  const now = new Date();
+  const today = d.getDate() === now.getDate() && d.getMonth() === now.getMonth() && d.getFullYear() === now.getFullYear();
+  return (today ? TIME : DATE_TIME).format(d);
 }
 
 export function duration(seconds) {

@@ -1,7 +1,8 @@
 """A real headless Chromium (Debian's chromium and chromedriver, driven by Selenium) for the
-console's tests (tests/test_console_browser.py) and its benchmark (console.py). Nothing is downloaded: the browser and its driver come from
-Debian (scripts/setup installs them), and the flags keep Chromium off the network (this
-machine's network is closed; background requests would only be refused).
+console's tests (tests/test_console_browser.py) and its benchmark (console.py). Nothing is
+downloaded: the browser and its driver come from Debian (scripts/setup installs them), and the
+flags keep Chromium off the network (this machine's network is closed; background requests
+would only be refused).
 
 Selenium's calls block, and a test's daemon runs on the test's event loop: `Browser` runs every
 call in a thread (`await browser.call(...)`) so the loop keeps serving.

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, footprint, plateau, procs, scenarios, voice, voice_vad, voiceplatform
+from bench_lib import agent, console, footprint, plateau, procs, scenarios, voice, voice_vad, voiceplatform
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -33,6 +33,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voice_vad": voice_vad.voice_vad,
     "voice": voice.voice,
     "voiceplatform": voiceplatform.voiceplatform,
+    "console": console.console,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
     "plateau": plateau.plateau,
