@@ -238,16 +238,20 @@ class LiveHub:
         skip, stream.skip_upto = stream.skip_upto, None
         if start == end:
             return b"", missed
-        entries = [self._ring[seq % self._size] for seq in range(start, end)]
         if stream.filter.everything and skip is None:
             if self._shared[:2] != (start, end):
-                self._shared = (start, end, b"".join(e.sse() for e in entries if e is not None))
+                self._shared = (start, end, b"".join(e.sse() for e in self._entries(start, end)))
             return self._shared[2], missed
+        entries = self._entries(start, end)
         wanted = stream.filter.matches
         return b"".join(
             e.sse() for e in entries
-            if e is not None and wanted(e.change.kind, e.change.product_id, e.change.device_id)
+            if wanted(e.change.kind, e.change.product_id, e.change.device_id)
             and (skip is None or e.change.event_id is None or e.change.event_id > skip)), missed
+
+    def _entries(self, start: int, end: int) -> list[_Entry]:
+        ring, size = self._ring, self._size
+        return [entry for seq in range(start, end) if (entry := ring[seq % size]) is not None]
 
 
 def parse_list(values: Iterable[str]) -> list[str]:
