@@ -162,6 +162,18 @@ async def test_the_page_loads_only_from_the_gateway_and_stays_small(
     assert 0 < transferred <= 150 * 1024, transferred
 
 
+async def test_leaving_pages_lets_go_of_their_streams(gateway: RunningDaemon, browser: Browser) -> None:
+    """Browsers allow six connections per site; each page's live stream holds one. Going back
+    and forth more often than that must not leave the console waiting for a free connection."""
+    for round_ in range(8):
+        page = ("overview", "devices", "voice-platform", "chat")[round_ % 4]
+        await browser.get("about:blank")
+        await browser.get(f"{gateway.base_url}/#/{page}")
+        await browser.until_text("#live", "live")
+        await browser.wait(lambda d: "Loading…" not in d.find_element("css selector", "main").text, what=page)
+    await wait_until(lambda: gateway.daemon.live.clients == 1, WAIT_S)
+
+
 async def test_sign_in_keeps_the_token_in_this_tab_only(
         broker: MosquittoBroker, tmp_path: Path, browser: Browser) -> None:
     gw = await start_daemon(broker.url, tmp_path / "state", http_tokens=[TOKEN])

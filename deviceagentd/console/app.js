@@ -128,6 +128,10 @@ async function start() {
     live.start();
   }, () => { /* show() says why the page could not load */ });
   window.addEventListener("hashchange", show);
+  // A page left (or frozen in the back/forward cache) must let go of its stream: browsers give a
+  // site only six connections, and a stream holds one for as long as it is open.
+  window.addEventListener("pagehide", () => live.stop());
+  window.addEventListener("pageshow", (event) => { if (event.persisted) live.start(); });
   await show();
 }
 

@@ -14,6 +14,7 @@ export class LiveStream {
     this.everConnected = false;
     this.controller = null;
     this.stopped = false;
+    this.running = false;
   }
 
   on(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); }
@@ -21,7 +22,7 @@ export class LiveStream {
 
   start() {
     this.stopped = false;
-    this.loop();
+    if (!this.running) this.loop();
   }
 
   stop() {
@@ -35,6 +36,15 @@ export class LiveStream {
   }
 
   async loop() {
+    this.running = true;
+    try {
+      await this.connectLoop();
+    } finally {
+      this.running = false;
+    }
+  }
+
+  async connectLoop() {
     let delay = 1000;
     while (!this.stopped) {
       this.controller = new AbortController();
