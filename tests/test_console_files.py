@@ -65,7 +65,7 @@ async def test_gzip_when_asked_and_304_when_unchanged(gateway: RunningDaemon) ->
 @pytest.mark.parametrize("path", ["/console/nope.js", "/console/..%2Fhttp%2Fopenapi.json", "/console/.hidden.js",
                                   "/console/app.py", "/console/", "/console/index.html.bak"])
 async def test_nothing_else_is_served(gateway: RunningDaemon, path: str) -> None:
-    status, headers, body = await fetch(gateway, path)
+    status, headers, _ = await fetch(gateway, path)
     assert status == 404, path
     assert headers["Content-Type"].startswith("application/json")
 
