@@ -9,48 +9,20 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bench_lib.browser import Browser, chromium_missing
-from daemon_harness import PRODUCTS_DIR, REPO, RunningDaemon, start_daemon, wait_until
+from daemon_harness import REPO, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from simulated_site import Sims
 from voice_doubles import OpenAiAudioDouble
-
-from deviceagentd.core.spec import load_spec_file
-from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))]
 TOKEN = "console-test-token-0123456789"
 ROOMS_FILE = REPO / "etc" / "deviceagentd" / "voice-platform.toml"
 WAIT_S = 15.0
-
-
-class Sims:
-    def __init__(self, broker: MosquittoBroker) -> None:
-        self.broker = broker
-        self.started: list[SimulatedDevice] = []
-
-    async def start(self, product: str, device_id: str, **options: Any) -> SimulatedDevice:
-        options.setdefault("heartbeat_s", 0)
-        sim = SimulatedDevice(load_spec_file(PRODUCTS_DIR / f"{product}.json"), device_id, SimulatorOptions(
-            url=self.broker.url, client_id=f"sim-{device_id}-{uuid.uuid4().hex[:8]}", **options))
-        await asyncio.wait_for(sim.start(), WAIT_S)
-        self.started.append(sim)
-        return sim
-
-
-@pytest.fixture
-async def sims(broker: MosquittoBroker) -> AsyncIterator[Sims]:
-    factory = Sims(broker)
-    try:
-        yield factory
-    finally:
-        for sim in reversed(factory.started):
-            await sim.stop()
 
 
 @pytest.fixture

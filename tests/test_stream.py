@@ -8,22 +8,20 @@ import asyncio
 import json
 import re
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
+from daemon_harness import RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from simulated_site import Sims
 from sse_client import SseEvent, SseReader
 
 from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
-from deviceagentd.core.spec import load_spec_file
 from deviceagentd.http import routes_stream
 from deviceagentd.http.live import DEFAULT_RING_SIZE, LiveHub, StreamFilter
-from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 
 TOKEN = "stream-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,30 +35,6 @@ async def gateway(broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Runn
         yield gw
     finally:
         await gw.stop()
-
-
-class Sims:
-    def __init__(self, broker: MosquittoBroker) -> None:
-        self.broker = broker
-        self.started: list[SimulatedDevice] = []
-
-    async def start(self, product: str, device_id: str) -> SimulatedDevice:
-        spec = load_spec_file(PRODUCTS_DIR / f"{product}.json")
-        sim = SimulatedDevice(spec, device_id, SimulatorOptions(
-            url=self.broker.url, client_id=f"sim-{device_id}-{uuid.uuid4().hex[:8]}", heartbeat_s=0))
-        await asyncio.wait_for(sim.start(), WAIT_S)
-        self.started.append(sim)
-        return sim
-
-
-@pytest.fixture
-async def sims(broker: MosquittoBroker) -> AsyncIterator[Sims]:
-    factory = Sims(broker)
-    try:
-        yield factory
-    finally:
-        for sim in reversed(factory.started):
-            await sim.stop()
 
 
 class Stream:

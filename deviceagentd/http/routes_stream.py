@@ -162,7 +162,8 @@ async def _pump(response: web.StreamResponse, hub: LiveHub, live: LiveStream) ->
 
 def add_routes(app: web.Application, hub: LiveHub) -> None:
     app[LIVE] = hub
-    app.router.add_get("/api/stream", stream)
+    # No HEAD: a stream has no end, so a HEAD request would never be answered.
+    app.router.add_get("/api/stream", stream, allow_head=False)
 
     async def end_streams(_app: web.Application) -> None:
         hub.close_all()
