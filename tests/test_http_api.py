@@ -1032,7 +1032,7 @@ async def test_unknown_route_is_404_envelope(gateway: RunningDaemon, path: str) 
         ("DELETE", "/api/devices/thermostat-001", "GET"),
         ("POST", "/api/health", "GET"),
         ("PUT", "/api/products/thermostat", "GET"),
-        ("GET", "/api/devices/thermostat-001/commands", "POST"),
+        ("PUT", "/api/devices/thermostat-001/commands", "POST"),  # GET is the command log
         ("POST", "/metrics", "GET"),
     ],
 )
