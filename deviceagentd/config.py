@@ -104,6 +104,27 @@ class VoiceEspeakConfig:
     words_per_minute: int = 175
 
 
+# Wake words XiaoZhi firmware reports in `listen detect` (xiaozhi-esp32-server's list and the
+# English ones of ESP-SR): greeted, not answered as requests.
+DEFAULT_WAKE_WORDS = ("你好小智", "嘿你好呀", "你好小志", "小爱同学", "你好小鑫", "你好小新", "小美同学", "小龙小龙",
+                      "喵喵同学", "小滨小滨", "小冰小冰", "Hi ESP", "Hi Lexin", "Alexa", "Hey Jarvis")
+
+
+@dataclass
+class VoiceXiaozhiConfig:
+    """Stock XiaoZhi speakers and py-xiaozhi (docs/voice-devices.md)."""
+
+    # The WebSocket URL /xiaozhi/ota/ hands a speaker; empty: ws://<the host it asked>/ws/voice.
+    websocket_url: str = ""
+    # `listen detect` with one of these (case, spaces and punctuation ignored) is a wake word.
+    wake_words: list[str] = field(default_factory=lambda: list(DEFAULT_WAKE_WORDS))
+    # A wake word is greeted with a short phrase ("我在，请说。" / "I'm listening.").
+    wake_greeting: bool = True
+    # Device MCP tools: how long a tools/call may take; how many of a speaker's tools are offered.
+    tool_timeout_s: float = 10.0
+    max_tools: int = 32
+
+
 @dataclass
 class VoiceConfig:
     listen: str = "127.0.0.1:3001"
@@ -127,6 +148,7 @@ class VoiceConfig:
     aliyun: VoiceAliyunConfig = field(default_factory=VoiceAliyunConfig)
     openai: VoiceOpenAIConfig = field(default_factory=VoiceOpenAIConfig)
     espeak: VoiceEspeakConfig = field(default_factory=VoiceEspeakConfig)
+    xiaozhi: VoiceXiaozhiConfig = field(default_factory=VoiceXiaozhiConfig)
 
 
 @dataclass
@@ -588,6 +610,16 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voice.output_frame_ms", "must be a multiple of 10 between 10 and 120")
     if not 1 <= voice.max_sessions <= 256:
         bad("voice.max_sessions", "must be between 1 and 256")
+    xiaozhi = voice.xiaozhi
+    ws_url = urlsplit(xiaozhi.websocket_url)
+    if xiaozhi.websocket_url and (ws_url.scheme not in ("ws", "wss") or not ws_url.netloc):
+        bad("voice.xiaozhi.websocket_url", "must be a ws:// or wss:// URL (or empty: from the host the speaker asked)")
+    if any(not word.strip() or len(word) > 64 for word in xiaozhi.wake_words):
+        bad("voice.xiaozhi.wake_words", "must be non-empty words of at most 64 characters")
+    if not 1 <= xiaozhi.tool_timeout_s <= 120:
+        bad("voice.xiaozhi.tool_timeout_s", "must be between 1 and 120 seconds")
+    if not 1 <= xiaozhi.max_tools <= 128:
+        bad("voice.xiaozhi.max_tools", "must be between 1 and 128")
     if voice.aliyun.tts_sample_rate not in (8000, 16000, 22050, 24000, 44100, 48000):
         bad("voice.aliyun.tts_sample_rate", "must be 8000, 16000, 22050, 24000, 44100 or 48000")
     for key, url, schemes in (("voice.aliyun.url", voice.aliyun.url, ("ws", "wss")),

@@ -130,7 +130,8 @@ class Daemon:
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
-        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens)
+        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
+                                  zone=site_zone(cfg.site.timezone))
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,

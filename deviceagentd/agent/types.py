@@ -105,6 +105,8 @@ class TurnContext:
     product_id: str | None = None
     device_id: str | None = None
     images: list[ImageInput] = field(default_factory=list)
+    # Tools this turn has besides the site's (a speaker's own, see agent/extra_tools.py).
+    extra_tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from deviceagentd.voice.service import VoiceService
 log = logging.getLogger("deviceagentd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too. The
-# console's files hold no data (the page asks for a token and sends it with every call).
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/"})
+# /ws/voice and /xiaozhi/ota/ check tokens themselves (also from ?authorization=, for speakers and
+# browsers). The console's files hold no data (the page asks for a token and sends it with every call).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/xiaozhi/ota/", "/"})
 PUBLIC_PREFIXES = ("/console/",)
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"

@@ -15,7 +15,18 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, console, footprint, plateau, procs, scenarios, voice, voice_vad, voiceplatform
+from bench_lib import (
+    agent,
+    console,
+    footprint,
+    plateau,
+    procs,
+    scenarios,
+    voice,
+    voice_opus,
+    voice_vad,
+    voiceplatform,
+)
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -31,6 +42,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "agent": agent.agent,
     "commits": scenarios.commits,
     "voice_vad": voice_vad.voice_vad,
+    "voice_opus": voice_opus.voice_opus,
     "voice": voice.voice,
     "voiceplatform": voiceplatform.voiceplatform,
     "console": console.console,

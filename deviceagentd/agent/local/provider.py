@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, tzinfo
 
+from deviceagentd.agent.local import device_tools
 from deviceagentd.agent.local.planner import plan
 from deviceagentd.agent.local.replies import Replies
-from deviceagentd.agent.local.steps import Say
+from deviceagentd.agent.local.steps import Plan, Say
 from deviceagentd.agent.local.vocabulary import Vocabulary
 from deviceagentd.agent.types import Delta, ToolCall, ToolCallFinished, ToolCallStarted, Tools, TurnContext, TurnEvent
 from deviceagentd.core.catalog import Catalog
@@ -36,6 +37,17 @@ class LocalProvider:
 
     async def run(self, context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
         steps = plan(context.message, context, self._registry, self.vocabulary())
+        if context.extra_tools:
+            # A speaker's own tool ("set the speaker volume to 40") unless the site's devices
+            # are what the person meant.
+            found = device_tools.match(context.message, context.extra_tools)
+            if found is not None and (found.strong or not _understood(steps)):
+                call = ToolCall("local-1", found.name, found.arguments)
+                yield ToolCallStarted(call)
+                result = await tools.call(call, context)
+                yield ToolCallFinished(result)
+                yield Delta(device_tools.reply(found, result, context.message))
+                return
         replies = Replies(self._registry.catalog, steps.language, context.device_id, self._zone,
                           self._clock.wall_ms())
         separator = "" if replies.zh else " "
@@ -50,3 +62,8 @@ class LocalProvider:
                 yield ToolCallFinished(result)
                 text = replies.result(step, result)
             yield Delta(text if index == 0 else separator + text)
+
+
+def _understood(steps: Plan) -> bool:
+    """The site plan does something or says something it understood."""
+    return any(not isinstance(step, Say) or step.understood for step in steps.steps)
