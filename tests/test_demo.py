@@ -100,8 +100,11 @@ def test_demo_runs_the_seed_tour_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert result["ok"] is True and result["code"] == 0
         assert result["data"] == {"target_temperature": 24}
-        device = _curl_json(f"{base}/api/devices/thermostat-001")
-        assert device["state"]["target_temperature"] == 24  # type: ignore[index]
+        # The device reports its new state right after its answer: wait for that report.
+        deadline = time.monotonic() + 10
+        while _curl_json(f"{base}/api/devices/thermostat-001")["state"]["target_temperature"] != 24:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the state after the command never arrived"
+            time.sleep(0.1)
         events = _curl_json(f"{base}/api/devices/thermostat-001/events?limit=50")
         assert any(e["event"] == "online" for e in events["events"])  # type: ignore[union-attr,index]
 
