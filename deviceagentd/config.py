@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from deviceagentd.core.timezone import UnknownTimeZone, site_zone
+from deviceagentd.http.tls import tls_problem
 from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 
 ENV_PREFIX = "DEVICEAGENTD_"
@@ -64,6 +65,9 @@ class HttpConfig:
     listen: str = "127.0.0.1:3000"
     tokens: list[str] = field(default_factory=list)
     max_body_bytes: int = 1048576
+    # HTTPS on the HTTP port (the console, the API): PEM certificate chain and key, both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass
@@ -124,6 +128,9 @@ class VoiceXiaozhiConfig:
 @dataclass
 class VoiceConfig:
     listen: str = "127.0.0.1:3001"
+    # wss:// on the voice port (needed by a browser on an https console): PEM chain and key.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # The provider used when hello names none ("" = the first configured: aliyun, openai).
     default_provider: str = ""
     # End of speech in auto mode: silence after the last voiced frame (200..1250 ms).
@@ -494,11 +501,12 @@ def _resolve_relative_dirs(config: Config, base: Path) -> None:
         value = getattr(section, attr)
         if value and not Path(value).is_absolute():
             setattr(section, attr, str((base / value).resolve()))
-    mqtt = config.mqtt
-    for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-        value = getattr(mqtt, attr)
+    files: list[tuple[object, str]] = [(config.mqtt, a) for a in ("tls_ca_file", "tls_cert_file", "tls_key_file")]
+    files += [(ports, a) for ports in (config.http, config.voice) for a in ("tls_cert_file", "tls_key_file")]
+    for owner, attr in files:
+        value = getattr(owner, attr)
         if value and not Path(value).is_absolute():
-            setattr(mqtt, attr, str((base / value).resolve()))
+            setattr(owner, attr, str((base / value).resolve()))
 
 
 # ---------------------------------------------------------------------------------- checking
@@ -580,6 +588,11 @@ def check(config: Config) -> list[ConfigProblem]:
             bad(f"http.tokens[{index}]", "must be at least 16 characters without surrounding spaces")
     if not 1024 <= config.http.max_body_bytes <= 64 * 1024 * 1024:
         bad("http.max_body_bytes", "must be between 1024 and 67108864")
+    for section in ("http", "voice"):
+        ports: HttpConfig | VoiceConfig = getattr(config, section)
+        problem = tls_problem(ports.tls_cert_file, ports.tls_key_file)
+        if problem is not None:
+            bad(f"{section}.tls_cert_file", problem)
 
     storage = config.storage
     if not storage.dir:

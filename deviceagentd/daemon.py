@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app
-from deviceagentd.http.context import AgentContext, HttpContext
+from deviceagentd.http.context import AgentContext, HttpContext, VoicePlatformView
+from deviceagentd.http.live import LiveHub
+from deviceagentd.http.tls import server_context
 from deviceagentd.mcp.context import McpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
@@ -97,6 +100,8 @@ class Daemon:
     def __post_init__(self) -> None:
         cfg = self.config
         self.metrics = Metrics()
+        # The site's time zone (site.timezone, else the system's): local times in replies.
+        self.site_zone = site_zone(cfg.site.timezone)
         self.store = Store(
             Path(cfg.storage.dir) / DB_FILENAME,
             StoreSettings(
@@ -115,6 +120,8 @@ class Daemon:
         self.feed = SiteFeed()
         self.registry = DeviceRegistry(self.catalog, self.store, self.metrics, cfg.devices.offline_after_s, self.clock,
                                        routine_save_s=cfg.storage.device_state_save_s, feed=self.feed)
+        # /api/stream's fan-out: subscribed to the feed only while a stream is open.
+        self.live = LiveHub(self.feed)
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
@@ -130,7 +137,7 @@ class Daemon:
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
         self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
-                                  zone=site_zone(cfg.site.timezone))
+                                  zone=self.site_zone)
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
@@ -165,7 +172,7 @@ class Daemon:
 
     def _build_agent(self) -> None:
         cfg = self.config
-        local = LazyLocalProvider(self.registry, site_zone(cfg.site.timezone))
+        local = LazyLocalProvider(self.registry, self.site_zone)
         self._openai: Any = None
         provider: Provider = local
         if self.provider is not None:
@@ -202,7 +209,7 @@ class Daemon:
         )
 
     def _build_schedules(self) -> None:
-        self.schedules = LazySchedules(site_zone(self.config.site.timezone), self._schedule_service,
+        self.schedules = LazySchedules(self.site_zone, self._schedule_service,
                                        self._start_schedules)
         self.agent_tools.schedules = self.schedules
 
@@ -241,6 +248,9 @@ class Daemon:
         m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
                 kind="counter")
         m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: self.live.clients)
+        m.gauge("deviceagentd_stream_missed_total", "Changes dropped for /api/stream clients that read too slowly",
+                lambda: self.live.missed_total, kind="counter")
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
                 lambda: self.agent.waiting_turns)
@@ -292,6 +302,9 @@ class Daemon:
             tokens=cfg.http.tokens,
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
+            gateway_detail=self._gateway_detail,
+            voice_platform=self._voice_platform_view(),
+            live=self.live,
             agent=AgentContext(
                 agent=self.agent,
                 sessions=self.sessions,
@@ -306,8 +319,10 @@ class Daemon:
             from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 
             add_voice_platform_routes(app, self.voice_platform)
-        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API")
-        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
+        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API", _tls(cfg.http.tls_cert_file,
+                                                                                   cfg.http.tls_key_file))
+        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port",
+                                            _tls(cfg.voice.tls_cert_file, cfg.voice.tls_key_file))
 
     def _mcp_context(self) -> McpContext:
         return McpContext(
@@ -323,7 +338,24 @@ class Daemon:
             rooms=self.voice_platform.rooms if self.voice_platform is not None else None,
         )
 
-    async def _serve(self, app: web.Application, listen: str, what: str) -> int:
+    def _voice_platform_view(self) -> VoicePlatformView | None:
+        if self.voice_platform is None:
+            return None
+        from deviceagentd.voiceplatform.console import VoicePlatformConsole
+
+        return VoicePlatformConsole(self.voice_platform)
+
+    def _gateway_detail(self) -> dict[str, Any]:
+        """For the console: where the voice WebSocket is, which ports speak TLS, the site's zone."""
+        cfg = self.config
+        return {
+            "site": {"timezone": getattr(self.site_zone, "key", None) or str(self.site_zone)},
+            "http": {"tls": bool(cfg.http.tls_cert_file)},
+            "voice": {"port": self.voice_port, "tls": bool(cfg.voice.tls_cert_file), "path": "/ws/voice"},
+            "agent": {"provider": cfg.agent.provider},
+        }
+
+    async def _serve(self, app: web.Application, listen: str, what: str, tls: ssl.SSLContext | None) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
         # command wait) instead of leaving it running. Short shutdown: open requests are
         # ended by on_shutdown (chat streams) and fail_all (commands) first.
@@ -332,12 +364,12 @@ class Daemon:
         await runner.setup()
         self._runners.append(runner)
         endpoint = parse_listen(listen)
-        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True)
+        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True, ssl_context=tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         port: int = sockets[0].getsockname()[1] if sockets else endpoint.port
-        log.info("%s listening on http://%s:%d", what, endpoint.host, port)
+        log.info("%s listening on %s://%s:%d", what, "https" if tls else "http", endpoint.host, port)
         return port
 
     async def _purge_frames(self) -> None:
@@ -350,7 +382,9 @@ class Daemon:
 
     def _broker_detail(self) -> dict[str, Any]:
         status = self.link.status
-        detail: dict[str, Any] = {"state": status.state, "url": self.config.mqtt.url, "connects": status.connects}
+        # subscribed: the gateway hears devices (what READY waits for; "connected" comes first).
+        detail: dict[str, Any] = {"state": status.state, "subscribed": self.link.subscribed.is_set(),
+                                  "url": self.config.mqtt.url, "connects": status.connects}
         if status.last_error:
             detail["lastError"] = status.last_error
         return detail
@@ -424,6 +458,11 @@ class Daemon:
                       stats.pending_rows, stats.dropped_rows, stats.last_error or "none")
         else:
             log.info("stopped; all accepted events are stored")
+
+
+def _tls(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The port's TLS context, or None for plain HTTP (the files were checked with the config)."""
+    return server_context(cert_file, key_file) if cert_file else None
 
 
 async def run_daemon(config: Config, catalog: Catalog) -> None:

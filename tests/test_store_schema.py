@@ -66,13 +66,14 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 4
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 5
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
         ("table", "devices"),
         ("table", "events"),
         ("table", "commands"),
+        ("index", "commands_by_device"),
         ("index", "events_by_device"),
         ("index", "events_by_received_at"),
         ("index", "commands_by_sent_at"),

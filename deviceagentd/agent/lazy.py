@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 
 from deviceagentd.agent.types import Provider, Tools, TurnContext, TurnEvent
 from deviceagentd.core.registry import DeviceRegistry
@@ -17,8 +17,8 @@ from deviceagentd.core.registry import DeviceRegistry
 @dataclass
 class LazyLocalProvider:
     registry: DeviceRegistry
-    # The site's time zone, for times of day in requests ("wake me up at 7").
-    zone: tzinfo | None = None
+    # The site's time zone: times of day in requests ("wake me up at 7") and in event summaries.
+    zone: tzinfo = UTC
     name: str = "local"
     _provider: Provider | None = field(default=None, repr=False)
 

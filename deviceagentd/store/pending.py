@@ -292,6 +292,46 @@ class PendingWrites:
                         found.append(row)
         return found
 
+    def events_after(
+        self,
+        after: int,
+        *,
+        limit: int,
+        device_ids: frozenset[str] | None = None,
+        product_ids: frozenset[str] | None = None,
+    ) -> list[EventRow]:
+        """Matching waiting events with an id above `after`, oldest first."""
+        found: list[EventRow] = []
+        with self._cond:
+            for batch in self._generations():
+                for row in batch.events:
+                    if len(found) >= limit:
+                        return found
+                    if (
+                        row.id > after
+                        and (device_ids is None or row.device_id in device_ids)
+                        and (product_ids is None or row.product_id in product_ids)
+                    ):
+                        found.append(row)
+        return found
+
+    def device_commands(self, device_id: str) -> tuple[list[CommandRow], dict[str, CommandOutcome]]:
+        """The device's waiting command inserts (outcomes folded in), and waiting outcomes of
+        any command, to lay over rows read from the database."""
+        inserts: dict[str, CommandRow] = {}
+        updates: dict[str, CommandOutcome] = {}
+        with self._cond:
+            for batch in self._generations():
+                for request_id, row in batch.command_inserts.items():
+                    if row.device_id == device_id:
+                        inserts[request_id] = row
+                for request_id, outcome in batch.command_updates.items():
+                    if request_id in inserts:
+                        inserts[request_id] = with_outcome(inserts[request_id], outcome)
+                    else:
+                        updates[request_id] = outcome
+        return list(inserts.values()), updates
+
     def command(self, request_id: str) -> tuple[CommandRow | None, CommandOutcome | None]:
         """The newest waiting insert of the command, and an outcome to lay over it.
 

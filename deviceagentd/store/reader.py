@@ -93,6 +93,42 @@ def select_events(
     return [EventRow._make(row) for row in conn.execute(sql, args)]
 
 
+def select_events_after(
+    conn: sqlite3.Connection,
+    after: int,
+    *,
+    limit: int,
+    device_ids: frozenset[str] | None = None,
+    product_ids: frozenset[str] | None = None,
+) -> list[EventRow]:
+    """Events with an id above `after`, oldest first (a live stream resuming)."""
+    clauses = ["id > ?"]
+    args: list[object] = [after]
+    for column, values in (("device_id", device_ids), ("product_id", product_ids)):
+        if values is not None:
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            args.extend(sorted(values))
+    args.append(limit)
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+    return [EventRow._make(row) for row in conn.execute(sql, args)]
+
+
+def select_device_commands(
+    conn: sqlite3.Connection, device_id: str, *, limit: int, before: tuple[int, str] | None
+) -> list[CommandRow]:
+    """A device's commands, newest first: by time sent, then request id; `before` is the
+    (sent_at_ms, request_id) of the last one already shown."""
+    where = "device_id = ?"
+    args: list[object] = [device_id]
+    if before is not None:
+        where += " AND (sent_at_ms < ? OR (sent_at_ms = ? AND request_id < ?))"
+        args.extend([before[0], before[0], before[1]])
+    args.append(limit)
+    sql = (f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {where} "
+           "ORDER BY sent_at_ms DESC, request_id DESC LIMIT ?")
+    return [CommandRow._make(row) for row in conn.execute(sql, args)]
+
+
 def select_command(conn: sqlite3.Connection, request_id: str) -> CommandRow | None:
     row = conn.execute(
         f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE request_id = ?", (request_id,)

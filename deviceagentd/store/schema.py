@@ -147,9 +147,15 @@ _V4_SCHEDULES_MCP_CALLS = _statements(
     "CREATE INDEX mcp_calls_by_ts ON mcp_calls (ts_ms)",
 )
 
+# A device's command log (the console's device page, GET /api/devices/{id}/commands), newest
+# first, without scanning every device's commands.
+_V5_COMMANDS_BY_DEVICE = _statements(
+    "CREATE INDEX commands_by_device ON commands (device_id, sent_at_ms, request_id)",
+)
+
 # Index i holds the step from version i to version i + 1.
 MIGRATIONS: tuple[Migration, ...] = (
-    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS,
+    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS, _V5_COMMANDS_BY_DEVICE,
 )
 
 

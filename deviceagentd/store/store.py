@@ -48,8 +48,10 @@ from deviceagentd.store.reader import (
     Reader,
     select_any_schedule,
     select_command,
+    select_device_commands,
     select_devices,
     select_events,
+    select_events_after,
     select_mcp_calls,
     select_schedules,
     select_session,
@@ -335,6 +337,52 @@ class Store:
             for row in await running.reader.call(query):
                 by_id.setdefault(row.id, row)
         return [event_record(by_id[key]) for key in sorted(by_id, reverse=True)[:limit]]
+
+    async def events_after(
+        self,
+        after: int,
+        *,
+        limit: int,
+        device_ids: frozenset[str] | None = None,
+        product_ids: frozenset[str] | None = None,
+    ) -> list[EventRecord]:
+        """Events with an id above `after` (of these devices / products), oldest first,
+        including ones not committed yet: what a live stream missed while it was away."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first: a commit between the two reads then shows a row twice
+        # (deduplicated by id) instead of not at all. Batches commit in id order, so every
+        # stored row is older than every waiting one.
+        waiting = running.pending.events_after(after, limit=limit, device_ids=device_ids, product_ids=product_ids)
+        query = functools.partial(select_events_after, after=after, limit=limit, device_ids=device_ids,
+                                  product_ids=product_ids)
+        by_id = {row.id: row for row in await running.reader.call(query)}
+        for row in waiting:
+            by_id.setdefault(row.id, row)
+        return [event_record(by_id[key]) for key in sorted(by_id)[:limit]]
+
+    async def device_commands(
+        self, device_id: str, *, limit: int, before: tuple[int, str] | None = None
+    ) -> list[CommandRecord]:
+        """A device's command log, newest first (time sent, then request id), including
+        commands and outcomes not committed yet. `before`: the (sent_at_ms, request_id) of
+        the last command of the previous page."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first, then the database: a commit in between shows a row in both
+        # (the waiting copy, which is as new or newer, wins), never in neither.
+        inserts, updates = running.pending.device_commands(device_id)
+        query = functools.partial(select_device_commands, device_id=device_id, limit=limit, before=before)
+        stored = await running.reader.call(query)
+        by_id = {row.request_id: with_outcome(row, updates[row.request_id]) if row.request_id in updates else row
+                 for row in stored}
+        for row in inserts:
+            if before is None or (row.sent_at_ms, row.request_id) < before:
+                by_id[row.request_id] = row
+        rows = sorted(by_id.values(), key=lambda row: (row.sent_at_ms, row.request_id), reverse=True)
+        return [command_record(row) for row in rows[:limit]]
 
     async def get_command(self, request_id: str) -> CommandRecord | None:
         running = self._live()

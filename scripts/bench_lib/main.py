@@ -17,6 +17,7 @@ import uvloop
 
 from bench_lib import (
     agent,
+    console,
     footprint,
     mcp_server,
     plateau,
@@ -48,6 +49,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voiceplatform": voiceplatform.voiceplatform,
     "mcp": mcp_server.mcp,
     "schedules": schedules.schedules,
+    "console": console.console,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
     "plateau": plateau.plateau,

@@ -37,6 +37,7 @@ from deviceagentd.agent.local.steps import (
     Step,
 )
 from deviceagentd.agent.local.text import language_of
+from deviceagentd.agent.local.tour import tour, wants_tour
 from deviceagentd.agent.local.values import apply_relative, plain, time_numbers
 from deviceagentd.agent.local.vocabulary import ProductVocab, Vocabulary
 from deviceagentd.agent.types import TurnContext
@@ -94,6 +95,8 @@ def _plan_now(utterance: str, context: TurnContext, registry: DeviceRegistry, vo
     if context.images:
         return Plan(language, (Say(replies.vision()),))
     devices, places = _site(registry, vocabulary)
+    if wants_tour(utterance):
+        return Plan(language, (Say(tour(replies, devices)),))
     parsed = parse(utterance, vocabulary, [d.device_id for d in devices], places.words)
     if parsed.vision:
         return Plan(language, (Say(replies.vision()),))
