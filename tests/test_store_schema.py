@@ -239,7 +239,7 @@ async def test_version_3_database_gains_schedules_and_the_mcp_call_log(tmp_path:
     store = Store(path, SETTINGS, clock_ms)
     store.open()
     try:
-        assert pragma(path, "user_version") == 4
+        assert pragma(path, "user_version") == len(MIGRATIONS)
         assert [t.voice_id for t in store.load_voice_tokens()] == ["spk-1"]
         assert store.load_schedules() == []
         record = ScheduleRecord("sch-1", {"name": "lights out"}, NOW_MS, NOW_MS + 60_000)
