@@ -74,6 +74,8 @@ class TurnRequest:
     # False: start at once even while turns are being paced (voice: a person is waiting at a
     # speaker, and speakers are few).
     paced: bool = True
+    # The Device-Id of the speaker a voice turn came from: "wake me up at 7" rings there.
+    speaker_id: str | None = None
     # Tools of this turn besides the site's (a speaker's own, from its MCP server).
     tools: Tools | None = None
 
@@ -295,7 +297,7 @@ class Agent:
             product_id, device_id = await self.sessions.default_device(session_id)
         history = await self.sessions.history(session_id, self.history_limit)
         context = TurnContext(session_id, request.message, history, product_id, device_id, images,
-                              extra_specs(self.tools, request.tools))
+                              extra_specs(self.tools, request.tools), speaker_id=request.speaker_id)
         tools = self.tools if request.tools is None else CombinedTools(self.tools, request.tools)
         self.sessions.append(session_id, ChatMessage("user", request.message, self.clock.wall_ms()))
 

@@ -16,6 +16,7 @@ from deviceagentd.core.errors import (
     InvalidInput,
     NotFound,
 )
+from deviceagentd.http.responses import json_response
 
 STATUS_OF: dict[type[CoreError], int] = {
     InvalidInput: 400,
@@ -43,7 +44,7 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return json_response({"error": error}, status=status, headers=headers)
 
 
 def from_core(exc: CoreError) -> ApiError:

@@ -108,3 +108,29 @@ class VoiceTokenRecord:
     issued_at_ms: int
     expires_at_ms: int
     """When the access token stops working; the refresh token does not expire."""
+
+
+@dataclass
+class ScheduleRecord:
+    """A schedule as stored: `spec` is its JSON (name, action, when, origin); `next_run_ms` the
+    next time it runs; `last_run` how its last run went (JSON), if it ran."""
+
+    schedule_id: str
+    spec: dict[str, Any]
+    created_ms: int
+    next_run_ms: int | None
+    last_run: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class McpCallRecord:
+    """One tool call of an MCP client: who, which tool with which arguments, how it went."""
+
+    ts_ms: int
+    client: str
+    tool: str
+    arguments: dict[str, Any]
+    outcome: str
+    """ok | error (the tool ran and failed) | refused (not allowed, unknown tool, bad arguments)."""
+    detail: str
+    latency_ms: float

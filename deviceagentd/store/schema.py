@@ -118,8 +118,45 @@ _V3_VOICE_TOKENS = _statements(
     """,
 )
 
+# Schedules: read whole at start (the timer keeps them in memory), written by id. The spec
+# column is the schedule as JSON (name, action, when, origin); next_run_ms is NULL once a
+# one-off schedule has run (the row is deleted then). The MCP call log: every tool call an
+# assistant made, like the command log, pruned with it.
+_V4_SCHEDULES_MCP_CALLS = _statements(
+    """
+    CREATE TABLE schedules (
+        schedule_id TEXT PRIMARY KEY,
+        spec        TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        next_run_ms INTEGER,
+        last_run    TEXT
+    )
+    """,
+    """
+    CREATE TABLE mcp_calls (
+        id         INTEGER PRIMARY KEY,
+        ts_ms      INTEGER NOT NULL,
+        client     TEXT NOT NULL,
+        tool       TEXT NOT NULL,
+        arguments  TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        latency_ms REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX mcp_calls_by_ts ON mcp_calls (ts_ms)",
+)
+
+# A device's command log (the console's device page, GET /api/devices/{id}/commands), newest
+# first, without scanning every device's commands.
+_V5_COMMANDS_BY_DEVICE = _statements(
+    "CREATE INDEX commands_by_device ON commands (device_id, sent_at_ms, request_id)",
+)
+
 # Index i holds the step from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS, _V5_COMMANDS_BY_DEVICE,
+)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -24,7 +24,9 @@ from deviceagentd.store.rows import (
     CommandRow,
     DeviceRow,
     EventRow,
+    McpCallRow,
     MessageRow,
+    ScheduleRow,
     SessionRow,
     VoiceTokenRow,
     device_row,
@@ -89,6 +91,9 @@ _SET_SESSION_DEVICE = "UPDATE sessions SET product_id = ?, device_id = ? WHERE s
 _INSERT_MESSAGE = _insert("session_messages", MessageRow._fields)
 _UPSERT_VOICE_TOKEN = _insert("voice_tokens", VoiceTokenRow._fields)
 _DELETE_VOICE_TOKEN = "DELETE FROM voice_tokens WHERE voice_id = ?"
+_UPSERT_SCHEDULE = _upsert("schedules", ScheduleRow._fields, "schedule_id")
+_DELETE_SCHEDULE = "DELETE FROM schedules WHERE schedule_id = ?"
+_INSERT_MCP_CALL = _insert("mcp_calls", McpCallRow._fields)
 # Everything older than the newest N (no row at OFFSET N: the subquery is NULL, nothing goes).
 _TRIM_SESSION = (
     "DELETE FROM session_messages WHERE session_id = ? AND id <= "
@@ -138,6 +143,9 @@ def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
         *_session_statements(batch),
         (_DELETE_VOICE_TOKEN, [(key,) for key, row in batch.voice_tokens.items() if row is None]),
         (_UPSERT_VOICE_TOKEN, [row for row in batch.voice_tokens.values() if row is not None]),
+        (_DELETE_SCHEDULE, [(key,) for key, row in batch.schedules.items() if row is None]),
+        (_UPSERT_SCHEDULE, [row for row in batch.schedules.values() if row is not None]),
+        (_INSERT_MCP_CALL, batch.mcp_calls),
     ]
 
 
@@ -294,13 +302,15 @@ class Writer:
             self.last_error = f"retention failed: {exc}"
             _log.warning("store retention failed, will try again later: %s", exc)
             return True
-        if result.events or result.commands or result.sessions or result.session_messages:
+        if result.events or result.commands or result.sessions or result.session_messages or result.mcp_calls:
             _log.info(
-                "store retention deleted %d events, %d commands, %d sessions and %d session messages",
+                "store retention deleted %d events, %d commands, %d sessions, %d session messages "
+                "and %d MCP calls",
                 result.events,
                 result.commands,
                 result.sessions,
                 result.session_messages,
+                result.mcp_calls,
             )
         return result.finished
 

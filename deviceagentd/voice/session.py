@@ -448,6 +448,7 @@ class VoiceSession:
             language=hello.language,
             name=self.name,
             tools=tools,
+            speaker_id=self._conn.device_id or hello.device_id,
         )
         self._hello = hello
         self._warned.clear()

@@ -98,6 +98,7 @@ class TurnSetup:
     tools: Tools | None = None  # the turn's tools besides the site's (a speaker's own, mcp.py)
     # The local voice (espeak-ng) for apologies and explanations; None: none installed.
     apology: Voice | None = None
+    speaker_id: str | None = None  # the speaker's Device-Id: "wake me up at 7" rings on it
 
 
 @dataclass
@@ -249,7 +250,8 @@ class Turn:
         setup = self._setup
         # Someone is standing at the speaker: its turn never waits behind a flood of chat.
         request = TurnRequest(message=text, session_id=setup.session_id, product_id=setup.product_id,
-                              device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False, tools=setup.tools)
+                              device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False, tools=setup.tools,
+                              speaker_id=setup.speaker_id)
         speaker = None
         if setup.voice is not None:
             local = setup.apology if setup.apology is not None and setup.apology.name != setup.voice.name else None

@@ -105,6 +105,10 @@ class TokenService:
         """Speakers holding a live pair (expired access tokens included: they can refresh)."""
         return len(self._by_voice)
 
+    def pair_of(self, voice_id: str) -> VoiceTokenRecord | None:
+        """The speaker's live pair (hashes and times only), or None."""
+        return self._by_voice.get(voice_id)
+
     async def load(self) -> None:
         """Take the live pairs from the store (at daemon start, before any call)."""
         records = self._store.load_voice_tokens()

@@ -17,10 +17,13 @@ import uvloop
 
 from bench_lib import (
     agent,
+    console,
     footprint,
+    mcp_server,
     plateau,
     procs,
     scenarios,
+    schedules,
     voice,
     voice_offline,
     voice_opus,
@@ -46,6 +49,9 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "voice": voice.voice,
     "voice_offline": voice_offline.voice_offline,
     "voiceplatform": voiceplatform.voiceplatform,
+    "mcp": mcp_server.mcp,
+    "schedules": schedules.schedules,
+    "console": console.console,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
     "plateau": plateau.plateau,
