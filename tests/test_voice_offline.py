@@ -88,11 +88,12 @@ def test_the_grammar_takes_the_engines_phrasings_over_the_sites_words(catalog: C
         "how much power is the coffee machine using",
         "which devices are online",
         "any alerts today",
-        "turn on the bedroom light and set it to thirty percent",
         "could you turn on the air conditioner please",
     ):
         assert accepts(sentence.split()), sentence
+    # One request per utterance (a second one would double the grammar and the recogniser's memory).
     for outside in ("tell me a joke", "turn on the tv", "set the thermostat to ninety degrees",
+                    "turn on the bedroom light and set it to thirty percent",
                     "set the brightness to one hundred fifty percent", "what is the", "open the garage door"):
         assert not accepts(outside.split()), outside
     assert grammar.transcript(["set", "the", "thermostat", "to", "twenty", "one", "point", "five", "degrees"]) == \
@@ -139,7 +140,9 @@ def test_words_missing_from_the_dictionary_are_pronounced_by_espeak(tmp_path: Pa
     dictionary = ModelFiles.packaged().dictionary
     lexicon = build_lexicon({"light", "zorbex", "kwazimodo", "temperature"}, dictionary)
     assert lexicon.generated == ("kwazimodo", "zorbex")
-    assert len(lexicon.entries["temperature"]) == 2  # both of the dictionary's pronunciations
+    # Both of the dictionary's pronunciations, then espeak-ng's American and British ones.
+    assert lexicon.entries["temperature"][:2] == ("T EH M P R AH CH ER", "T EH M P ER AH CH ER")
+    assert len(lexicon.entries["temperature"]) > 2
     assert lexicon.entries["zorbex"][0].startswith("Z ")
     text = lexicon.dictionary_text()
     assert "temperature(2) " in text and "\nzorbex Z" in text
@@ -237,7 +240,7 @@ async def test_partials_stream_while_the_audio_arrives_and_decoding_is_off_the_l
         original(self, pcm)
 
     monkeypatch.setattr(decoder_module.GrammarDecoder, "feed", spy)
-    pcm = espeak_pcm(speech_cache, "turn on the bedroom light and set it to thirty percent")
+    pcm = espeak_pcm(speech_cache, "turn on the bedroom light in the living room")
     stream = await offline.start(None, "partials")
     partials: list[str] = []
     try:
@@ -252,7 +255,7 @@ async def test_partials_stream_while_the_audio_arrives_and_decoding_is_off_the_l
                     partials.append(result.text)
     finally:
         await stream.close()
-    assert len(partials) >= 3 and partials[-1].startswith("turn on")
+    assert len(partials) >= 3 and partials[-1].startswith("turn on the")
     assert threads and all(name.startswith("offline-asr") for name in threads)
     assert threading.main_thread().name not in threads
 

@@ -5,18 +5,27 @@ turn fails, and a recogniser that fails to load."""
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import tempfile
+import wave
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import voice_samples as vs
 from local_corpus import SITE
 from mosquitto_broker import free_port
 from test_local_engine import RecordingTools, make_registry
-from test_voice_session import Rig, VoiceConn, said, start_rig
+from test_voice_session import Rig, VoiceConn, start_rig
+from test_voice_session import said as said_default
 
 from deviceagentd.agent.local import LocalProvider
 from deviceagentd.agent.types import TurnContext, TurnEvent
+from deviceagentd.voice.audio import Resampler
 from deviceagentd.voice.fallback import FALLBACK_NOTE
 from deviceagentd.voice.recognizer import decoder as decoder_module
 from deviceagentd.voice.recognizer.decoder import ModelFiles
@@ -24,6 +33,24 @@ from deviceagentd.voice.recognizer.site import registry_site
 from deviceagentd.voice.turn import APOLOGY, NOT_SUPPORTED, NOT_UNDERSTOOD
 
 THERMOSTAT = "thermostat-001"
+
+
+@functools.cache
+def said(text: str) -> bytes:
+    """`text` in espeak-ng's American English voice (the recogniser's acoustic model is American
+    English), 0.3 s of silence before and 1.2 s after."""
+    path = shutil.which("espeak-ng")
+    if path is None:
+        vs.require_espeak()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "said.wav"
+        voice = "cmn" if any("\u4e00" <= c <= "\u9fff" for c in text) else "en-us"
+        subprocess.run([str(path), "-v", voice, "-w", str(out), text], check=True, capture_output=True, timeout=30)
+        with wave.open(str(out), "rb") as wav:
+            rate, raw = wav.getframerate(), wav.readframes(wav.getnframes())
+    resampler = Resampler(rate, 16000)
+    speech = np.frombuffer(resampler.push(raw) + resampler.flush(), dtype="<i2").astype(np.float64)
+    return vs.pcm(np.concatenate([vs.silence(0.3), speech, vs.silence(1.2)]))
 TEMPERATURE = next(d.state["temperature"] for d in SITE if d.device_id == THERMOSTAT)
 
 
@@ -65,7 +92,7 @@ async def test_without_a_cloud_key_the_offline_recogniser_answers(offline: tuple
     # At three times real time, as a speaker streams it: the recogniser hears it as it comes.
     mark = len(conn.events)
     await conn.send({"type": "listen", "state": "start", "mode": "auto"})
-    await conn.send_audio(said("what is the current temperature", tail_s=1.2), pace_s=0.02)
+    await conn.send_audio(said("what is the current temperature"), pace_s=0.02)
     end, _ = await conn.wait("tts_complete", after=mark)
     asr = conn.messages("asr", mark)
     assert asr[-1] == {"type": "asr", "text": "what is the current temperature", "definite": True}
@@ -81,7 +108,7 @@ async def test_speech_outside_the_grammar_is_not_forced_onto_a_command(offline: 
     rig, tools = offline
     conn = await rig.connect()
     await conn.hello()
-    mark, end = await conn.turn(said("tell me a joke about penguins", tail_s=1.2))
+    mark, end = await conn.turn(said("play some jazz music"))
     assert conn.messages("asr", mark)[-1] == {"type": "asr", "text": "", "definite": True}
     assert conn.messages("agent_reply", mark)[-1]["text"] == NOT_UNDERSTOOD[0]
     assert texts(conn, mark, state="sentence_start") == [NOT_UNDERSTOOD[0]] and conn.audio(mark, end)
@@ -95,7 +122,7 @@ async def test_chinese_without_a_cloud_recogniser_is_explained_in_chinese() -> N
         # An EMQX-style client: an error, and the explanation spoken in Mandarin.
         conn = await rig.connect()
         await conn.hello(language="zh-CN")
-        mark = await conn.say(said("打开客厅的灯", tail_s=1.2))
+        mark = await conn.say(said("打开客厅的灯"))
         await conn.wait("tts", after=mark, state="stop")
         errors = conn.messages("error", mark)
         assert [e["code"] for e in errors] == ["language_unsupported"] and errors[0]["message"] == NOT_SUPPORTED[1]
@@ -104,7 +131,7 @@ async def test_chinese_without_a_cloud_recogniser_is_explained_in_chinese() -> N
         # A XiaoZhi speaker (a hello with features): the alert on its screen as well.
         xiaozhi = await rig.connect()
         await xiaozhi.hello(language="zh", features={"mcp": False}, transport="websocket")
-        mark = await xiaozhi.say(said("打开客厅的灯", tail_s=1.2))
+        mark = await xiaozhi.say(said("打开客厅的灯"))
         await xiaozhi.wait("tts", after=mark, state="stop")
         alerts = xiaozhi.messages("alert", mark)
         assert alerts and alerts[0]["message"] == NOT_SUPPORTED[1]
@@ -127,7 +154,7 @@ async def test_a_cloud_recogniser_that_cannot_be_reached_falls_back_offline_and_
         conn = await rig.connect()
         hello = await conn.hello(deviceId=THERMOSTAT)
         assert hello["provider"] == provider
-        mark, _ = await conn.turn(said("what is the current temperature", tail_s=1.2))
+        mark, _ = await conn.turn(said("what is the current temperature"))
         assert conn.messages("asr", mark)[-1]["text"] == "what is the current temperature"
         reply = conn.messages("agent_reply", mark)[-1]["text"]
         assert reply.startswith(FALLBACK_NOTE) and str(TEMPERATURE).rstrip("0").rstrip(".") in reply
@@ -135,7 +162,7 @@ async def test_a_cloud_recogniser_that_cannot_be_reached_falls_back_offline_and_
         assert texts(conn, mark, state="sentence_start")[0] == FALLBACK_NOTE
         assert conn.messages("error", mark) == []
         # Said once per outage: the next turn just answers.
-        mark, _ = await conn.turn(said("close the curtains", tail_s=1.2))
+        mark, _ = await conn.turn(said("close the curtains"))
         assert conn.messages("asr", mark)[-1]["text"] == "close the curtains"
         assert not conn.messages("agent_reply", mark)[-1]["text"].startswith(FALLBACK_NOTE)
         assert ("send_command", {"device_id": "curtain-1", "command": "close", "params": {}}) in [
@@ -155,7 +182,7 @@ async def test_a_recogniser_that_fails_to_load_is_an_error_and_an_apology(monkey
         conn = await rig.connect()
         await conn.hello()
         for _ in range(2):  # the session stays usable, and says the same each time
-            mark = await conn.say(said("close the curtains", tail_s=1.2))
+            mark = await conn.say(said("close the curtains"))
             await conn.wait("tts", after=mark, state="stop")
             assert [e["code"] for e in conn.messages("error", mark)] == ["provider_unavailable"]
             assert texts(conn, mark, state="sentence_start") == [APOLOGY[0]]
@@ -167,7 +194,7 @@ async def test_a_recogniser_that_fails_to_load_is_an_error_and_an_apology(monkey
     try:
         conn = await rig.connect()
         assert (await conn.hello())["provider"] == "aliyun"
-        mark, _ = await conn.turn(said())
+        mark, _ = await conn.turn(said_default())
         assert conn.messages("error", mark) == []
     finally:
         await rig.close()
@@ -186,7 +213,7 @@ async def test_an_agent_failure_is_an_error_and_an_apology_in_the_local_voice() 
         rig.agent.fallback = rig.agent.provider
         conn = await rig.connect()
         await conn.hello(deviceId=THERMOSTAT)
-        mark, end = await conn.turn(said("what is the current temperature", tail_s=1.2))
+        mark, end = await conn.turn(said("what is the current temperature"))
         assert [e["code"] for e in conn.messages("error", mark)]
         assert texts(conn, mark, state="sentence_start")[-1] == APOLOGY[0] and conn.audio(mark, end)
     finally:

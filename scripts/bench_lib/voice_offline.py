@@ -285,7 +285,7 @@ async def one_turn(ws: aiohttp.ClientWebSocketResponse, codec: BinaryCodec, spee
     await ws.send_str(json.dumps({"type": "listen", "state": "start", "mode": "auto"}))
     frame_bytes = SAMPLE_RATE * FRAME_MS // 1000 * 2
     body = speech + bytes(frame_bytes * 50)  # at most 3 s of silence after the speech
-    window_frame = math.ceil(len(speech) / frame_bytes) - 1 + math.ceil(SILENCE_MS / FRAME_MS)
+    window_frame = last_voiced_frame(speech, frame_bytes) + math.ceil(SILENCE_MS / FRAME_MS)
     heard = asyncio.Event()
     end_ns = 0
 
@@ -324,8 +324,21 @@ async def one_turn(ws: aiohttp.ClientWebSocketResponse, codec: BinaryCodec, spee
         heard.set()
         await sender
     if not (end_ns and final_ns and reply_ns):
-        raise RuntimeError(f"incomplete turn (transcript {transcript!r})")
+        raise RuntimeError(f"incomplete turn (transcript {transcript!r}, silence window end sent: {bool(end_ns)}, "
+                           f"reply audio: {bool(reply_ns)})")
     return (final_ns - end_ns) / 1e6, (reply_ns - end_ns) / 1e6, transcript
+
+
+def last_voiced_frame(speech: bytes, frame_bytes: int, threshold_dbfs: float = -45.0) -> int:
+    """The index of the last frame with speech in it (espeak-ng ends its clips with silence)."""
+    samples = np.frombuffer(speech, dtype="<i2").astype(np.float64)
+    per_frame = frame_bytes // 2
+    last = 0
+    for index in range(math.ceil(len(samples) / per_frame)):
+        frame = samples[index * per_frame:(index + 1) * per_frame]
+        if frame.size and 20 * math.log10(math.sqrt(float(np.mean(frame ** 2))) / 32768 + 1e-12) > threshold_dbfs:
+            last = index
+    return last
 
 
 async def daemon_part(b: Bench, turns: int) -> None:

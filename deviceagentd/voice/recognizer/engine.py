@@ -27,13 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from deviceagentd.memory import trim_heap
 from deviceagentd.voice.recognizer.decoder import (
     DecoderSettings,
     GrammarDecoder,
     ModelFiles,
     RecogniserUnavailable,
 )
-from deviceagentd.voice.recognizer.grammar import SiteGrammar, build_grammar
+from deviceagentd.voice.recognizer.grammar import MAX_NAMES, MAX_PLACES, SiteGrammar, build_grammar
 from deviceagentd.voice.recognizer.pronounce import Lexicon, build_lexicon
 from deviceagentd.voice.recognizer.site import Site, SiteSource
 
@@ -162,6 +163,7 @@ class OfflineEngine:
             log.info("offline recogniser: unloaded after %.0f s without speech", self.settings.unload_after_s)
         self._loaded = None
         self._idle.clear()
+        trim_heap()  # the decoders' search structures go back to the system
 
     async def close(self) -> None:
         if self._unload_task is not None:
@@ -189,6 +191,10 @@ class OfflineEngine:
         if unpronounced:
             raise RecogniserUnavailable(f"no pronunciation for {', '.join(sorted(unpronounced)[:10])}")
         loaded = Loaded(site.version, grammar, lexicon, time.perf_counter() - started)
+        if grammar.names_left_out:
+            log.warning("offline recogniser: %d device names or places left out of the grammar (at most %d names "
+                        "and %d places per product); those devices are named by their product instead",
+                        grammar.names_left_out, MAX_NAMES, MAX_PLACES)
         log.info("offline recogniser: grammar of %d products and %d devices, %d words (%d pronounced by "
                  "espeak-ng), %d states, built in %.2f s", grammar.products, grammar.devices, len(grammar.words),
                  len(lexicon.generated), grammar.automaton.states, loaded.build_s)

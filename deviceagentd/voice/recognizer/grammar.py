@@ -29,6 +29,12 @@ from deviceagentd.voice.recognizer.site import DeviceNames
 # At most this many spoken values per numeric parameter: a wide range is offered in round steps.
 MAX_VALUES: Final = 120
 STEPS: Final = (1, 2, 5, 10, 20, 25, 50, 100, 250, 500, 1000)
+# Distinct device names and places per product in the grammar: each costs recogniser memory in
+# every phrasing that names a device (see engine.py's log line when some are left out).
+MAX_NAMES: Final = 30
+MAX_PLACES: Final = 20
+# Lexicon words used for one name ("lamp", "lamps" for light; not also "bulb", "lighting").
+MAX_SYNONYMS: Final = 2
 # Relative changes: "raise the temperature by two degrees".
 SMALL_STEPS: Final = range(1, 11)
 EVENT_HOURS: Final = (*range(1, 25), 48, 72)
@@ -36,7 +42,6 @@ EVENT_HOURS: Final = (*range(1, 25), 48, 72)
 # Generic phrasings (English). Words only; the site's words are added per product.
 POLITE: Final = ("please", "can you", "could you", "would you", "can you please", "could you please",
                  "would you please", "i'd like to", "i want to", "hey", "okay")
-JOIN: Final = ("and", "then", "and then")
 ASK: Final = ("what is", "what's", "what are", "tell me", "check", "show me", "show", "get")
 SET_VERBS: Final = ("set", "change", "switch", "turn", "put", "move", "adjust", "make", "bring")
 RAISE_VERBS: Final = ("raise", "increase", "lower", "decrease", "reduce")
@@ -59,6 +64,8 @@ class SiteGrammar:
     # The products and devices it was built from (for logs and check-config).
     products: int
     devices: int
+    # Distinct device names and places beyond MAX_NAMES / MAX_PLACES of a product, not in it.
+    names_left_out: int = 0
 
     @staticmethod
     def transcript(words: Sequence[str]) -> str:
@@ -77,20 +84,23 @@ def build_grammar(catalog: Catalog, devices: Iterable[DeviceNames] = ()) -> Site
     requests: list[str] = []
     plurals: list[str] = []
     all_devices: list[str] = []
+    left_out = 0
     for product in vocabulary.products.values():
         parts = _ProductRules(rules, product, by_product.get(product.product_id, ()))
+        left_out += parts.left_out
         requests.extend(parts.requests())
         plurals.extend(parts.plural_names)
         all_devices.append(parts.device)
     requests.extend(_site_requests(rules, plurals, all_devices))
     request = rules.add("request", _alt(requests))
     rules.add("polite", _alt(POLITE))
-    rules.add("join", _alt(JOIN))
-    top = f"[<polite>] {request} [<join> {request}] [please]"
+    # One request per utterance: a second one joined by "and" made the grammar 2.5 times larger
+    # (recogniser memory ~3 KB per word transition: 50 MB instead of 20 MB for the example site).
+    top = f"[<polite>] {request} [please]"
     automaton = compile_rules(rules.rules, top)
     words = frozenset(w for arcs in automaton.arcs for w in arcs)
     return SiteGrammar(jsgf=rules.render(top), automaton=automaton, words=words,
-                       products=len(vocabulary.products), devices=count)
+                       products=len(vocabulary.products), devices=count, names_left_out=left_out)
 
 
 # ---------------------------------------------------------------------------- JSGF helpers
@@ -170,10 +180,11 @@ def plural(phrase: str) -> str:
 
 
 def synonyms(phrase: str) -> list[str]:
-    """The phrase and the lexicon's words for it: "light" → lamp, bulb; "air conditioner" → ac."""
+    """The phrase and the lexicon's first (most common) words for it: "light" → lamp, lamps;
+    "air conditioner" → ac, aircon. Every one more costs recognition accuracy and memory."""
     out = [phrase]
     for surface, canonical in lexicon.EN_WORDS.items():
-        if canonical == phrase and surface.isalpha() and len(surface) > 1:
+        if canonical == phrase and surface.isalpha() and len(surface) > 1 and len(out) <= MAX_SYNONYMS:
             out.append(surface)
     return out
 
@@ -223,6 +234,8 @@ class _ProductRules:
         self.plural_names = [plural(name) for name in self._own_names() if not name.endswith("s")]
         places = list(dict.fromkeys(p for d in devices for p in (spoken(x) for x in d.places) if p))
         own = list(dict.fromkeys(n for d in devices for n in (spoken(x) for x in d.names) if n))
+        self.left_out = max(0, len(places) - MAX_PLACES) + max(0, len(own) - MAX_NAMES)
+        places, own = places[:MAX_PLACES], own[:MAX_NAMES]
         name = rules.add(f"{self.key}_name", _alt([*names, *self.plural_names, *own]))
         self.place = rules.add(f"{self.key}_place", _alt(places)) if places else None
         where = f"[{self.place}] " if self.place else ""
@@ -231,6 +244,12 @@ class _ProductRules:
         self.in_place = rules.add(f"{self.key}_in", in_place)
         self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in the {self.place}] | it)" if self.place
                              else f"({self.device} | it)")
+        # The rarer phrasings name the device by its product or "it" only: each template that
+        # carries every device's name and place copies all of them (grammar size is recogniser
+        # memory: about 3 KB per word transition).
+        short = rules.add(f"{self.key}_short", _alt([*names, *self.plural_names]))
+        self.short_device = f"[the] {short}"
+        self.short_ref = f"([the] {short} | it)"
         fields = [*product.fields, *(p for c in product.commands for p in c.params)]
         self.fields = {f.name: f for f in fields}
 
@@ -260,11 +279,11 @@ class _ProductRules:
         out = [
             f"{ask} the [{_alt(QUALIFIERS)}] {fld} [{self.in_place}]",
             f"{ask} the {fld} and [the] {fld} [{self.in_place}]",
-            f"{ask} [the] {self.device} {fld}",
+            f"{ask} {self.short_device} {fld}",
             f"{ask} the (state | status) of {self.device}",
-            f"{fld} [and [the] {fld}] [{self.in_place}]",
+            f"{fld} [and [the] {fld}] [(in | of | on) {self.short_ref}]",
             f"what {fld} is {ref} [in | set to | on]",
-            f"what's {ref} set to",
+            f"what's {self.short_ref} set to",
         ]
         states = self._states()
         if states:
@@ -327,7 +346,7 @@ class _ProductRules:
         for key in sorted(keys & {"on", "off"}):
             verbs = _alt(ON_OFF_VERBS)
             out += [f"{verbs} {key} {ref}", f"{verbs} {ref} [back] {key}", f"{name} {key} [in the {self.place}]"
-                    if self.place else f"{name} {key}"]
+                    if self.place else f"{self.short_device} {key}"]
         others = sorted(keys - {"on", "off"})
         if others:
             verbs = _alt(s for key in others for s in _verb_synonyms(key))
@@ -358,26 +377,29 @@ class _ProductRules:
             return []
         value = self.rules.add(f"{key}_value", _alt(values))
         last = spoken(spec.name).split()[-1]
+        short = self.short_ref
+        # Every phrasing ends the same way after its value, so the grammar keeps one copy of the
+        # values (a hundred numbers) per parameter instead of one per phrasing.
+        tail = f"{value} [{last}]"
         out = [
-            f"{setv} {ref} [{pname}] to {value} [{last}]",
-            f"{setv} [the] {pname} [{self.in_place}] to {value}",
-            f"{setv} {ref} {pname} to {value}",
-            f"[the] {pname} [to] {value} [{self.in_place}]",
-            f"{self.device} [{pname}] to {value}",
-            f"{value} {last} [please]",
-            f"(put | set | switch) {ref} (in | into | on | to) {value} {last}",
-            f"make {ref} {value}",
+            f"{setv} {ref} [{pname}] to {tail}",
+            f"{setv} [the] {pname} [{self.in_place}] to {tail}",
+            f"[the] {pname} [to] {tail}",
+            f"{self.short_device} [{pname}] to {tail}",
+            f"(put | set | switch) {short} (in | into | on | to) {tail}",
+            f"make {ref} {tail}",
+            f"{value} {last}",
         ]
         if spec.type in ("int", "float"):
             small = _alt(" ".join(say_all(n)[0]) for n in SMALL_STEPS)
-            out.append(f"{_alt(RAISE_VERBS)} [the] {pname} [{self.in_place}] by {small}{unit}")
+            out.append(f"{_alt(RAISE_VERBS)} [the] {pname} [(of | on) {short}] by {small}{unit}")
             if canonical_unit(spec.unit) == "%":
                 out.append(f"({_alt(self._key_verbs())} | {setv}) {ref} (halfway | half way)")
             relative = [s for s, c in lexicon.EN_WORDS.items()
                         if c.split()[0] in param.name_words and s.isalpha() and c.split()[-1] in ("raise", "lower")]
             if relative:
                 rel = _alt(relative)
-                out += [f"make {ref} [{small}{unit}] {rel}", f"{rel} {ref} [to {value}]"]
+                out += [f"make {short} [{small}{unit}] {rel}", f"{rel} {ref} [to {tail}]"]
         return out
 
     def _key_verbs(self) -> list[str]:
