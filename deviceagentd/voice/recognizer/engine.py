@@ -118,6 +118,8 @@ class OfflineEngine:
                 self._idle.clear()  # decoders of the old grammar
             if not self._idle and self._active == 0:
                 self._idle.append(await self._new_decoder(loaded))
+                # Building the grammar allocated several times what it keeps: give it back.
+                trim_heap()
             self._touch()
             return loaded
 

@@ -2,7 +2,7 @@
 site's products and devices use, as a JSGF grammar for the offline recogniser.
 
 Nothing here names a product. The phrasings are the engine's generic ones (questions, on/off,
-"set X to N", modes, relative changes, device lists and events, two requests joined by "and");
+"set X to N", modes, relative changes, device lists and events; one request per utterance);
 the words come from the DeviceSpecs (product, command, parameter and telemetry names, enum
 values, ranges and units, the values a description ties to words such as "warm white"), from
 the lexicon's synonyms (lamp for light, AC for air conditioner), and from the devices: their
@@ -229,7 +229,7 @@ class _ProductRules:
         self.rules = rules
         self.product = product
         self.key = rules.unique(product.product_id)
-        names = self._names(devices)
+        names = self._names()
         # Plurals of the product's own names ("lights"); the lexicon brings its own ("lamps").
         self.plural_names = [plural(name) for name in self._own_names() if not name.endswith("s")]
         places = list(dict.fromkeys(p for d in devices for p in (spoken(x) for x in d.places) if p))
@@ -258,7 +258,7 @@ class _ProductRules:
         names += [spoken(text) for text in (self.product.spec.name, self.product.product_id)]
         return list(dict.fromkeys(n for n in names if n))
 
-    def _names(self, devices: Sequence[DeviceNames]) -> list[str]:
+    def _names(self) -> list[str]:
         return list(dict.fromkeys(s for name in self._own_names() for s in synonyms(name)))
 
     def requests(self) -> list[str]:
