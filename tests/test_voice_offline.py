@@ -113,6 +113,24 @@ def test_a_new_product_brings_its_own_words(tmp_path: Path, catalog: Catalog) ->
     assert not grammar.automaton.accepts(["turn", "on", "the", "light"])
 
 
+async def test_a_product_whose_names_are_not_in_the_dictionary_is_heard(tmp_path: Path, speech_cache: Path) -> None:
+    vs.require_espeak()
+    spec = json.loads((PRODUCTS / "switch.json").read_text())
+    spec["name"] = "Zorbex heater"
+    spec.pop("voice", None)
+    (tmp_path / "zorbex_heater.json").write_text(json.dumps(spec))
+    catalog = load_catalog(tmp_path)
+    names = (DeviceNames("zorbex_heater", ("Kwazimodo radiator",), ("snug",)),)
+    provider = OfflineAsr(OfflineEngine(lambda: Site(1, catalog, lambda: names)))
+    try:
+        loaded = await provider.engine.prepare()
+        assert {"zorbex", "kwazimodo"} <= set(loaded.lexicon.generated)
+        results = await recognise(provider, espeak_pcm(speech_cache, "turn on the zorbex heater"))
+        assert results[-1].final and not results[-1].refused and "zorbex heater" in results[-1].text
+    finally:
+        await provider.close()
+
+
 def test_names_are_spoken_words() -> None:
     assert spoken("Level_2 fan-speed") == "level two fan speed"
     assert spoken("Room 101") == "room one hundred one"
