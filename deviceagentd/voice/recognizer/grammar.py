@@ -42,7 +42,7 @@ EVENT_HOURS: Final = (*range(1, 25), 48, 72)
 # Generic phrasings (English). Words only; the site's words are added per product.
 POLITE: Final = ("please", "can you", "could you", "would you", "can you please", "could you please",
                  "would you please", "i'd like to", "i want to", "hey", "okay")
-ASK: Final = ("what is", "what's", "what are", "tell me", "check", "show me", "show", "get")
+ASK: Final = ("what is", "what's", "what are", "tell me", "check", "show me", "show")
 SET_VERBS: Final = ("set", "change", "switch", "turn", "put", "move", "adjust", "make", "bring")
 RAISE_VERBS: Final = ("raise", "increase", "lower", "decrease", "reduce")
 ON_OFF_VERBS: Final = ("turn", "switch", "power")
@@ -281,7 +281,7 @@ class _ProductRules:
             f"{ask} the {fld} and [the] {fld} [{self.in_place}]",
             f"{ask} {self.short_device} {fld}",
             f"{ask} the (state | status) of {self.device}",
-            f"{fld} [and [the] {fld}] [(in | of | on) {self.short_ref}]",
+            f"{fld} and [the] {fld} [(in | of | on) {self.short_ref}]",
             f"what {fld} is {ref} [in | set to | on]",
             f"what's {self.short_ref} set to",
         ]
@@ -369,7 +369,9 @@ class _ProductRules:
                 values.append(self.rules.add(f"{key}_number", _alt(numbers)) + unit)
         for value in spec.enum or ():
             if spec.type not in ("int", "float"):
-                values.extend(synonyms(spoken(str(value))))
+                # The values themselves: the lexicon's words for them are verbs and adjectives
+                # ("cut" for off) that only let noise in ("set the mode to cut mode").
+                values.append(spoken(str(value)))
         values += [" ".join(phrase) for phrase, _ in param.anchors]
         if param.hsv:
             values += list(lexicon.COLOURS)
@@ -385,7 +387,6 @@ class _ProductRules:
             f"{setv} {ref} [{pname}] to {tail}",
             f"{setv} [the] {pname} [{self.in_place}] to {tail}",
             f"[the] {pname} [to] {tail}",
-            f"{self.short_device} [{pname}] to {tail}",
             f"(put | set | switch) {short} (in | into | on | to) {tail}",
             f"make {ref} {tail}",
             f"{value} {last}",
@@ -397,9 +398,13 @@ class _ProductRules:
                 out.append(f"({_alt(self._key_verbs())} | {setv}) {ref} (halfway | half way)")
             relative = [s for s, c in lexicon.EN_WORDS.items()
                         if c.split()[0] in param.name_words and s.isalpha() and c.split()[-1] in ("raise", "lower")]
-            if relative:
-                rel = _alt(relative)
-                out += [f"make {short} [{small}{unit}] {rel}", f"{rel} {ref} [to {tail}]"]
+            # Comparatives after "make it" ("brighter"), verbs before the device ("dim", "darken").
+            comparatives = [w for w in relative if w.endswith("er")]
+            verbs = [w for w in relative if not w.endswith("er")]
+            if comparatives:
+                out.append(f"make {short} [{small}{unit}] {_alt(comparatives)}")
+            if verbs:
+                out.append(f"{_alt(verbs)} {ref} [to {tail}]")
         return out
 
     def _key_verbs(self) -> list[str]:
@@ -409,7 +414,8 @@ class _ProductRules:
 
 def _field_names(f: FieldVocab) -> list[str]:
     name = spoken(f.spec.name)
-    out = synonyms(name)
+    # Not the lexicon's truncations ("temp", "humid", "bright"): short, and easily heard in noise.
+    out = [n for n in synonyms(name) if n == name or not name.startswith(n)]
     words = name.split()
     if len(words) > 1:
         # "colour temperature": the lexicon's spelling of each word.
