@@ -111,7 +111,8 @@ class Daemon:
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
-        self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics)
+        self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics,
+                             on_connection_lost=self._on_broker_lost)
         self.commands = CommandService(
             self.registry,
             self.store,
@@ -194,6 +195,11 @@ class Daemon:
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # The link is built before ingest (ingest answers time sync through the link).
         return self.ingest.on_message(topic, payload, qos, properties)
+
+    def _on_broker_lost(self) -> None:
+        # A command or its answer may have been lost with the connection: its caller gets 503
+        # now rather than 504 after the whole timeout. A late answer is still recorded.
+        self.commands.fail_all("the MQTT broker connection was lost while waiting for the answer")
 
     def _register_gauges(self) -> None:
         m = self.metrics

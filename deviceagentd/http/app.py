@@ -14,6 +14,7 @@ from deviceagentd.core.metrics import Metrics
 from deviceagentd.http import routes_agent, routes_devices
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
+from deviceagentd.http.jsonio import json_response
 from deviceagentd.http.openapi import load_openapi
 from deviceagentd.voice.server import add_routes as add_voice_routes
 from deviceagentd.voice.service import VoiceService
@@ -89,7 +90,7 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(load_openapi())
+    return json_response(load_openapi())
 
 
 async def metrics_text(request: web.Request) -> web.Response:

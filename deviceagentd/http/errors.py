@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from deviceagentd import strictjson
 from deviceagentd.core.errors import (
     BrokerUnavailable,
     CommandTimeout,
@@ -16,6 +16,7 @@ from deviceagentd.core.errors import (
     InvalidInput,
     NotFound,
 )
+from deviceagentd.http.jsonio import json_response
 
 STATUS_OF: dict[type[CoreError], int] = {
     InvalidInput: 400,
@@ -43,7 +44,7 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return json_response({"error": error}, status=status, headers=headers)
 
 
 def from_core(exc: CoreError) -> ApiError:
@@ -72,17 +73,12 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     if not raw:
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        body = strictjson.loads(raw)
+    except strictjson.JsonInputError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc.detail}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; they are not JSON and no device could parse them.
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +18,10 @@ from deviceagentd.agent.vision import FrameError
 from deviceagentd.core.clock import iso_ms
 from deviceagentd.http.context import AgentContext, context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
+from deviceagentd.http.jsonio import json_response
 from deviceagentd.http.sse import SseStream
+
+log = logging.getLogger("deviceagentd.http")
 
 CHAT_FIELDS = {"message", "stream", "sessionId", "metadata", "visionRefs", "namespace"}
 FRAME_FIELDS = {"sessionId", "deviceId", "mimeType", "imageBase64", "source", "namespace"}
@@ -98,6 +102,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         # The client went away: closing the turn below cancels the provider's work.
         pass
+    except Exception as exc:
+        # A bug must still end the stream the way clients expect: with an error event.
+        log.exception("chat stream of session %s failed", session_id)
+        with contextlib.suppress(ConnectionError):
+            await stream.send("error", {"code": "internal_error", "message": f"the turn failed: {type(exc).__name__}"})
     finally:
         await events.aclose()
         await stream.close()
@@ -128,13 +137,13 @@ async def session_history(request: web.Request) -> web.Response:
     assert limit is not None
     session_id = await _known_session(ctx, request)
     messages = await ctx.sessions.history(session_id, limit)
-    return web.json_response({"sessionId": session_id, "messages": [_message_json(m) for m in messages]})
+    return json_response({"sessionId": session_id, "messages": [_message_json(m) for m in messages]})
 
 
 async def session_interrupt(request: web.Request) -> web.Response:
     ctx = _agent(request)
     session_id = await _known_session(ctx, request)
-    return web.json_response({"interrupted": ctx.agent.interrupt(session_id)})
+    return json_response({"interrupted": ctx.agent.interrupt(session_id)})
 
 
 async def session_delete(request: web.Request) -> web.Response:
@@ -147,7 +156,7 @@ async def session_delete(request: web.Request) -> web.Response:
             async with asyncio.timeout(INTERRUPT_WAIT_S):
                 while ctx.agent.busy(session_id):
                     await asyncio.sleep(0.01)
-    return web.json_response({"deleted": await ctx.sessions.delete(session_id)})
+    return json_response({"deleted": await ctx.sessions.delete(session_id)})
 
 
 async def upload_frame(request: web.Request) -> web.Response:
@@ -171,7 +180,7 @@ async def upload_frame(request: web.Request) -> web.Response:
             raise ApiError(413, "frame_too_large", exc.message, exc.details) from None
         raise ApiError(400, exc.code, exc.message, exc.details) from None
     ref = {"frameId": frame.frame_id, "capturedAt": iso_ms(frame.captured_at_ms), "source": frame.source}
-    return web.json_response({**ref, "mimeType": frame.mime_type, "visionRefs": [ref]})
+    return json_response({**ref, "mimeType": frame.mime_type, "visionRefs": [ref]})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -12,6 +12,7 @@ from deviceagentd.core.registry import Device
 from deviceagentd.core.spec import ProductSpec
 from deviceagentd.http.context import context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
+from deviceagentd.http.jsonio import json_response
 
 COMMAND_FIELDS = {"command", "params", "timeoutMs", "requestId"}
 
@@ -28,7 +29,7 @@ async def health(request: web.Request) -> web.Response:
         "storage": {"healthy": storage_ok},
         "devices": {"total": ctx.registry.total, "online": ctx.registry.online_count},
     }
-    return web.json_response(body, status=200 if mqtt_ok and storage_ok else 503)
+    return json_response(body, status=200 if mqtt_ok and storage_ok else 503)
 
 
 async def list_products(request: web.Request) -> web.Response:
@@ -43,7 +44,7 @@ async def list_products(request: web.Request) -> web.Response:
         }
         for spec in ctx.catalog.products.values()
     ]
-    return web.json_response({"products": products})
+    return json_response({"products": products})
 
 
 def _product(request: web.Request) -> ProductSpec:
@@ -57,7 +58,7 @@ def _product(request: web.Request) -> ProductSpec:
 
 
 async def get_product(request: web.Request) -> web.Response:
-    return web.json_response(_product(request).to_json())
+    return json_response(_product(request).to_json())
 
 
 async def list_product_devices(request: web.Request) -> web.Response:
@@ -69,7 +70,7 @@ async def list_product_devices(request: web.Request) -> web.Response:
     online = None if not status else status == "online"
     devices = ctx.registry.devices(product_id=spec.product_id, online=online)
     devices.sort(key=lambda d: d.device_id)
-    return web.json_response({"devices": [d.to_json() for d in devices]})
+    return json_response({"devices": [d.to_json() for d in devices]})
 
 
 def _device(request: web.Request) -> Device:
@@ -82,7 +83,7 @@ def _device(request: web.Request) -> Device:
 
 
 async def get_device(request: web.Request) -> web.Response:
-    return web.json_response(_device(request).to_json())
+    return json_response(_device(request).to_json())
 
 
 async def send_command(request: web.Request) -> web.Response:
@@ -105,7 +106,7 @@ async def send_command(request: web.Request) -> web.Response:
     if request_id is not None and not isinstance(request_id, str):
         raise bad_field("requestId", "must be a string")
     outcome = await ctx.commands.send(device.device_id, command, params, timeout_ms, request_id)
-    return web.json_response(outcome.to_json())
+    return json_response(outcome.to_json())
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -117,7 +118,7 @@ async def list_events(request: web.Request) -> web.Response:
     assert limit is not None
     events = await ctx.store.query_events(device.device_id, limit=limit, before=before, event=event_name)
     next_before = events[-1].id if len(events) == limit else None
-    return web.json_response({"events": [event_to_json(e) for e in events], "nextBefore": next_before})
+    return json_response({"events": [event_to_json(e) for e in events], "nextBefore": next_before})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -107,8 +107,12 @@ class MqttLink:
         subscriptions: list[str],
         on_message: MessageHandler,
         metrics: Metrics,
+        on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Called once per lost connection (not per failed attempt to connect): commands that
+        # wait for an answer fail at once instead of waiting out their timeout.
+        self._on_connection_lost = on_connection_lost
         self._broker = parse_broker_url(config.url)
         self._subscriptions = subscriptions
         self._on_message = on_message
@@ -202,6 +206,11 @@ class MqttLink:
             self.status.last_error = "connection lost"
             self.status.since_monotonic = loop.time()
             log.warning("lost connection to MQTT broker %s; reconnecting", self._config.url)
+            if self._on_connection_lost is not None:
+                try:
+                    self._on_connection_lost()
+                except Exception:
+                    log.exception("error handling the lost MQTT connection")
             await self._close(client)
         self.status.state = "stopped"
 

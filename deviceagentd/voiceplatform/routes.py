@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from deviceagentd.http.jsonio import json_response
 from deviceagentd.voiceplatform import errors as codes
 from deviceagentd.voiceplatform.errors import VoicePlatformError
 from deviceagentd.voiceplatform.service import Envelope, SignedRequest, VoicePlatform
@@ -51,11 +52,11 @@ async def _answer(request: web.Request, work: Work) -> web.Response:
     platform = request.app[PLATFORM]
     signed = await _signed(request)
     if isinstance(signed, dict):
-        return web.json_response(signed)
+        return json_response(signed)
     # A speaker that gives up and retries must find the first call finished (and its answer
     # cached), not cancelled half way with the command already on its way to the device.
     task = asyncio.ensure_future(work(platform, signed))
-    return web.json_response(await asyncio.shield(task))
+    return json_response(await asyncio.shield(task))
 
 
 async def obtain_token(request: web.Request) -> web.Response:

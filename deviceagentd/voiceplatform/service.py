@@ -8,12 +8,12 @@ echoed `message_id`, `version`, `command` and `endpoint` (seeds/003, SPEC §6).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deviceagentd import strictjson
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.errors import (
@@ -357,9 +357,9 @@ class VoicePlatform:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VoicePlatformError(codes.PARAM_ILLEGAL, f"the body is not valid JSON: {exc}") from None
+        body = strictjson.loads(raw)
+    except strictjson.JsonInputError as exc:
+        raise VoicePlatformError(codes.PARAM_ILLEGAL, f"the body is not valid JSON: {exc.detail}") from None
     if not isinstance(body, dict):
         raise VoicePlatformError(codes.PARAM_ILLEGAL, "the body must be a JSON object")
     return body
