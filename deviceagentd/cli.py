@@ -27,6 +27,7 @@ from deviceagentd.config import (
 )
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.spec import EVENT_TYPES, SpecError
+from deviceagentd.lograte import RateLimitFilter
 from deviceagentd.ops.backup import backup_database
 from deviceagentd.ops.database import DatabaseSummary, database_path, format_bytes, format_rows, known_schema_version
 from deviceagentd.ops.errors import OpsError
@@ -60,6 +61,9 @@ def setup_logging(level: str) -> None:
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    # One kind of line repeated (a flood of rejects, a client error per request) must not
+    # drown the journal or trip journald's own rate limit, which would hide everything else.
+    handler.addFilter(RateLimitFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -34,7 +34,7 @@ from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.http.app import create_app, create_voice_app
+from deviceagentd.http.app import create_app, create_voice_app, runner_options
 from deviceagentd.http.context import AgentContext, HttpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.clocksync import ClockSyncState
@@ -280,7 +280,7 @@ class Daemon:
         # command wait) instead of leaving it running. Short shutdown: open requests are
         # ended by on_shutdown (chat streams) and fail_all (commands) first.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False,
-                               handler_cancellation=True)
+                               handler_cancellation=True, **runner_options(self.metrics))
         await runner.setup()
         self._runners.append(runner)
         endpoint = parse_listen(listen)

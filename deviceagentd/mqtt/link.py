@@ -313,6 +313,8 @@ class MqttLink:
             return self._on_message(topic, payload, qos, properties)
         except Exception:
             # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
+            # Counted like a reject; the log line is rate-limited with every other kind.
+            self._metrics.rejects.inc({"kind": "message", "reason": "internal_error"})
             log.exception("error handling a message on %s", topic)
             return 0
 
