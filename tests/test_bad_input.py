@@ -162,3 +162,49 @@ async def test_a_command_in_flight_when_the_broker_drops_fails_at_once(fresh_bro
         assert record.status == "failed" and "connection was lost" in (record.msg or "")
         fresh_broker.start()
         await wait_until(lambda: gw.daemon.link.is_connected, 20)
+
+
+JUNK_IDS = ["..", ".", "-lead", "a b", " lead", "<script>alert(1)</script>", "zero\u200bwidth", "\u200b",
+            "e\u0301", "x" * 65, "tab\tid", "_lead", "rtl\u202eid", "y" * 60_000, "semi;colon", "quote'", "back\\slash", "nul\x00"]
+GOOD_IDS = ["thermostat-1a2b3c", "light-101", "aa:bb:cc:dd:ee:ff", "AA:BB:CC:00:11:22",
+            "3f2b9c1e-8a4d-4e7b-9c55-0a1b2c3d4e5f", "sensor_7.kitchen", "x" * 64, "9", "空调-1", "caf\u00e9"]
+
+
+@pytest.mark.parametrize("device_id", JUNK_IDS, ids=lambda v: repr(v[:12]))
+def test_junk_device_ids_are_refused_by_the_topic_parser(device_id: str) -> None:
+    from deviceagentd.mqtt.topics import BadTopicId, TopicParser, TopicTemplates
+
+    parser = TopicParser(TopicTemplates())
+    if "/" in device_id:  # more topic levels: no template matches at all
+        assert parser.parse(f"v1/thermostat/{device_id}/telemetry") is None
+        return
+    with pytest.raises(BadTopicId) as info:
+        parser.parse(f"v1/thermostat/{device_id}/telemetry")
+    assert len(str(info.value)) < 300  # a 60,000-character id is not copied into the log line
+
+
+@pytest.mark.parametrize("device_id", GOOD_IDS, ids=lambda v: v[:20])
+def test_the_ids_devices_really_use_are_accepted(device_id: str) -> None:
+    from deviceagentd.mqtt.topics import TopicParser, TopicTemplates
+
+    parsed = TopicParser(TopicTemplates()).parse(f"v1/thermostat/{device_id}/telemetry")
+    assert parsed is not None and parsed.device_id == device_id
+
+
+async def test_junk_device_ids_never_register_over_mqtt(broker: MosquittoBroker, gw: RunningDaemon,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # Mosquitto drops a client that publishes control characters in a topic: they never get here.
+    sendable = [device_id for device_id in JUNK_IDS if not any(ord(c) < 32 for c in device_id)]
+    async with raw_device(broker.url, "thermostat") as device:
+        with caplog.at_level(logging.INFO):
+            for device_id in sendable:
+                await device.send(TopicKind.TELEMETRY, {"type": "status", "data": {"status": "online"}},
+                                  device_id=device_id)
+            good = "aa:bb:cc:dd:ee:01"
+            await device.send(TopicKind.TELEMETRY, {"type": "status", "data": {"status": "online"}},
+                              device_id=good)
+            await wait_until(lambda: gw.daemon.registry.get(good) is not None, WAIT_S)
+        # An id with a / makes a topic of more levels, which the gateway does not even subscribe to.
+        assert rejects(gw, "message", "bad_topic_id") == len([d for d in sendable if "/" not in d])
+        assert [d.device_id for d in gw.daemon.registry.devices()] == [good]
+        assert max(len(r.getMessage()) for r in caplog.records) < 1000
