@@ -65,7 +65,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 3
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 4
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -92,6 +92,10 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
             ("refresh_hash", "TEXT", 1, 0),
             ("issued_at_ms", "INTEGER", 1, 0),
             ("expires_at_ms", "INTEGER", 1, 0),
+            ("pending_access_hash", "TEXT", 0, 0),
+            ("pending_refresh_hash", "TEXT", 0, 0),
+            ("pending_issued_at_ms", "INTEGER", 0, 0),
+            ("pending_expires_at_ms", "INTEGER", 0, 0),
         ]
 
 
@@ -165,7 +169,7 @@ async def test_version_2_database_upgrades_to_3_and_keeps_its_data(tmp_path: Pat
     store = Store(path, SETTINGS, clock_ms)
     store.open()
     try:
-        assert pragma(path, "user_version") == 3
+        assert pragma(path, "user_version") == len(MIGRATIONS)
         [device] = store.load_devices()
         assert (device.device_id, device.state) == ("dev-1", {"t": 21})
         assert [e.data for e in await store.query_events("dev-1", limit=5)] == [{"n": 7}]
@@ -182,6 +186,27 @@ async def test_version_2_database_upgrades_to_3_and_keeps_its_data(tmp_path: Pat
         assert check.execute("SELECT voice_id, access_hash FROM voice_tokens").fetchall() == [("spk-1", "a" * 64)]
         assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_a_version_3_speaker_keeps_its_tokens_and_gets_no_pending_pair(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, str(path), MIGRATIONS[:3])
+    conn.execute("INSERT INTO voice_tokens VALUES ('spk-1', ?, ?, ?, ?)", ("a" * 64, "b" * 64, NOW_MS, NOW_MS + 1))
+    conn.close()
+
+    store = Store(path, SETTINGS, clock_ms)
+    store.open()
+    try:
+        assert store.load_voice_tokens() == [VoiceTokenRecord("spk-1", "a" * 64, "b" * 64, NOW_MS, NOW_MS + 1)]
+        with_pending = VoiceTokenRecord("spk-1", "a" * 64, "b" * 64, NOW_MS, NOW_MS + 1, "c" * 64, "d" * 64,
+                                        NOW_MS + 5, NOW_MS + 6)
+        store.save_voice_token(with_pending)
+        await store.flush()
+        assert store.load_voice_tokens() == [with_pending]
+    finally:
+        store.close()
 
 
 async def test_garbage_file_is_moved_aside(

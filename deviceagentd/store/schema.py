@@ -118,8 +118,20 @@ _V3_VOICE_TOKENS = _statements(
     """,
 )
 
+# A speaker's second pair: obtained but not used yet. The live pair keeps working until the
+# new one is first used, so an obtain call (even one with a guessed brand code, or a replay)
+# cannot cut off the speaker holding the live pair. NULL when there is none.
+_V4_VOICE_PENDING_PAIRS = _statements(
+    "ALTER TABLE voice_tokens ADD COLUMN pending_access_hash TEXT",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_refresh_hash TEXT",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_issued_at_ms INTEGER",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_expires_at_ms INTEGER",
+)
+
 # Index i holds the step from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_VOICE_PENDING_PAIRS,
+)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -31,7 +31,7 @@ async def _signed(request: web.Request) -> SignedRequest | Envelope:
         error = VoicePlatformError(codes.PARAM_ILLEGAL, exc.message)
         return request.app[PLATFORM].failure(error)
     query = {key: value for key, value in request.query.items()}
-    return SignedRequest(request.method, request.path, query, request.headers, body)
+    return SignedRequest(request.method, request.path, query, request.headers, body, request.remote or "")
 
 
 Work = Callable[[VoicePlatform, SignedRequest], Awaitable[Envelope]]
@@ -69,9 +69,11 @@ async def execute(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, platform: VoicePlatform) -> None:
     app[PLATFORM] = platform
-    app.router.add_get("/v1.0/voice/devices/{voice_id}/token", obtain_token)
+    # Tuya made obtaining and refreshing a token GET calls, though both change state: no HEAD
+    # (aiohttp would answer it by running the GET handler, revoking and burning tokens).
+    app.router.add_get("/v1.0/voice/devices/{voice_id}/token", obtain_token, allow_head=False)
     app.router.add_delete("/v1.0/voice/devices/{voice_id}/token", invalidate_token)
-    app.router.add_get("/v1.0/token/{refresh_token}", refresh_token)
+    app.router.add_get("/v1.0/token/{refresh_token}", refresh_token, allow_head=False)
     # Tuya's current Python connector refreshes with POST, the documentation says GET.
     app.router.add_post("/v1.0/token/{refresh_token}", refresh_token)
     app.router.add_post("/v1.0/voice/execute", execute)
