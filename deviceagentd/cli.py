@@ -167,13 +167,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from deviceagentd.daemon import run_daemon
 
     try:
-        uvloop.run(run_daemon(config, catalog))
+        stored = uvloop.run(run_daemon(config, catalog))
     except StoreError as exc:
         # Written for the operator (a downgrade, an unwritable state directory); a traceback
         # would bury the one line that matters in the journal.
         logging.getLogger("deviceagentd").error("cannot start: %s", exc)
         return EXIT_FAILED
-    return EXIT_OK
+    # Accepted rows that could not be stored (a full disk at SIGTERM): systemd shows the unit
+    # failed instead of a clean stop.
+    return EXIT_OK if stored else EXIT_FAILED
 
 
 def _failed(exc: OpsError) -> int:

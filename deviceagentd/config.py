@@ -55,7 +55,7 @@ class MqttConfig:
     shared_group: str = ""
     max_payload_bytes: int = 262144
     reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    reconnect_max_s: float = 5.0
     topics: TopicTemplates = field(default_factory=TopicTemplates)
 
 
@@ -127,6 +127,9 @@ class StorageConfig:
     dir: str = "./state"
     batch_interval_s: float = 1.0
     batch_max_rows: int = 5000
+    # Past this many rows waiting for a commit (a slow or full disk), device messages are not
+    # acknowledged until commits catch up: the broker keeps them queued, nothing is dropped.
+    max_backlog_rows: int = 20000
     device_state_save_s: float = 60.0
     events_max_age_days: float = 30.0
     events_max_rows: int = 1000000
@@ -537,6 +540,8 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("storage.device_state_save_s", "must be between 0 (every batch) and 3600 seconds")
     if storage.batch_max_rows < 1:
         bad("storage.batch_max_rows", "must be at least 1")
+    if not 1000 <= storage.max_backlog_rows <= 1_000_000:
+        bad("storage.max_backlog_rows", "must be between 1000 and 1000000")
     for attr in ("events_max_age_days", "commands_max_age_days"):
         if getattr(storage, attr) <= 0:
             bad(f"storage.{attr}", "must be above 0")

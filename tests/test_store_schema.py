@@ -56,16 +56,12 @@ async def write_events(path: Path, count: int) -> None:
         store.close()
 
 
-@pytest.mark.parametrize("existing", ["missing", "empty file"])
-async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing: str) -> None:
+async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "state.db"
-    if existing == "empty file":
-        path.parent.mkdir(parents=True)
-        path.touch()
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 4
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 5
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -80,6 +76,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
         ("index", "sessions_by_updated"),
         ("index", "session_messages_by_session"),
         ("table", "voice_tokens"),
+        ("table", "store_meta"),
     }
     with sqlite3.connect(path) as conn:
         columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]
@@ -207,6 +204,22 @@ async def test_a_version_3_speaker_keeps_its_tokens_and_gets_no_pending_pair(tmp
         assert store.load_voice_tokens() == [with_pending]
     finally:
         store.close()
+
+
+async def test_an_empty_database_file_is_not_taken_silently(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # After a first start the file never is empty: 0 bytes means it was cut short (a power cut,
+    # a bad card), so it is moved aside and reported like a corrupt one, not used as new.
+    path = tmp_path / "state.db"
+    path.touch()
+    with caplog.at_level(logging.ERROR, logger="deviceagentd.store"):
+        await write_events(path, 2)
+    moved = tmp_path / f"state.db.corrupt-{NOW_MS}"
+    assert moved.exists() and moved.stat().st_size == 0
+    assert any("empty (0 bytes)" in r.getMessage() for r in caplog.records)
+    store = Store(path, SETTINGS, clock_ms)
+    assert store.recovered_from() == [moved.name]
+    assert pragma(path, "user_version") == len(MIGRATIONS)
 
 
 async def test_garbage_file_is_moved_aside(

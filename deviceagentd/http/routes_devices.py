@@ -21,15 +21,17 @@ async def health(request: web.Request) -> web.Response:
     ctx = context_of(request)
     mqtt_ok = ctx.broker.is_connected
     storage_ok = ctx.store.healthy
+    detail = ctx.storage_detail()
+    ok = mqtt_ok and storage_ok and bool(detail.pop("ok", True))
     body = {
-        "status": "ok" if mqtt_ok and storage_ok else "degraded",
+        "status": "ok" if ok else "degraded",
         "version": __version__,
         "uptimeS": round(time.monotonic() - ctx.started_monotonic, 1),
         "mqtt": {"connected": mqtt_ok, **ctx.broker_detail()},
-        "storage": {"healthy": storage_ok},
+        "storage": {"healthy": storage_ok, **detail},
         "devices": {"total": ctx.registry.total, "online": ctx.registry.online_count},
     }
-    return json_response(body, status=200 if mqtt_ok and storage_ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 async def list_products(request: web.Request) -> web.Response:

@@ -128,9 +128,16 @@ _V4_VOICE_PENDING_PAIRS = _statements(
     "ALTER TABLE voice_tokens ADD COLUMN pending_expires_at_ms INTEGER",
 )
 
+# Small facts of the store itself. `event_ids_reserved`: event ids up to it may have been
+# handed out (and served) before their rows were committed; after a crash, new events start
+# above it, so an id a client saw never names another event.
+_V5_STORE_META = _statements(
+    "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
 # Index i holds the step from version i to version i + 1.
 MIGRATIONS: tuple[Migration, ...] = (
-    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_VOICE_PENDING_PAIRS,
+    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_VOICE_PENDING_PAIRS, _V5_STORE_META,
 )
 
 
