@@ -45,7 +45,8 @@ from deviceagentd.voice.audio import Resampler
 from deviceagentd.voice.clauses import ClauseSplitter, speakable
 from deviceagentd.voice.protocol import BinaryCodec, FrameType
 from deviceagentd.voice.server import add_routes
-from deviceagentd.voice.service import SessionSettings, VoiceService
+from deviceagentd.voice.service import VoiceService
+from deviceagentd.voice.settings import SessionSettings
 
 WAIT_S = 15.0  # generous: only a broken pipeline takes this long
 TRANSCRIPT = "what is the current temperature"

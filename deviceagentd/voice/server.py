@@ -1,12 +1,12 @@
-"""`/ws/voice`: the WebSocket handshake, the registry of open sessions, and `add_routes`.
+"""`/ws/voice`: the WebSocket handshake, and `add_routes`.
 
 Before the upgrade: the bearer token when tokens are configured (`Authorization` header, or the
 `authorization` query parameter for browsers, which cannot set headers: HTTP 401 otherwise).
 After it: a bad `Protocol-Version` (1002) or a full gateway (`voice.max_sessions`, 1013) gets
 an `error` message and the close. Headers `Device-Id` and `Client-Id` (defaulting to Device-Id)
-may also come as the query parameters `device-id` and `client-id`; they only name the
-connection in logs. Query parameters `sessionId`, `productId`, `deviceId` and `provider` are
-defaults for the same hello fields.
+may also come as the query parameters `device-id` and `client-id`; Device-Id names the speaker
+(announcements find its session by it) and both name the connection in logs. Query parameters
+`sessionId`, `productId`, `deviceId` and `provider` are defaults for the same hello fields.
 
 The session module (numpy, webrtcvad) is imported by the first connection, not before: the
 daemon's idle memory is measured without them.
@@ -14,16 +14,15 @@ daemon's idle memory is measured without them.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
 from deviceagentd.http.errors import error_response
+from deviceagentd.voice.auth import authorized
+from deviceagentd.voice.connection import Connection
 
 if TYPE_CHECKING:
     from deviceagentd.voice.service import VoiceService
@@ -38,49 +37,6 @@ CLOSE_TIMEOUT_S = 2.0
 SHUTDOWN_WAIT_S = 3.0
 
 
-class OpenSession(Protocol):
-    async def shutdown(self) -> None:
-        """Close the connection (1001) and wait until its pipeline has stopped."""
-        ...
-
-
-@dataclass
-class SessionRegistry:
-    """The open voice sessions, at most `max_sessions`."""
-
-    max_sessions: int
-    _open: set[OpenSession] = field(default_factory=set)
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    @property
-    def full(self) -> bool:
-        return len(self._open) >= self.max_sessions
-
-    def add(self, session: OpenSession) -> None:
-        self._open.add(session)
-
-    def discard(self, session: OpenSession) -> None:
-        self._open.discard(session)
-
-    async def close_all(self) -> None:
-        sessions = list(self._open)
-        if sessions:
-            await asyncio.gather(*(s.shutdown() for s in sessions), return_exceptions=True)
-
-
-@dataclass(frozen=True)
-class Connection:
-    """What the handshake told us about the client."""
-
-    version: int | None  # the Protocol-Version header; None when absent
-    device_id: str
-    client_id: str
-    remote: str
-    query: dict[str, str]  # hello field defaults (QUERY_DEFAULTS)
-
-
 def add_routes(router: web.UrlDispatcher, service: VoiceService) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await voice_socket(request, service)
@@ -88,26 +44,8 @@ def add_routes(router: web.UrlDispatcher, service: VoiceService) -> None:
     router.add_get(PATH, handler)
 
 
-def presented_token(request: web.Request) -> str:
-    """The bearer token from the Authorization header, else from `?authorization=` (with or
-    without the `Bearer ` prefix)."""
-    value = request.headers.get("Authorization") or request.query.get("authorization", "")
-    scheme, _, rest = value.strip().partition(" ")
-    if rest and scheme.lower() == "bearer":
-        return rest.strip()
-    return value.strip()
-
-
-def token_ok(presented: str, tokens: tuple[str, ...]) -> bool:
-    given = presented.encode()
-    matched = False
-    for token in tokens:  # every one, so timing does not tell which nearly matched
-        matched |= hmac.compare_digest(given, token.encode())
-    return matched and bool(given)
-
-
 async def voice_socket(request: web.Request, service: VoiceService) -> web.StreamResponse:
-    if service.tokens and not token_ok(presented_token(request), service.tokens):
+    if not authorized(request, service.tokens):
         return error_response(401, "unauthorized", "send Authorization: Bearer <token> (or ?authorization=<token>)",
                               headers={"WWW-Authenticate": 'Bearer realm="deviceagentd"'})
     settings = service.settings

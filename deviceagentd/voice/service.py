@@ -1,5 +1,6 @@
 """What every voice session shares: the configured speech providers, their HTTP client, the
-session settings and the registry of open sessions. Built once by the daemon.
+session settings and the registry of open sessions; and `announce`, which speaks on a speaker's
+open session. Built once by the daemon.
 
 Providers (`[voice]` in the config):
 - `aliyun`: DashScope realtime ASR + CosyVoice TTS, configured when `voice.aliyun.api_key` (or
@@ -23,7 +24,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 
@@ -31,7 +32,8 @@ from deviceagentd.agent.runner import Agent
 from deviceagentd.config import VoiceConfig
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.voice.server import SessionRegistry
+from deviceagentd.voice.connection import SessionRegistry
+from deviceagentd.voice.settings import SessionSettings
 
 if TYPE_CHECKING:
     from deviceagentd.voice.providers.base import AsrProvider, TtsProvider
@@ -45,57 +47,8 @@ ESPEAK = "espeak"
 ASR_PROVIDERS = (ALIYUN, OPENAI)
 USER_AGENT = "deviceagentd-voice"
 ASR_NOT_CONFIGURED = "asr_not_configured"
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """Everything a voice session needs to know, taken from `[voice]` plus a few fixed limits
-    (tests shorten the timeouts)."""
-
-    # End of speech in auto mode.
-    silence_ms: int = 700
-    vad_mode: int = 2
-    energy_margin_db: float = 9.0
-    min_voiced_s: float = 0.3
-    max_utterance_s: float = 15.0
-    no_speech_timeout_s: float = 8.0
-    idle_timeout_s: float = 120.0
-    # What we send: PCM s16le mono at this rate, in frames of this duration.
-    output_sample_rate: int = 16000
-    output_frame_ms: int = 60
-    # The firmware gives up on our hello after 10 s; a connection without hello is closed then.
-    hello_timeout_s: float = 10.0
-    # Audio is paced in real time after this much has been sent ahead (xiaozhi sends 5 x 60 ms).
-    prebuffer_ms: int = 300
-    # The microphone is ignored while our TTS plays and this long after (echo, room tail).
-    tts_tail_ms: int = 300
-    # Session-side bounds on each provider step (the providers have their own, usually shorter).
-    asr_start_timeout_s: float = 12.0
-    asr_final_timeout_s: float = 12.0
-    tts_first_audio_timeout_s: float = 15.0
-    tts_chunk_timeout_s: float = 15.0
-    # Clauses synthesised at once: the one playing and the next.
-    tts_parallel: int = 2
-    # A JSON control message larger than this is refused; a WebSocket message larger than
-    # max_message_bytes closes the connection (1009).
-    max_text_bytes: int = 65536
-    max_message_bytes: int = 262144
-    # How long an abort (or a disconnect) waits for the pipeline to wind down.
-    abort_wait_s: float = 2.0
-
-    @classmethod
-    def from_config(cls, config: VoiceConfig) -> SessionSettings:
-        return cls(
-            silence_ms=config.silence_ms,
-            vad_mode=config.vad_mode,
-            energy_margin_db=config.energy_margin_db,
-            min_voiced_s=config.min_voiced_s,
-            max_utterance_s=config.max_utterance_s,
-            no_speech_timeout_s=config.no_speech_timeout_s,
-            idle_timeout_s=config.idle_timeout_s,
-            output_sample_rate=config.output_sample_rate,
-            output_frame_ms=config.output_frame_ms,
-        )
+# An announcement longer than this is refused (a schedule's reminder, not an audiobook).
+MAX_ANNOUNCEMENT_CHARS: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -184,6 +137,24 @@ class VoiceService:
     def open_sessions(self) -> int:
         return len(self.sessions)
 
+    async def announce(self, device_id: str, text: str, language: str | None = None) -> bool:
+        """Speak `text` on the open /ws/voice session of the speaker `device_id` (its Device-Id
+        header, else its hello's deviceId), outside any turn: it waits for a reply being spoken
+        to end, is heard like a reply (the microphone muted meanwhile), and a client's `abort`
+        stops it. `language` ("zh", "en-US", ...) picks the voice; None: from the text.
+
+        Returns True once it has been played to the end; False when no session of that speaker
+        is open (or it has no TTS), or the speech failed, was aborted or the client left.
+        Raises ValueError for empty text or text over MAX_ANNOUNCEMENT_CHARS characters."""
+        if not text.strip():
+            raise ValueError("an announcement needs text")
+        if len(text) > MAX_ANNOUNCEMENT_CHARS:
+            raise ValueError(f"an announcement is limited to {MAX_ANNOUNCEMENT_CHARS} characters")
+        session = self.sessions.for_device(device_id)
+        if session is None:
+            return False
+        return await session.announce(text, language)
+
     def choose(self, requested: str | None) -> ProviderChoice:
         """The providers for a hello's `provider` (None = the default). Raises
         ProviderChoiceError naming what is configured."""
@@ -228,14 +199,15 @@ class VoiceService:
             provider = self._tts[name] = self._build_tts(name)
         return provider
 
-    def tts_voice(self, name: str, text: str) -> str | None:
-        """The voice for a clause: espeak-ng needs a Chinese voice for Chinese text; the cloud
-        voices speak both."""
+    def tts_voice(self, name: str, text: str, language: str | None = None) -> str | None:
+        """The voice for a clause: espeak-ng needs a Chinese voice for Chinese text (or when
+        `language` says Chinese); the cloud voices speak both."""
         if name == ESPEAK:
             from deviceagentd.voice.clauses import mostly_chinese
 
             espeak = self.config.espeak
-            return espeak.voice_zh if mostly_chinese(text) else espeak.voice
+            zh = language.lower().startswith("zh") if language else mostly_chinese(text)
+            return espeak.voice_zh if zh else espeak.voice
         return None
 
     def _client(self) -> aiohttp.ClientSession:

@@ -7,15 +7,16 @@ from collections.abc import Iterable
 from typing import Any
 
 
-async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel and wait for them to finish. Their own errors are not raised here (each task hands
-    its failure to the stream's queue); cancellation of the caller still propagates."""
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout_s: float | None = None) -> None:
+    """Cancel and wait for them to finish (at most `timeout_s`: a task that ignores cancellation
+    is left behind rather than hanging its owner). Their own errors are not raised here (each task
+    hands its failure to the stream's queue); cancellation of the caller still propagates."""
     tasks = list(tasks)
     pending = [task for task in tasks if not task.done()]
     for task in pending:
         task.cancel()
     if pending:
-        await asyncio.wait(pending)
+        await asyncio.wait(pending, timeout=timeout_s)
     for task in tasks:
         # Retrieve outcomes so asyncio does not log "exception was never retrieved".
         if task.done() and not task.cancelled():

@@ -1,0 +1,59 @@
+"""The settings every voice session shares: taken from `[voice]` plus fixed limits (tests shorten
+the timeouts). No audio modules here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deviceagentd.config import VoiceConfig
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything a voice session needs to know, taken from `[voice]` plus a few fixed limits
+    (tests shorten the timeouts)."""
+
+    # End of speech in auto mode.
+    silence_ms: int = 700
+    vad_mode: int = 2
+    energy_margin_db: float = 9.0
+    min_voiced_s: float = 0.3
+    max_utterance_s: float = 15.0
+    no_speech_timeout_s: float = 8.0
+    idle_timeout_s: float = 120.0
+    # What we send: PCM s16le mono at this rate, in frames of this duration.
+    output_sample_rate: int = 16000
+    output_frame_ms: int = 60
+    # The firmware gives up on our hello after 10 s; a connection without hello is closed then.
+    hello_timeout_s: float = 10.0
+    # Audio is paced in real time after this much has been sent ahead (xiaozhi sends 5 x 60 ms).
+    prebuffer_ms: int = 300
+    # The microphone is ignored while our TTS plays and this long after (echo, room tail).
+    tts_tail_ms: int = 300
+    # Session-side bounds on each provider step (the providers have their own, usually shorter).
+    asr_start_timeout_s: float = 12.0
+    asr_final_timeout_s: float = 12.0
+    tts_first_audio_timeout_s: float = 15.0
+    tts_chunk_timeout_s: float = 15.0
+    # Clauses synthesised at once: the one playing and the next.
+    tts_parallel: int = 2
+    # A JSON control message larger than this is refused; a WebSocket message larger than
+    # max_message_bytes closes the connection (1009).
+    max_text_bytes: int = 65536
+    max_message_bytes: int = 262144
+    # How long an abort (or a disconnect) waits for the pipeline to wind down.
+    abort_wait_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: VoiceConfig) -> SessionSettings:
+        return cls(
+            silence_ms=config.silence_ms,
+            vad_mode=config.vad_mode,
+            energy_margin_db=config.energy_margin_db,
+            min_voiced_s=config.min_voiced_s,
+            max_utterance_s=config.max_utterance_s,
+            no_speech_timeout_s=config.no_speech_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            output_sample_rate=config.output_sample_rate,
+            output_frame_ms=config.output_frame_ms,
+        )
