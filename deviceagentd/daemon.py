@@ -231,7 +231,10 @@ class Daemon:
                 "1 while device messages wait unacknowledged for storage room", lambda: float(self._gate.holding))
         m.gauge("deviceagentd_mqtt_held_messages", "Device messages waiting unacknowledged for storage room",
                 lambda: self._gate.held)
-        m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_voice_sessions", "Voice sessions that said hello (each holds a voice slot)",
+                lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_voice_waiting_for_hello", "Voice connections that have not said hello yet",
+                lambda: self.voice.sessions.waiting)
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
                 lambda: self.agent.waiting_turns)
