@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from deviceagentd import __version__
@@ -33,6 +34,7 @@ from deviceagentd.ops.database import DatabaseSummary, database_path, format_byt
 from deviceagentd.ops.errors import OpsError
 from deviceagentd.ops.listing import devices_json, devices_table, events_json, events_table, read_devices, read_events
 from deviceagentd.ops.restore import restore_database
+from deviceagentd.retired_models import retired_models
 from deviceagentd.store.errors import StoreError
 
 EXIT_OK = 0
@@ -145,6 +147,9 @@ def check_voice_platform(config: Config, catalog: Catalog) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, catalog = load_everything(args.config)
     voice_platform = check_voice_platform(config, catalog)
+    # Warnings, not errors: the model still answers until its shutdown date.
+    for retired in retired_models(config):
+        print(f"warning: {retired.message(date.today())}", file=sys.stderr)
     print(f"# effective configuration ({config.source}; secrets masked)")
     print(to_toml(effective_config(config)))
     print(f"\n# {len(catalog.products)} products in {config.products.dir}: "

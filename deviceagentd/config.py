@@ -75,8 +75,9 @@ class VoiceAliyunConfig:
     url: str = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
     workspace: str = ""
     asr_model: str = "paraformer-realtime-v2"
-    tts_model: str = "cosyvoice-v2"
-    tts_voice: str = "longxiaochun_v2"
+    # DashScope's current voice list pairs each voice with one model (voices cannot be mixed).
+    tts_model: str = "cosyvoice-v3-flash"
+    tts_voice: str = "longanyang"
     tts_sample_rate: int = 24000
 
 
@@ -87,8 +88,10 @@ class VoiceOpenAIConfig:
     # Empty base_url = not configured. Empty api_key: OPENAI_API_KEY, or none for LAN servers.
     base_url: str = ""
     api_key: str = ""
-    asr_model: str = "whisper-1"
-    tts_model: str = "tts-1"
+    # whisper-1 and gpt-4o-*-transcribe shut down 2027-02-26 (openai SDK 3.63). Every model of
+    # OpenAI's speech endpoint shuts down 2027-01-06; check-config says so (retired_models.py).
+    asr_model: str = "gpt-transcribe"
+    tts_model: str = "gpt-4o-mini-tts"
     tts_voice: str = "alloy"
 
 
@@ -178,7 +181,8 @@ class OpenAIConfig:
     base_url: str = "https://api.openai.com/v1"
     # Empty: OPENAI_API_KEY from the environment is used (LAN servers may need none).
     api_key: str = ""
-    model: str = "gpt-4o-mini"
+    # gpt-4o-mini shuts down 2027-01-14 (openai SDK 3.63).
+    model: str = "gpt-5.4-mini"
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retries: int = 2

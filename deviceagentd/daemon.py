@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
+from deviceagentd.retired_models import retired_models
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
@@ -252,6 +254,8 @@ class Daemon:
             await self._start_voice_platform(self.voice_platform)
         log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
                  len(self.catalog.products), self.registry.total, self.config.storage.dir)
+        for retired in retired_models(self.config):
+            log.warning("%s", retired.message(datetime.date.today()))
         for moved in self.store.recovered_from():
             log.warning("a corrupt database was moved aside as %s; health stays degraded until it is removed "
                         "from %s", moved, self.config.storage.dir)
