@@ -45,6 +45,12 @@ def _optional_text(body: dict[str, Any], name: str, max_len: int = 128, prefix: 
     return value
 
 
+def _check_namespace(body: dict[str, Any]) -> None:
+    """`namespace` is accepted for EMQX SDK compatibility and ignored, but only as text."""
+    if "namespace" in body and not isinstance(body["namespace"], str):
+        raise bad_field("namespace", "must be a string (it is accepted and ignored)")
+
+
 def _frame_ids(body: dict[str, Any]) -> tuple[str, ...]:
     refs = body.get("visionRefs")
     if refs is None:
@@ -64,6 +70,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     ctx = _agent(request)
     body = await read_json_object(request, context_of(request).max_body_bytes)
     reject_unknown_fields(body, CHAT_FIELDS)
+    _check_namespace(body)
     if body.get("stream") is not True:
         raise bad_field("stream", "must be true: /api/chat always streams Server-Sent Events")
     ctx.agent.check_message(body.get("message"))
@@ -163,6 +170,7 @@ async def upload_frame(request: web.Request) -> web.Response:
     ctx = _agent(request)
     body = await read_json_object(request, ctx.vision_body_bytes)
     reject_unknown_fields(body, FRAME_FIELDS)
+    _check_namespace(body)
     session_id = _optional_text(body, "sessionId")
     if session_id is None:
         raise bad_field("sessionId", "is required")
