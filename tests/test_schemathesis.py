@@ -1,7 +1,7 @@
 """Schemathesis (the OpenAPI fuzzer) against the document the daemon serves at /api/openapi.json,
-with every check (tests/schemathesis/schemathesis.toml turns them all on): no 5xx, every answer as documented (the /api/chat stream event by event),
-invalid input refused, valid input accepted (issue 13). A bounded run; tests/schemathesis holds
-the few exceptions, each with its reason."""
+with every check (tests/schemathesis/schemathesis.toml turns them all on): no 5xx, every answer
+as documented (the /api/chat stream event by event), invalid input refused, valid input
+accepted (issue 13). A bounded run; the config holds the few exceptions, each with its reason."""
 
 from __future__ import annotations
 
