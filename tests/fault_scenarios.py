@@ -295,3 +295,65 @@ async def full_disk(workdir: Path, count: int, rate: int, full_s: float, *, sigt
             result.notes = notes
             result.peak_pending_rows = peak_rows
             return result
+
+
+# ----------------------------------------------------------------------------- scripts/faults
+
+
+TABLE_HEAD = ("| fault | sent | acked by the broker | stored | lost | duplicated | reported lost by the daemon "
+              "| notes |\n|---|---|---|---|---|---|---|---|")
+
+
+def full_size(quick: bool) -> list[tuple[str, Any]]:
+    """The fault table: (name, coroutine factory taking a work directory)."""
+    scale = 0.1 if quick else 1.0
+
+    def n(count: int) -> int:
+        return max(500, int(count * scale))
+
+    return [
+        ("broker", lambda w: broker_restart(w, count=n(60_000), rate=500, down_s=60 * scale)),
+        ("sigterm", lambda w: daemon_restart(w, count=n(60_000), rate=500, down_s=60 * scale, sig=signal.SIGTERM)),
+        ("kill9", lambda w: daemon_restart(w, count=n(20_000), rate=1000, down_s=5, sig=signal.SIGKILL)),
+        ("disk", lambda w: full_disk(w, count=n(180_000), rate=2000, full_s=90 * scale, sigterm_while_full=False,
+                                     size_kb=131072, leave_kb=1024)),
+        ("disk-sigterm", lambda w: full_disk(w, count=n(60_000), rate=2000, full_s=20 * scale,
+                                             sigterm_while_full=True, size_kb=131072, leave_kb=1024)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="scripts/faults", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the size (a smoke run of a few minutes)")
+    parser.add_argument("--only", help="comma-separated: broker, sigterm, kill9, disk, disk-sigterm")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    scenarios = full_size(args.quick)
+    wanted = set(args.only.split(",")) if args.only else {name for name, _ in scenarios}
+    unknown = wanted - {name for name, _ in scenarios}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    results: list[FaultResult] = []
+    print(TABLE_HEAD, flush=True)
+    with tempfile.TemporaryDirectory(prefix="deviceagentd-faults-") as scratch:
+        for name, scenario in scenarios:
+            if name not in wanted:
+                continue
+            if name.startswith("disk") and can_mount_tmpfs() is not None:
+                print(f"| {name} | skipped: {can_mount_tmpfs()} |||||||", flush=True)
+                continue
+            result = asyncio.run(scenario(Path(scratch) / name))
+            results.append(result)
+            print(result.row(), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([vars(r) for r in results], indent=2) + "\n")
+    # Any loss where none is allowed fails the run (kill -9 loses up to its batch window by design).
+    failed = [r for r in results if r.lost > r.reported and not r.name.startswith("daemon kill -9")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
