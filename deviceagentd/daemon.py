@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,9 +199,9 @@ class Daemon:
             max_turns_per_s=cfg.agent.max_turns_per_s,
         )
 
-    async def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
         # The link is built before ingest (ingest answers time sync through the link).
-        return await self.ingest.on_message(topic, payload, qos, properties)
+        return self.ingest.on_message(topic, payload, qos, properties)
 
     def _on_broker_lost(self) -> None:
         # A command or its answer may have been lost with the connection: its caller gets 503

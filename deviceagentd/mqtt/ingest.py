@@ -8,6 +8,7 @@ Telemetry and events wait (unacknowledged) while storage has no room (mqtt/backp
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from deviceagentd.core.commands import CommandService
@@ -18,7 +19,7 @@ from deviceagentd.mqtt.backpressure import AckGate
 from deviceagentd.mqtt.codec import DecodeError, decode
 from deviceagentd.mqtt.ntp import NtpResponder
 from deviceagentd.mqtt.rejects import RejectReporter
-from deviceagentd.mqtt.topics import BadTopicId, TopicKind, TopicParser
+from deviceagentd.mqtt.topics import BadTopicId, ParsedTopic, TopicKind, TopicParser
 
 PUBACK_SUCCESS = 0
 TEXT_KINDS = (TopicKind.DEVICE_IN, TopicKind.PRODUCT_IN)
@@ -65,7 +66,9 @@ class Ingest:
         self.gate = gate
         self._received = {kind: metrics.messages_in.labels(kind=kind.value) for kind in TopicKind}
 
-    async def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
+        """The PUBACK reason code, or (when the message must wait for storage room) an
+        awaitable of it. Synchronous otherwise: one coroutine per message (gmqtt's) is enough."""
         # Stamp first: serverRecvTime must not include our own parsing.
         recv_ns = time.time_ns()
         try:
@@ -91,9 +94,19 @@ class Ingest:
                 self._text_requests.submit(kind, parsed.product_id, parsed.device_id, payload, content_type)
             return PUBACK_SUCCESS
         gate = self.gate
-        if kind in STORED_KINDS and gate is not None and not gate.open_now() and not await gate.wait():
+        if kind in STORED_KINDS and gate is not None and not gate.open_now():
+            return self._when_room(gate, parsed, payload, content_type, topic)
+        return self._apply(parsed, payload, content_type, topic)
+
+    async def _when_room(self, gate: AckGate, parsed: ParsedTopic, payload: bytes, content_type: str | None,
+                         topic: str) -> int:
+        if not await gate.wait():
             # Not handled and not acknowledged on a live connection: the broker delivers it again.
             return PUBACK_SUCCESS
+        return self._apply(parsed, payload, content_type, topic)
+
+    def _apply(self, parsed: ParsedTopic, payload: bytes, content_type: str | None, topic: str) -> int:
+        kind = parsed.kind
         try:
             body, encoding = decode(payload, content_type, self._max_payload)
         except DecodeError as exc:

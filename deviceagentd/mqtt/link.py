@@ -34,9 +34,11 @@ from deviceagentd.core.metrics import Metrics
 
 log = logging.getLogger("deviceagentd.mqtt")
 
-# on_message(topic, payload, qos, properties) -> reason code for the PUBACK (0 = success).
-# The PUBACK goes out when it returns: it may wait (back-pressure, mqtt/backpressure.py).
-MessageHandler = Callable[[str, bytes, int, dict[str, Any]], Awaitable[int]]
+# on_message(topic, payload, qos, properties) -> reason code for the PUBACK (0 = success), or
+# an awaitable of it when the message must wait (back-pressure, mqtt/backpressure.py): the
+# PUBACK goes out once it is there. Synchronous when it need not wait: gmqtt already runs one
+# coroutine per message, a second one would cost on every message.
+MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int | Awaitable[int]]
 
 # At most this many QoS 1 messages from the broker unacknowledged at a time (MQTT 5 Receive
 # Maximum in CONNECT): while storage holds acknowledgements, this bounds what waits in memory.
@@ -317,7 +319,8 @@ class MqttLink:
     async def _handle_message(self, client: _Client, topic: str, payload: bytes, qos: int,
                               properties: dict[str, Any]) -> int:
         try:
-            return await self._on_message(topic, payload, qos, properties)
+            result = self._on_message(topic, payload, qos, properties)
+            return result if isinstance(result, int) else await result
         except Exception:
             # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
             # Counted like a reject; the log line is rate-limited with every other kind.
