@@ -117,9 +117,11 @@ class Site:
         self.daemon.wait_http(30)
         return self.daemon
 
-    def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
+    async def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the daemon and wait for its exit without blocking the loop (the device's
+        acknowledgements are read meanwhile)."""
         assert self.daemon is not None
-        code = self.daemon.terminate(sig, timeout=60)
+        code = await asyncio.to_thread(self.daemon.terminate, sig, 60)
         self.logs.append(self.daemon.log())
         self.daemon = None
         return code
@@ -171,13 +173,13 @@ async def site(workdir: Path, state: Path | None = None) -> AsyncIterator[Site]:
     suffix = uuid.uuid4().hex[:8]
     running = Site(workdir, broker, state or workdir / "state", f"gw-fault-{suffix}", f"fault-{suffix}")
     try:
-        running.start_daemon()
+        await asyncio.to_thread(running.start_daemon)
         await running.wait_subscribed()
         yield running
     finally:
         if running.daemon is not None:
             with contextlib.suppress(Exception):
-                running.stop_daemon(signal.SIGKILL)
+                await running.stop_daemon(signal.SIGKILL)
         broker.stop()
 
 
@@ -188,7 +190,7 @@ async def _finish(running: Site, device: NodeDevice, count: int, timeout: float)
     found = await running.wait_stored(set(device.acked), timeout)
     await device.stop()
     if running.daemon is not None:
-        running.stop_daemon()
+        await running.stop_daemon()
     return found
 
 
@@ -215,9 +217,9 @@ async def daemon_restart(workdir: Path, count: int, rate: int, down_s: float, si
     async with site(workdir) as running:
         device = await NodeDevice.start(running.broker.url, PRODUCT, running.device_id, count, rate, run=name)
         await asyncio.sleep(count / rate / 3)
-        code = running.stop_daemon(sig)
+        code = await running.stop_daemon(sig)
         await asyncio.sleep(down_s)
-        running.start_daemon()
+        await asyncio.to_thread(running.start_daemon)
         found = await _finish(running, device, count, count / rate * 4 + 30)
         result = running.result(f"daemon {name} ({down_s:g} s down)", device, count, found)
         result.notes.append(f"exit code {code}")
@@ -282,10 +284,10 @@ async def full_disk(workdir: Path, count: int, rate: int, full_s: float, *, sigt
                 await asyncio.sleep(0.2)
             notes = [f"peak RSS while full {peak_kb / 1024:.0f} MB", f"at most {peak_rows} rows waiting"]
             if sigterm_while_full:
-                code = running.stop_daemon()
+                code = await running.stop_daemon()
                 notes.append(f"exit code {code} at SIGTERM while full")
                 filler.unlink()
-                running.start_daemon()
+                await asyncio.to_thread(running.start_daemon)
             else:
                 filler.unlink()
             found = await _finish(running, device, count, count / rate * 4 + 60)

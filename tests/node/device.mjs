@@ -35,7 +35,9 @@ function publishOne(n) {
     out({ acked: n });
     if (acked === count) {
       out({ done: true, acked });
-      client.end(false, () => process.exit(0));
+      // No process.exit(): it would cut off stdout lines still queued for a slow reader.
+      // With the client ended and the timer cleared, Node exits once stdout has drained.
+      client.end(false);
     }
   });
 }

@@ -10,11 +10,13 @@ import { decode, encode } from "cbor-x";
 const [url, product, device] = process.argv.slice(2);
 const base = `device-agent/${product}/device/${device}/ntp`;
 const client = mqtt.connect(url, { clientId: `mqttjs-ntp-${device}`, protocolVersion: 5, reconnectPeriod: 0 });
+let timer;
 const finish = (value) => {
   // BigInt (cbor-x's default for a CBOR 64-bit integer) is not JSON: sent as text, and its
   // type reported, since a device's time arithmetic fails on a BigInt mixed with Date.now().
   process.stdout.write(JSON.stringify(value, (key, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
-  client.end(true, () => process.exit(0));
+  clearTimeout(timer);
+  client.end(true);
 };
 
 client.on("message", (topic, payload) => {
@@ -30,6 +32,6 @@ client.on("connect", () => {
     const request = encode({ deviceSendTime: Date.now(), requestId: "js-1" });
     process.stderr.write(`request ${Buffer.from(request).toString("hex")}\n`);
     client.publish(`${base}/request`, request, { qos: 0 });
-    setTimeout(() => finish({ timeout: true }), 5000);
+    timer = setTimeout(() => finish({ timeout: true }), 5000);
   });
 });
