@@ -80,9 +80,9 @@ def nesting_depth(text: str, limit: int) -> int:
 def loads(data: bytes | bytearray | str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Decode strict JSON, or raise JsonInputError (reasons: not_utf8, too_deep, not_json,
     number_out_of_range, lone_surrogate)."""
-    if isinstance(data, bytes | bytearray):
+    if not isinstance(data, str):
         try:
-            text = bytes(data).decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JsonInputError("not_utf8", f"the text is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     else:

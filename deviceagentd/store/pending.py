@@ -279,9 +279,9 @@ class PendingWrites:
             return self._rows()
 
     def has_room(self) -> bool:
-        """True while fewer than `backlog_rows` wait for a commit."""
-        with self._cond:
-            return self._rows() < self._backlog_rows
+        """True while fewer than `backlog_rows` wait for a commit. Read without the lock: it is
+        asked for every device message, and a count a moment old is as good for admission."""
+        return self._rows() < self._backlog_rows
 
     def _rows(self) -> int:
         inflight = len(self._inflight) if self._inflight is not None else 0

@@ -166,6 +166,7 @@ class Writer:
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         # Resolved at the next commit (or when the thread ends): producers waiting for room.
         self._commit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._started = False
         self._finished = False
         self._failing = False
         # Read by the loop for stats; single int/str assignments, so no lock.
@@ -179,6 +180,7 @@ class Writer:
 
     def start(self) -> None:
         self._thread.start()
+        self._started = True
 
     def stop(self) -> None:
         """Commit what is waiting, then end the thread and close the connection."""
@@ -192,7 +194,8 @@ class Writer:
 
     @property
     def healthy(self) -> bool:
-        return self._thread.is_alive() and not self._failing
+        # Flags, not Thread.is_alive(): asked for every device message (Store.has_room).
+        return self._started and not self._finished and not self._failing
 
     def when_committed(self, target: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """A future resolved (on `loop`) once operation number `target` is committed."""
