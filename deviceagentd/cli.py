@@ -36,6 +36,7 @@ from deviceagentd.ops.listing import devices_json, devices_table, events_json, e
 from deviceagentd.ops.restore import restore_database
 from deviceagentd.retired_models import retired_models
 from deviceagentd.store.errors import StoreError
+from deviceagentd.systemd import managed_by_systemd
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 1
@@ -220,8 +221,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if report.restored.schema_version < known_schema_version():
         print(f"the daemon migrates it from schema version {report.restored.schema_version} "
               f"to {known_schema_version()} when it starts")
-    print("start the daemon again: systemctl start deviceagentd")
+    if managed_by_systemd():
+        print("start the daemon again: systemctl start deviceagentd")
+    else:
+        print(f"start the daemon again: deviceagentd run{_config_option(args.config)}")
     return EXIT_OK
+
+
+def _config_option(arg: str | None) -> str:
+    """How to name the same config to `deviceagentd run` (empty: the default it finds itself)."""
+    path = _state_config_path(arg)
+    return f" --config {path}" if path is not None else ""
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

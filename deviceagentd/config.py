@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from deviceagentd.core.timezone import UnknownTimeZone, site_zone
+from deviceagentd.http.tls import tls_problem
 from deviceagentd.mqtt.topics import TopicTemplates, template_problems
 
 ENV_PREFIX = "DEVICEAGENTD_"
@@ -25,7 +26,7 @@ ENV_PREFIX = "DEVICEAGENTD_"
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset(
     {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
-     "voiceplatform.client_secret"}
+     "voiceplatform.client_secret", "mcp.clients"}
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
@@ -64,6 +65,9 @@ class HttpConfig:
     listen: str = "127.0.0.1:3000"
     tokens: list[str] = field(default_factory=list)
     max_body_bytes: int = 1048576
+    # HTTPS on the HTTP port (the console, the API): PEM certificate chain and key, both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass
@@ -103,9 +107,33 @@ class VoiceEspeakConfig:
     words_per_minute: int = 175
 
 
+# Wake words XiaoZhi firmware reports in `listen detect` (xiaozhi-esp32-server's list and the
+# English ones of ESP-SR): greeted, not answered as requests.
+DEFAULT_WAKE_WORDS = ("你好小智", "嘿你好呀", "你好小志", "小爱同学", "你好小鑫", "你好小新", "小美同学", "小龙小龙",
+                      "喵喵同学", "小滨小滨", "小冰小冰", "Hi ESP", "Hi Lexin", "Alexa", "Hey Jarvis")
+
+
+@dataclass
+class VoiceXiaozhiConfig:
+    """Stock XiaoZhi speakers and py-xiaozhi (docs/voice-devices.md)."""
+
+    # The WebSocket URL /xiaozhi/ota/ hands a speaker; empty: ws://<the host it asked>/ws/voice.
+    websocket_url: str = ""
+    # `listen detect` with one of these (case, spaces and punctuation ignored) is a wake word.
+    wake_words: list[str] = field(default_factory=lambda: list(DEFAULT_WAKE_WORDS))
+    # A wake word is greeted with a short phrase ("我在，请说。" / "I'm listening.").
+    wake_greeting: bool = True
+    # Device MCP tools: how long a tools/call may take; how many of a speaker's tools are offered.
+    tool_timeout_s: float = 10.0
+    max_tools: int = 32
+
+
 @dataclass
 class VoiceConfig:
     listen: str = "127.0.0.1:3001"
+    # wss:// on the voice port (needed by a browser on an https console): PEM chain and key.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # The provider used when hello names none ("" = the first configured: aliyun, openai).
     default_provider: str = ""
     # End of speech in auto mode: silence after the last voiced frame (200..1250 ms).
@@ -123,6 +151,7 @@ class VoiceConfig:
     aliyun: VoiceAliyunConfig = field(default_factory=VoiceAliyunConfig)
     openai: VoiceOpenAIConfig = field(default_factory=VoiceOpenAIConfig)
     espeak: VoiceEspeakConfig = field(default_factory=VoiceEspeakConfig)
+    xiaozhi: VoiceXiaozhiConfig = field(default_factory=VoiceXiaozhiConfig)
 
 
 @dataclass
@@ -213,6 +242,35 @@ class VoicePlatformConfig:
 
 
 @dataclass
+class McpConfig:
+    """The MCP server at /mcp on the HTTP port (docs/mcp.md)."""
+
+    enabled: bool = True
+    # true: no tool that changes anything (send_command, run_scene, create/delete_schedule) for anyone.
+    read_only: bool = False
+    # Clients with a token of their own that works only on /mcp and only for the tools listed:
+    # "<name>:<token>:<tool>,<tool>" (or "read" for every read-only tool, "*" for all tools).
+    clients: list[str] = field(default_factory=list)
+    # Browser origins allowed to call /mcp besides the gateway's own address.
+    allowed_origins: list[str] = field(default_factory=list)
+    # Sessions of clients on the 2025 protocol versions (the 2026 protocol has none).
+    max_sessions: int = 64
+    session_idle_s: float = 3600.0
+
+
+@dataclass
+class SchedulesConfig:
+    """Timers, alarms and recurring actions (docs/schedules.md)."""
+
+    max_schedules: int = 10000
+    # A schedule that fell due while the gateway was off (or its clock jumped) still runs, once,
+    # if it is less than this late; an older one is recorded as missed.
+    missed_grace_s: float = 300.0
+    # How long a scheduled command waits for the device's answer.
+    command_timeout_ms: int = 10000
+
+
+@dataclass
 class SiteConfig:
     # The site's IANA time zone ("Asia/Shanghai"); empty = the system's ($TZ, /etc/localtime).
     # Times of day (schedules, "7 in the morning") and event summaries use it.
@@ -237,6 +295,8 @@ class Config:
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     voiceplatform: VoicePlatformConfig = field(default_factory=VoicePlatformConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -448,11 +508,12 @@ def _resolve_relative_dirs(config: Config, base: Path) -> None:
         value = getattr(section, attr)
         if value and not Path(value).is_absolute():
             setattr(section, attr, str((base / value).resolve()))
-    mqtt = config.mqtt
-    for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-        value = getattr(mqtt, attr)
+    files: list[tuple[object, str]] = [(config.mqtt, a) for a in ("tls_ca_file", "tls_cert_file", "tls_key_file")]
+    files += [(ports, a) for ports in (config.http, config.voice) for a in ("tls_cert_file", "tls_key_file")]
+    for owner, attr in files:
+        value = getattr(owner, attr)
         if value and not Path(value).is_absolute():
-            setattr(mqtt, attr, str((base / value).resolve()))
+            setattr(owner, attr, str((base / value).resolve()))
 
 
 # ---------------------------------------------------------------------------------- checking
@@ -534,6 +595,11 @@ def check(config: Config) -> list[ConfigProblem]:
             bad(f"http.tokens[{index}]", "must be at least 16 characters without surrounding spaces")
     if not 1024 <= config.http.max_body_bytes <= 64 * 1024 * 1024:
         bad("http.max_body_bytes", "must be between 1024 and 67108864")
+    for section in ("http", "voice"):
+        ports: HttpConfig | VoiceConfig = getattr(config, section)
+        problem = tls_problem(ports.tls_cert_file, ports.tls_key_file)
+        if problem is not None:
+            bad(f"{section}.tls_cert_file", problem)
 
     storage = config.storage
     if not storage.dir:
@@ -584,6 +650,16 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voice.output_frame_ms", "must be a multiple of 10 between 10 and 120")
     if not 1 <= voice.max_sessions <= 256:
         bad("voice.max_sessions", "must be between 1 and 256")
+    xiaozhi = voice.xiaozhi
+    ws_url = urlsplit(xiaozhi.websocket_url)
+    if xiaozhi.websocket_url and (ws_url.scheme not in ("ws", "wss") or not ws_url.netloc):
+        bad("voice.xiaozhi.websocket_url", "must be a ws:// or wss:// URL (or empty: from the host the speaker asked)")
+    if any(not word.strip() or len(word) > 64 for word in xiaozhi.wake_words):
+        bad("voice.xiaozhi.wake_words", "must be non-empty words of at most 64 characters")
+    if not 1 <= xiaozhi.tool_timeout_s <= 120:
+        bad("voice.xiaozhi.tool_timeout_s", "must be between 1 and 120 seconds")
+    if not 1 <= xiaozhi.max_tools <= 128:
+        bad("voice.xiaozhi.max_tools", "must be between 1 and 128")
     if voice.aliyun.tts_sample_rate not in (8000, 16000, 22050, 24000, 44100, 48000):
         bad("voice.aliyun.tts_sample_rate", "must be 8000, 16000, 22050, 24000, 44100 or 48000")
     for key, url, schemes in (("voice.aliyun.url", voice.aliyun.url, ("ws", "wss")),
@@ -637,6 +713,14 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("voiceplatform.idempotency_window_s", "must be between 0 (off) and 86400 seconds")
     if not 100 <= vp.command_timeout_ms <= 120000:
         bad("voiceplatform.command_timeout_ms", "must be between 100 and 120000")
+    problems.extend(ConfigProblem(key, message) for key, message in _mcp_problems(config))
+    sched = config.schedules
+    if not 1 <= sched.max_schedules <= 100000:
+        bad("schedules.max_schedules", "must be between 1 and 100000")
+    if not 0 <= sched.missed_grace_s <= 7 * 86400:
+        bad("schedules.missed_grace_s", "must be between 0 (never run late) and 604800 seconds")
+    if not 100 <= sched.command_timeout_ms <= 120000:
+        bad("schedules.command_timeout_ms", "must be between 100 and 120000")
     if config.site.timezone:
         try:
             site_zone(config.site.timezone)
@@ -644,6 +728,37 @@ def check(config: Config) -> list[ConfigProblem]:
             bad("site.timezone", str(exc))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
+    return problems
+
+
+def _mcp_problems(config: Config) -> list[tuple[str, str]]:
+    # The client entries are parsed where they are used (deviceagentd.mcp.clients, a small
+    # module without the server), so the rules live in one place.
+    from deviceagentd.mcp.clients import ClientSpecError, parse_clients
+
+    mcp = config.mcp
+    problems: list[tuple[str, str]] = []
+    try:
+        clients = parse_clients(mcp.clients)
+    except ClientSpecError as exc:
+        problems.append((f"mcp.clients[{exc.index}]", exc.reason))
+        clients = []
+    if clients and not config.http.tokens:
+        problems.append(("mcp.clients", "needs http.tokens: without them the whole API is open, so a client's "
+                                        "tool list would limit nothing"))
+    clashing = {c.name for c in clients if c.token in config.http.tokens}
+    if clashing:
+        problems.append(("mcp.clients", f"the token of {', '.join(sorted(clashing))} is also in http.tokens; "
+                                        "give each client a token of its own"))
+    for index, origin in enumerate(mcp.allowed_origins):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            problems.append((f"mcp.allowed_origins[{index}]",
+                             f"{origin!r} must be an origin like http://host:port (scheme, host, optional port)"))
+    if not 1 <= mcp.max_sessions <= 10000:
+        problems.append(("mcp.max_sessions", "must be between 1 and 10000"))
+    if not 60 <= mcp.session_idle_s <= 7 * 86400:
+        problems.append(("mcp.session_idle_s", "must be between 60 and 604800 seconds"))
     return problems
 
 

@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -36,8 +37,12 @@ from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.http.app import create_app, create_voice_app, runner_options
-from deviceagentd.http.context import AgentContext, HttpContext
+from deviceagentd.http.context import AgentContext, HttpContext, VoicePlatformView
+from deviceagentd.http.live import LiveHub
+from deviceagentd.http.tls import server_context
+from deviceagentd.mcp.context import McpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
 from deviceagentd.mqtt.backpressure import AckGate
 from deviceagentd.mqtt.clocksync import ClockSyncState
@@ -49,6 +54,7 @@ from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
 from deviceagentd.retired_models import retired_models
+from deviceagentd.schedules.lazy import LazySchedules
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.store import Store
@@ -56,6 +62,8 @@ from deviceagentd.systemd import Notifier
 from deviceagentd.voice.service import VoiceService
 
 if TYPE_CHECKING:
+    from deviceagentd.schedules.runner import Announcer
+    from deviceagentd.schedules.service import ScheduleService
     from deviceagentd.voiceplatform.service import VoicePlatform
 
 log = logging.getLogger("deviceagentd")
@@ -90,10 +98,14 @@ class Daemon:
     ready_without_broker_s: float = READY_WITHOUT_BROKER_S
     # Tests inject a scripted provider; normally it is chosen by agent.provider.
     provider: Provider | None = None
+    # What speaks scheduled words on a speaker; normally the voice service.
+    announcer: Announcer | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
         self.metrics = Metrics()
+        # The site's time zone (site.timezone, else the system's): local times in replies.
+        self.site_zone = site_zone(cfg.site.timezone)
         self.store = Store(
             Path(cfg.storage.dir) / DB_FILENAME,
             StoreSettings(
@@ -114,6 +126,8 @@ class Daemon:
         self.feed = SiteFeed()
         self.registry = DeviceRegistry(self.catalog, self.store, self.metrics, cfg.devices.offline_after_s, self.clock,
                                        routine_save_s=cfg.storage.device_state_save_s, feed=self.feed)
+        # /api/stream's fan-out: subscribed to the feed only while a stream is open.
+        self.live = LiveHub(self.feed)
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
@@ -129,7 +143,8 @@ class Daemon:
         )
         self.ntp = NtpResponder(self.link, topics, self.metrics, self.rejects, ClockSyncState())
         self._build_agent()
-        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens)
+        self.voice = VoiceService(cfg.voice, self.agent, self.metrics, self.clock, tokens=cfg.http.tokens,
+                                  zone=self.site_zone)
         self.text_requests = TextRequests(
             self.agent, self.catalog, self.link, topics, self.metrics, self.rejects, self.clock,
             cfg.agent.text_requests_concurrency, cfg.agent.text_requests_queue, cfg.mqtt.max_payload_bytes,
@@ -154,6 +169,7 @@ class Daemon:
             self.voice_platform = build_voice_platform(
                 cfg.voiceplatform, self.catalog, self.registry, self.commands, self.store, self.metrics, self.clock
             )
+        self._build_schedules()
         self.started_monotonic = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
@@ -164,7 +180,7 @@ class Daemon:
 
     def _build_agent(self) -> None:
         cfg = self.config
-        local = LazyLocalProvider(self.registry)
+        local = LazyLocalProvider(self.registry, self.site_zone)
         self._openai: Any = None
         provider: Provider = local
         if self.provider is not None:
@@ -186,10 +202,11 @@ class Daemon:
         self.sessions = SessionStore(self.store, cfg.agent.history_max_messages)
         self.frames = VisionFrames(Path(cfg.storage.dir) / "frames", cfg.vision.max_frame_bytes,
                                    cfg.vision.frame_ttl_s, self.clock)
+        self.agent_tools = DeviceTools(self.registry, self.commands, self.store, self.clock)
         self.agent = Agent(
             provider=provider,
             fallback=local,
-            tools=DeviceTools(self.registry, self.commands, self.store, self.clock),
+            tools=self.agent_tools,
             sessions=self.sessions,
             frames=self.frames,
             clock=self.clock,
@@ -199,7 +216,32 @@ class Daemon:
             max_turns_per_s=cfg.agent.max_turns_per_s,
         )
 
+    def _build_schedules(self) -> None:
+        self.schedules = LazySchedules(self.site_zone, self._schedule_service,
+                                       self._start_schedules)
+        self.agent_tools.schedules = self.schedules
+
+    def _schedule_service(self) -> ScheduleService:
+        # Imported when the site first has a schedule (schedules/lazy.py).
+        from deviceagentd.schedules.runner import ActionRunner
+        from deviceagentd.schedules.service import ScheduleService, ScheduleSettings
+
+        cfg = self.config
+        rooms = self.voice_platform.rooms if self.voice_platform is not None else None
+        zone = self.schedules.zone
+        runner = ActionRunner(self.commands, self.registry, self.announcer or self.voice, rooms, zone,
+                              cfg.schedules.command_timeout_ms)
+        return ScheduleService(
+            self.store, self.commands, runner, zone, self.metrics, self.feed, rooms,
+            ScheduleSettings(cfg.schedules.max_schedules, cfg.schedules.missed_grace_s), self.clock,
+        )
+
+    def _start_schedules(self, service: ScheduleService) -> None:
+        self._tasks.append(asyncio.create_task(service.run(), name="schedules"))
+        log.info("schedules: %d stored, times in %s", service.count, service.zone)
+
     def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
+
         # The link is built before ingest (ingest answers time sync through the link).
         return self.ingest.on_message(topic, payload, qos, properties)
 
@@ -238,11 +280,17 @@ class Daemon:
                 lambda: self.voice.open_sessions)
         m.gauge("deviceagentd_voice_waiting_for_hello", "Voice connections that have not said hello yet",
                 lambda: self.voice.sessions.waiting)
+        m.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: self.live.clients)
+        m.gauge("deviceagentd_stream_missed_total", "Changes dropped for /api/stream clients that read too slowly",
+                lambda: self.live.missed_total, kind="counter")
+
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
                 lambda: self.agent.waiting_turns)
         m.gauge("deviceagentd_text_requests_waiting", "MQTT text requests waiting for the agent",
                 lambda: self.text_requests.waiting)
+        m.gauge("deviceagentd_schedules", "Schedules stored (timers, alarms, recurring actions)",
+                lambda: self.schedules.count)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,15 +299,18 @@ class Daemon:
         # thread keeps the loop free for the watchdog meanwhile.
         await asyncio.to_thread(self.store.open)
         self.registry.load(self.store.load_devices())
+        if self.store.has_schedules():
+            self.schedules.service()
         if self.voice_platform is not None:
             await self._start_voice_platform(self.voice_platform)
-        log.info("deviceagentd %s starting: %d products, %d known devices, state in %s", __version__,
-                 len(self.catalog.products), self.registry.total, self.config.storage.dir)
+        log.info("deviceagentd %s starting: %d products, %d known devices, %d schedules, state in %s", __version__,
+                 len(self.catalog.products), self.registry.total, self.schedules.count, self.config.storage.dir)
         for retired in retired_models(self.config):
             log.warning("%s", retired.message(datetime.date.today()))
         for moved in self.store.recovered_from():
             log.warning("a corrupt database was moved aside as %s; health stays degraded until it is removed "
                         "from %s", moved, self.config.storage.dir)
+
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
@@ -291,22 +342,60 @@ class Daemon:
             tokens=cfg.http.tokens,
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
+            gateway_detail=self._gateway_detail,
+            voice_platform=self._voice_platform_view(),
+            live=self.live,
             agent=AgentContext(
                 agent=self.agent,
                 sessions=self.sessions,
                 frames=self.frames,
                 vision_body_bytes=cfg.vision.max_frame_bytes * 4 // 3 + VISION_BODY_OVERHEAD,
             ),
+            schedules=self.schedules,
+            mcp=self._mcp_context() if cfg.mcp.enabled else None,
         )
         app = create_app(context)
         if self.voice_platform is not None:
             from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 
             add_voice_platform_routes(app, self.voice_platform)
-        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API")
-        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port")
+        self.http_port = await self._serve(app, cfg.http.listen, "HTTP API", _tls(cfg.http.tls_cert_file,
+                                                                                   cfg.http.tls_key_file))
+        self.voice_port = await self._serve(create_voice_app(context, self.voice), cfg.voice.listen, "voice port",
+                                            _tls(cfg.voice.tls_cert_file, cfg.voice.tls_key_file))
 
-    async def _serve(self, app: web.Application, listen: str, what: str) -> int:
+    def _mcp_context(self) -> McpContext:
+        return McpContext(
+            config=self.config.mcp,
+            api_tokens=self.config.http.tokens,
+            registry=self.registry,
+            commands=self.commands,
+            schedules=self.schedules,
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            version=__version__,
+            rooms=self.voice_platform.rooms if self.voice_platform is not None else None,
+        )
+
+    def _voice_platform_view(self) -> VoicePlatformView | None:
+        if self.voice_platform is None:
+            return None
+        from deviceagentd.voiceplatform.console import VoicePlatformConsole
+
+        return VoicePlatformConsole(self.voice_platform)
+
+    def _gateway_detail(self) -> dict[str, Any]:
+        """For the console: where the voice WebSocket is, which ports speak TLS, the site's zone."""
+        cfg = self.config
+        return {
+            "site": {"timezone": getattr(self.site_zone, "key", None) or str(self.site_zone)},
+            "http": {"tls": bool(cfg.http.tls_cert_file)},
+            "voice": {"port": self.voice_port, "tls": bool(cfg.voice.tls_cert_file), "path": "/ws/voice"},
+            "agent": {"provider": cfg.agent.provider},
+        }
+
+    async def _serve(self, app: web.Application, listen: str, what: str, tls: ssl.SSLContext | None) -> int:
         # handler_cancellation: a client that goes away cancels its handler (a chat turn, a
         # command wait) instead of leaving it running. Short shutdown: open requests are
         # ended by on_shutdown (chat streams) and fail_all (commands) first.
@@ -315,12 +404,12 @@ class Daemon:
         await runner.setup()
         self._runners.append(runner)
         endpoint = parse_listen(listen)
-        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True)
+        site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True, ssl_context=tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         port: int = sockets[0].getsockname()[1] if sockets else endpoint.port
-        log.info("%s listening on http://%s:%d", what, endpoint.host, port)
+        log.info("%s listening on %s://%s:%d", what, "https" if tls else "http", endpoint.host, port)
         return port
 
     async def _purge_frames(self) -> None:
@@ -333,7 +422,9 @@ class Daemon:
 
     def _broker_detail(self) -> dict[str, Any]:
         status = self.link.status
-        detail: dict[str, Any] = {"state": status.state, "url": self.config.mqtt.url, "connects": status.connects}
+        # subscribed: the gateway hears devices (what READY waits for; "connected" comes first).
+        detail: dict[str, Any] = {"state": status.state, "subscribed": self.link.subscribed.is_set(),
+                                  "url": self.config.mqtt.url, "connects": status.connects}
         if status.last_error:
             detail["lastError"] = status.last_error
         return detail
@@ -440,6 +531,11 @@ class Daemon:
             return False
         log.info("stopped; all accepted events are stored")
         return True
+
+
+def _tls(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The port's TLS context, or None for plain HTTP (the files were checked with the config)."""
+    return server_context(cert_file, key_file) if cert_file else None
 
 
 async def run_daemon(config: Config, catalog: Catalog) -> bool:

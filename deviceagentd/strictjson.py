@@ -124,14 +124,14 @@ def lone_surrogate_path(value: Any, path: str) -> str | None:
     return None
 
 
-def dumps(value: Any, *, indent: int | None = None) -> str:
+def dumps(value: Any, *, indent: int | None = None, compact: bool = True) -> str:
     """Strict JSON text: never NaN or Infinity, never a lone surrogate.
 
     Values that cannot be written that way (a non-finite float from an old database row, a
     surrogate from a bug elsewhere) are replaced (null, U+FFFD) rather than failing the
     response: a client must always get parseable JSON.
     """
-    separators = (",", ":") if indent is None else (",", ": ")
+    separators = (",", ":") if compact and indent is None else (",", ": ") if indent is not None else (", ", ": ")
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=separators, indent=indent)
         text.encode("utf-8")

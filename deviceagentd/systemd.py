@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import sdnotify
+
+UNIT = "deviceagentd.service"
+# sd_booted(): systemd creates this directory when it is the init system.
+BOOTED_MARKER = Path("/run/systemd/system")
+UNIT_DIRS = (Path("/etc/systemd/system"), Path("/lib/systemd/system"), Path("/usr/lib/systemd/system"))
+
+
+def managed_by_systemd(booted_marker: Path = BOOTED_MARKER, unit_dirs: tuple[Path, ...] = UNIT_DIRS) -> bool:
+    """This machine runs systemd and has the deviceagentd unit (the .deb installs it): operators
+    start and stop the daemon with systemctl. Elsewhere (a checkout, a container) they run it
+    themselves, and messages must not send them to systemctl."""
+    return booted_marker.is_dir() and any((directory / UNIT).is_file() for directory in unit_dirs)
 
 
 class Notifier:

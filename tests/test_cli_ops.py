@@ -34,6 +34,7 @@ from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.store import DeviceRecord, NewEvent, Store, StoreSettings
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.schema import MIGRATIONS, migrate
+from deviceagentd.systemd import managed_by_systemd
 
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
 WAIT_S = 15.0
@@ -41,6 +42,35 @@ T0_MS = 1_770_000_000_000
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+def test_systemctl_is_named_only_where_systemd_runs_the_unit(tmp_path: Path) -> None:
+    booted, units = tmp_path / "run-systemd-system", tmp_path / "lib-systemd-system"
+    units.mkdir()
+    assert not managed_by_systemd(booted, (units,))  # a container or a checkout: no systemd
+    booted.mkdir()
+    assert not managed_by_systemd(booted, (units,))  # systemd, but the package is not installed
+    (units / "deviceagentd.service").write_text("[Service]\n")
+    assert managed_by_systemd(booted, (units,))
+
+
+@pytest.mark.parametrize("systemd", [True, False])
+def test_restore_refusal_names_systemctl_only_under_systemd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], systemd: bool) -> None:
+    from deviceagentd import cli
+    from deviceagentd.ops import restore
+
+    monkeypatch.setattr(restore, "managed_by_systemd", lambda: systemd)
+    with socket.socket() as listener:  # "the daemon" holds the HTTP port
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        config = write_config(tmp_path, tmp_path / "state", http_port=listener.getsockname()[1])
+        backup = tmp_path / "b.db"
+        populate(backup, [device("x")], [])
+        assert cli.main(["restore", str(backup), "--config", str(config)]) == 1
+    error = capsys.readouterr().err
+    assert "the daemon seems to be running" in error
+    assert ("systemctl stop deviceagentd" in error) == systemd
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -437,7 +467,10 @@ def test_restore_keeps_the_current_database_aside(tmp_path: Path, live: tuple[Pa
     assert result.returncode == 0, result.stderr
     [aside] = aside_files(db.parent)
     assert f"the previous database is kept as {aside}" in result.stdout
-    assert "systemctl start deviceagentd" in result.stdout
+    # systemctl only where systemd runs the installed unit; else the command that starts it here.
+    start = "systemctl start deviceagentd" if managed_by_systemd() else f"deviceagentd run --config {config}"
+    assert f"start the daemon again: {start}\n" in result.stdout
+    assert ("systemctl" in result.stdout) == managed_by_systemd()
     assert query(aside, "SELECT device_id FROM devices ORDER BY device_id") == [("lamp-1",), ("thermo-1",)]
     assert query(aside, "PRAGMA integrity_check") == [("ok",)]
     assert not Path(f"{aside}-wal").exists()

@@ -1018,7 +1018,8 @@ async def test_metrics_expose_the_spec_series(gateway: RunningDaemon, thermostat
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/nothing", "/api", "/", "/api/devices", "/api/devices/thermostat-001/x",
+# "/" is the console and "/api/devices" the list of every product's devices.
+@pytest.mark.parametrize("path", ["/api/nothing", "/api", "/index.html", "/api/device", "/api/devices/thermostat-001/x",
                                   "/api/products/thermostat/devices/thermostat-001"])
 async def test_unknown_route_is_404_envelope(gateway: RunningDaemon, path: str) -> None:
     status, body = await gateway.request("GET", path)
@@ -1031,7 +1032,7 @@ async def test_unknown_route_is_404_envelope(gateway: RunningDaemon, path: str) 
         ("DELETE", "/api/devices/thermostat-001", "GET"),
         ("POST", "/api/health", "GET"),
         ("PUT", "/api/products/thermostat", "GET"),
-        ("GET", "/api/devices/thermostat-001/commands", "POST"),
+        ("PUT", "/api/devices/thermostat-001/commands", "POST"),  # GET is the command log
         ("POST", "/metrics", "GET"),
     ],
 )

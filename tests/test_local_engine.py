@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from local_corpus import CORPUS, HELD_OUT, SITE, Case
@@ -135,10 +137,19 @@ class RecordingTools:
         return await self.inner.call(call, context)
 
 
-async def converse(registry: DeviceRegistry, text: str, device_id: str | None = None,
+class FixedClock(Clock):
+    def __init__(self, wall_ms: int) -> None:
+        self.now_ms = wall_ms
+
+    def wall_ms(self) -> int:
+        return self.now_ms
+
+
+async def converse(registry: DeviceRegistry, text: str, device_id: str | None = None, zone: tzinfo = UTC,
+                   now_ms: int | None = None, tools: Any = None,
                    **kwargs: Any) -> tuple[str, list[TurnEvent], RecordingTools]:
-    tools = RecordingTools(registry)
-    provider = LocalProvider(registry)
+    tools = tools or RecordingTools(registry)
+    provider = LocalProvider(registry, zone, FixedClock(now_ms) if now_ms is not None else None)
     events = [e async for e in provider.run(context(text, device_id, registry, **kwargs), tools)]
     reply = "".join(e.text for e in events if isinstance(e, Delta))
     return reply, events, tools
@@ -340,13 +351,13 @@ async def test_not_understood_says_what_it_can_do(registry: DeviceRegistry) -> N
     assert tools.calls == []
     assert reply.startswith("I don't know “joke”. I can: read device state (e.g. “what is the ")
     assert "list online devices, and show recent alerts." in reply
-    reply, _, _ = await converse(registry, "hello", "thermostat-001")
-    assert reply == ("I don't understand “hello”. I can: read device state (e.g. “what is the current "
+    reply, _, _ = await converse(registry, "what about it", "thermostat-001")
+    assert reply == ("I don't understand “what about it”. I can: read device state (e.g. “what is the current "
                      "temperature”), send commands (e.g. “set the target temperature to 22”), list online "
                      "devices, and show recent alerts.")
-    reply, _, _ = await converse(registry, "你好", "thermostat-001")
-    assert reply == ("我没听懂“你好”。我可以：查看设备状态（例如“查看当前温度”）、发送命令（例如“把目标温度设为22”）、"
-                     "列出在线设备、查看最近的告警。")
+    reply, _, _ = await converse(registry, "怎么样", "thermostat-001")
+    assert reply == ("我没听懂“怎么样”。我可以：查看设备状态（例如“查看当前温度”）、"
+                     "发送命令（例如“把目标温度设为22”）、列出在线设备、查看最近的告警。")
 
 
 async def test_image_questions_need_a_vision_model(registry: DeviceRegistry) -> None:
@@ -364,11 +375,20 @@ async def test_devices_online_and_alerts_today(registry: DeviceRegistry) -> None
     assert tools.calls[0].name == "list_devices" and tools.calls[0].arguments == {"status": "online"}
     assert reply.startswith("Online devices (6): ac-1 (Air conditioner, online, off), bedroom-light (Light, ")
     assert "thermostat-002" not in reply
-    reply, _, tools = await converse(registry, "any alerts today")
+    # Events say their values, at the site's local time (site.timezone): 10:02 UTC is 18:02 in Shanghai.
+    shanghai, evening = ZoneInfo("Asia/Shanghai"), 1_714_564_800_000  # 2024-05-01 20:00 +08:00
+    reply, _, tools = await converse(registry, "any alerts today", zone=shanghai, now_ms=evening)
     assert tools.calls[0].arguments == {"since_hours": 24, "levels": ["alert", "warning", "error"]}
-    assert reply == "1 alert in the last 24 hours: ac-1 filter_dirty (warning, 2024-05-01 10:02 UTC)."
-    reply, _, _ = await converse(registry, "今天有告警吗")
-    assert reply == "过去24小时内有1条告警：ac-1 filter_dirty (warning, 2024-05-01 10:02 UTC)。"
+    assert reply == "1 alert in the last 24 hours: ac-1 filter_dirty (warning, today 18:02): hours used 500 h."
+    reply, _, _ = await converse(registry, "今天有告警吗", zone=shanghai, now_ms=evening)
+    assert reply == "过去24小时内有1条告警：ac-1 滤网脏了（警告，今天18:02）：使用时长 500h。"
+    reply, _, _ = await converse(registry, "any alerts today", zone=ZoneInfo("America/New_York"), now_ms=evening)
+    assert "(warning, today 06:02)" in reply  # the same moment, another site
+    reply, _, _ = await converse(registry, "what happened to thermostat-001", zone=shanghai,
+                                 now_ms=evening + 86_400_000)
+    assert reply.endswith("thermostat-001 went online (yesterday 15:53).")
+    reply, _, _ = await converse(registry, "thermostat-001 有什么事件", zone=shanghai, now_ms=evening + 5 * 86_400_000)
+    assert reply.endswith("thermostat-001 上线（2024年5月1日15:53）。")
 
 
 async def test_relative_change_starts_from_the_reported_state(registry: DeviceRegistry) -> None:

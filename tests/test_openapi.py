@@ -44,11 +44,17 @@ from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord,
 from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 from deviceagentd.voiceplatform.service import VoicePlatform
 
+ROOMS_FILE = Path(__file__).resolve().parent.parent / "etc" / "deviceagentd" / "voice-platform.toml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 TOKEN = "openapi-test-token-0123456789"
 WAIT_S = 15.0
 # Operations whose success is not JSON, and what it is instead.
-NON_JSON_SUCCESS = {"/metrics": "text/plain", "/api/chat": "text/event-stream"}
+NON_JSON_SUCCESS = {
+    "/metrics": {"text/plain"}, "/api/chat": {"text/event-stream"}, "/api/stream": {"text/event-stream"},
+    "/": {"text/html"}, "/console/{file}": {"text/javascript", "text/css"},
+}
+# The console's files: open to anyone (they hold no data), cached with ETags.
+CONSOLE_FILES = ("/", "/console/{file}")
 SSE_EVENTS = {"session", "delta", "tool_call", "tool_result", "done", "error"}
 TERMINAL_EVENTS = {"done", "error"}
 # One image per vision format (the gateway checks the magic bytes; the PNG is a real 1×1 image).
@@ -345,6 +351,32 @@ def parse_sse(raw: str) -> list[tuple[str, Any]]:
     return events
 
 
+async def read_stream_until(resp: Any, name: str, timeout: float = WAIT_S) -> str:
+    """A never-ending event stream's text up to the end of its first `name` event."""
+    raw = b""
+    marker = f"event: {name}\n".encode()
+    async with asyncio.timeout(timeout):
+        while not (marker in raw and b"\n\n" in raw[raw.index(marker):]):
+            chunk = await resp.content.readany()
+            assert chunk, f"the stream ended before a {name} event: {raw!r}"
+            raw += chunk
+    end = raw.index(b"\n\n", raw.index(marker)) + 2
+    return raw[:end].decode()
+
+
+def live_stream_media(doc: dict[str, Any]) -> dict[str, Any]:
+    media: dict[str, Any] = doc["paths"]["/api/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    return media
+
+
+def check_live_stream(doc: dict[str, Any], events: list[tuple[str, Any]], what: str) -> None:
+    """Every event is documented and its data matches its schema."""
+    documented = live_stream_media(doc)["x-sse-events"]
+    for index, (name, data) in enumerate(events):
+        assert name in documented, f"{what}: event {index} {name!r} is not documented"
+        assert_valid(doc, documented[name], data, f"{what}: event {index} ({name})")
+
+
 def chat_stream_media(doc: dict[str, Any]) -> dict[str, Any]:
     media: dict[str, Any] = doc["paths"]["/api/chat"]["post"]["responses"]["200"]["content"]["text/event-stream"]
     return media
@@ -428,13 +460,15 @@ def test_every_operation_is_complete(doc: dict[str, Any]) -> None:
         assert op.get("tags"), f"{where} has no tags"
         responses = op.get("responses")
         assert responses, f"{where} has no responses"
-        assert "200" in responses, f"{where} documents no success"
+        assert "200" in responses or "201" in responses, f"{where} documents no success"
         for status, raw in responses.items():
             assert re.fullmatch(r"[1-5]\d\d|[1-5]XX|default", status), f"{where}: bad status key {status}"
             response = deref(doc, raw)
             assert response.get("description"), f"{where} {status} has no description"
-            if status == "200" and path in NON_JSON_SUCCESS:
-                assert set(response.get("content", {})) == {NON_JSON_SUCCESS[path]}, f"{where} {status}"
+            if status in ("200", "201") and path in NON_JSON_SUCCESS:
+                assert set(response.get("content", {})) == NON_JSON_SUCCESS[path], f"{where} {status}"
+            elif status == "304":
+                assert path in CONSOLE_FILES and "content" not in response, f"{where} {status}"
             else:
                 assert "application/json" in response.get("content", {}), f"{where} {status} is not JSON"
             if status.startswith(("4", "5")) and path != "/api/health":
@@ -525,7 +559,7 @@ def test_bearer_security_is_global_and_health_is_open(doc: dict[str, Any]) -> No
     for path, method, op, _ in operations(doc):
         for requirement in op.get("security", []):
             assert set(requirement) <= set(schemes), f"{method} {path}: unknown security scheme"
-        if path == "/api/health" or path.startswith("/v1.0/"):
+        if path in ("/api/health", *CONSOLE_FILES) or path.startswith("/v1.0/"):
             # Speakers authenticate with their own tokens and signatures, not http.tokens.
             assert op["security"] == [], f"{path} must override the global bearer requirement"
             assert "401" not in op["responses"]
@@ -546,11 +580,24 @@ def test_error_statuses_documented_per_operation(doc: dict[str, Any]) -> None:
             "200", "400", "401", "404", "409", "413", "415", "503", "504",
         },
         ("get", "/api/devices/{deviceId}/events"): {"200", "400", "401", "404"},
+        ("get", "/api/devices"): {"200", "400", "401", "404"},
+        ("get", "/api/devices/{deviceId}/commands"): {"200", "400", "401", "404"},
+        ("get", "/api/stream"): {"200", "400", "401", "404"},
+        ("get", "/"): {"200", "304"},
+        ("get", "/console/{file}"): {"200", "304", "404"},
+        ("get", "/api/gateway"): {"200", "401"},
+        ("get", "/api/voice-platform"): {"200", "401"},
+        ("post", "/api/voice-platform/scenes/{sceneId}/run"): {"200", "401", "404"},
+        ("get", "/api/asyncapi.json"): {"200", "401"},
         ("post", "/api/chat"): {"200", "400", "401", "404", "409", "413", "415"},
         ("get", "/api/sessions/{sessionId}/history"): {"200", "400", "401", "404"},
         ("post", "/api/sessions/{sessionId}/interrupt"): {"200", "401", "404"},
         ("delete", "/api/sessions/{sessionId}"): {"200", "401", "404"},
         ("post", "/api/vision/frames"): {"200", "400", "401", "413", "415"},
+        ("get", "/api/schedules"): {"200", "400", "401"},
+        ("post", "/api/schedules"): {"201", "400", "401", "409", "413", "415"},
+        ("get", "/api/schedules/{scheduleId}"): {"200", "401", "404"},
+        ("delete", "/api/schedules/{scheduleId}"): {"200", "401", "404"},
         ("get", "/api/openapi.json"): {"200", "401"},
         ("get", "/metrics"): {"200", "401"},
         # Tuya style: every voice platform failure is HTTP 200 with the code in the envelope.
@@ -654,11 +701,12 @@ def test_the_chat_stream_is_documented_event_by_event(doc: dict[str, Any]) -> No
     media = chat_stream_media(doc)
     # The schema is that of one event ({event, data}), one branch per event name whose data is a
     # JSON text of the same schema x-sse-events names: what Schemathesis validates a stream with.
-    assert media["schema"]["type"] == "object" and media["schema"]["required"] == ["event", "data"]
-    branches = {branch["properties"]["event"]["const"]: branch["properties"]["data"]
-                for branch in media["schema"]["oneOf"]}
-    assert {name: data["contentSchema"] for name, data in branches.items()} == media["x-sse-events"]
-    assert all(data["contentMediaType"] == "application/json" for data in branches.values())
+    for stream in (media, live_stream_media(doc)):
+        assert stream["schema"]["type"] == "object" and stream["schema"]["required"] == ["event", "data"]
+        branches = {branch["properties"]["event"]["const"]: branch["properties"]["data"]
+                    for branch in stream["schema"]["oneOf"]}
+        assert {name: data["contentSchema"] for name, data in branches.items()} == stream["x-sse-events"]
+        assert all(data["contentMediaType"] == "application/json" for data in branches.values())
     events = media["x-sse-events"]
     assert set(events) == SSE_EVENTS
     for name, schema in events.items():
@@ -677,6 +725,15 @@ def test_the_chat_stream_is_documented_event_by_event(doc: dict[str, Any]) -> No
     # The parser used on real streams skips the comments the server sends as keep-alives.
     raw = ': keep-alive\n\nevent: delta\r\ndata: {"textChunk": "a"}\r\n\n'
     assert parse_sse(raw) == [("delta", {"textChunk": "a"})]
+
+
+def test_the_live_stream_is_documented_event_by_event(doc: dict[str, Any]) -> None:
+    media = live_stream_media(doc)
+    assert set(media["x-sse-events"]) == {"ready", "state", "lifecycle", "event", "command", "missed"}
+    example = media["examples"]["live"]["value"]
+    events = parse_sse(example)
+    check_live_stream(doc, events, "example")
+    assert {name for name, _ in events} == {"ready", "state", "lifecycle", "event", "command"}
 
 
 def test_openapi_spec_validator_accepts_it(doc: dict[str, Any]) -> None:
@@ -825,15 +882,19 @@ class Conformance:
         self.events_seen: set[str] = set()
 
     async def call(self, method: str, path: str, expect: int, *, json_body: Any = None, data: Any = None,
-                   headers: dict[str, str] | None = None, voice: bool = False) -> Any:
+                   headers: dict[str, str] | None = None, voice: bool = False, until: str | None = None) -> Any:
         """The decoded answer: JSON, text, or for a chat stream its (event, data) list.
 
-        `voice`: call the voice port, which must be documented for that operation."""
+        `voice`: call the voice port, which must be documented for that operation. `until`: a
+        stream that does not end (/api/stream) is read up to the first event of this name."""
         all_headers = {**self.headers, **(headers or {})}
         url = (self.gateway.voice_url if voice else self.gateway.base_url) + path
         async with self.gateway.session.request(method, url, json=json_body, data=data,
                                                 headers=all_headers) as resp:
-            text = await resp.text()
+            if until is not None and resp.status == 200:
+                text = await read_stream_until(resp, until)
+            else:
+                text = await resp.text()
             content_type = resp.content_type
             status = resp.status
             response_headers = resp.headers
@@ -845,10 +906,14 @@ class Conformance:
         op = self.doc["paths"][template][method.lower()]
         assert str(status) in op["responses"], f"{method} {template} answered {status}, which is not documented"
         response = deref(self.doc, op["responses"][str(status)])
-        assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
         for name, header in response.get("headers", {}).items():
             assert name in response_headers, f"{where}: documented header {name} missing"
             assert_valid(self.doc, header["schema"], response_headers[name], f"{where}: header {name}")
+        if status == 304:
+            assert text == "", f"{where}: a 304 has no body"
+            self.seen.add((method.lower(), template, str(status)))
+            return text
+        assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
         schema = response["content"][content_type]["schema"]
         body: Any = json.loads(text) if content_type == "application/json" else text
         if content_type == "text/event-stream":
@@ -856,7 +921,11 @@ class Conformance:
                 assert_valid(self.doc, schema, item, f"{where} event {index}")
         else:
             assert_valid(self.doc, schema, body, where)
-        if content_type == "text/event-stream":
+        if content_type == "text/event-stream" and template == "/api/stream":
+            body = parse_sse(text)
+            check_live_stream(self.doc, body, where)
+        elif content_type == "text/event-stream":
+
             body = parse_sse(text)
             check_chat_stream(self.doc, body, where)
             for name, data in body:
@@ -865,7 +934,7 @@ class Conformance:
                     self.events_seen.add("tool_result:failed")
                 if name == "done" and data.get("interrupted"):
                     self.events_seen.add("done:interrupted")
-        if (request_body := op.get("requestBody")) and status == 200 and json_body is not None:
+        if (request_body := op.get("requestBody")) and status in (200, 201) and json_body is not None:
             assert_valid(self.doc, request_body["content"]["application/json"]["schema"], json_body,
                          f"accepted request body of {method} {path}")
         self.seen.add((method.lower(), template, str(status)))
@@ -877,7 +946,8 @@ async def conformance_gateway(broker: MosquittoBroker, tmp_path: Path) -> AsyncI
     # Small limits, so each can be crossed with a small request; a turn that waits for a device that never
     # answers ends after 3 s.
     gateway = await start_daemon(broker.url, tmp_path / "state", http_tokens=[TOKEN], http_max_body_bytes=2048,
-                                 agent_max_message_chars=500, agent_turn_timeout_s=3, vision_max_frame_bytes=4096)
+                                 agent_max_message_chars=500, agent_turn_timeout_s=3, vision_max_frame_bytes=4096,
+                                 schedules_max_schedules=4, voiceplatform_rooms_file=ROOMS_FILE)
     try:
         yield gateway
     finally:
@@ -958,6 +1028,8 @@ async def test_real_answers_match_the_document(
         await check.call("POST", commands, 401, json_body=seed, headers={"Authorization": ""})
 
         await check_agent_routes(check, gw)
+        await check_schedule_routes(check, gw)
+        await check_site_routes(check, gw)
 
         # 503 twice: commands while the broker is away, and health.
         port = free_port()
@@ -980,6 +1052,99 @@ async def test_real_answers_match_the_document(
     finally:
         for sim in (thermostat, mute, gone):
             await sim.stop()
+
+
+async def check_schedule_routes(check: Conformance, gw: RunningDaemon) -> None:
+    """Schedules: create every kind, list and page, read, delete, every refusal, and the event of a run."""
+    schedules = "/api/schedules"
+    command = {"type": "command", "deviceId": "thermostat-001", "command": "set_mode", "params": {"mode": "eco"}}
+    soon = await check.call("POST", schedules, 201, json_body={"name": "eco soon", "inSeconds": 1, "action": command})
+    daily = await check.call("POST", schedules, 201, json_body={"at": "23:00", "repeat": "weekdays",
+                                                                "action": command})
+    await check.call("POST", schedules, 201, json_body={"cron": "*/5 * * * *", "action": command})
+    first = await check.call("GET", f"{schedules}?limit=1", 200)
+    assert first["nextAfter"] == soon["id"] and first["total"] == 3
+    await check.call("GET", f"{schedules}?limit=1&after={first['nextAfter']}", 200)
+    await check.call("GET", f"{schedules}?limit=0", 400)
+    await check.call("GET", f"{schedules}?after=sch-nobody", 400)
+    await check.call("GET", f"{schedules}/{daily['id']}", 200)
+    await check.call("GET", f"{schedules}/sch-nobody", 404)
+    for bad in ({"action": command}, {"inSeconds": 5, "at": "07:00", "action": command},
+                {"at": "2020-01-01T07:00", "action": command}, {"inSeconds": 5, "action": {"type": "explode"}},
+                {"inSeconds": 5, "action": {**command, "deviceId": "nobody"}}, {"inSeconds": 5, "colour": 1}):
+        await check.call("POST", schedules, 400, json_body=bad)
+    json_header = {"Content-Type": "application/json"}
+    await check.call("POST", schedules, 400, data=b"{not json", headers=json_header)
+    await check.call("POST", schedules, 415, data=b"{}", headers={"Content-Type": "text/plain"})
+    await check.call("POST", schedules, 413, data=json.dumps({"name": "x" * 4000}).encode(), headers=json_header)
+    await check.call("POST", schedules, 201, json_body={"at": "06:00", "repeat": "daily", "action": command})
+    await check.call("POST", schedules, 409, json_body={"at": "06:30", "repeat": "daily", "action": command})
+    await check.call("DELETE", f"{schedules}/{daily['id']}", 200)
+    await check.call("DELETE", f"{schedules}/{daily['id']}", 404)
+    wrong = {"Authorization": "Bearer wrong-token-wrong-token"}
+    await check.call("GET", schedules, 401, headers=wrong)
+    await check.call("POST", schedules, 401, headers=wrong, json_body={"inSeconds": 5, "action": command})
+    await check.call("GET", f"{schedules}/{soon['id']}", 401, headers=wrong)
+    await check.call("DELETE", f"{schedules}/{soon['id']}", 401, headers=wrong)
+    # The one-off schedule ran: its event is in the device's events, as the document says.
+    await wait_until(lambda: gw.daemon.schedules.service().get(soon["id"]) is None, WAIT_S)
+    page = await check.call("GET", "/api/devices/thermostat-001/events?event=schedule_fired", 200)
+    [fired] = page["events"]
+    assert (fired["source"], fired["data"]["outcome"], fired["data"]["scheduleId"]) == ("schedule", "ok", soon["id"])
+
+
+async def check_site_routes(check: Conformance, gw: RunningDaemon) -> None:
+    """The devices across products, a device's command log and the live stream (thermostat-001 answers,
+    light-001 is offline, both have stored events)."""
+    wrong = {"Authorization": "Bearer wrong-token-wrong-token"}
+    page = await check.call("GET", "/api/devices?limit=1", 200)
+    assert page["nextAfter"] is not None
+    await check.call("GET", f"/api/devices?after={page['nextAfter']}&status=online&productId=thermostat&q=00", 200)
+    await check.call("GET", "/api/devices?limit=0", 400)
+    await check.call("GET", "/api/devices?productId=fridge", 404)
+    await check.call("GET", "/api/devices", 401, headers=wrong)
+
+    log = await check.call("GET", "/api/devices/thermostat-001/commands?limit=1", 200)
+    assert log["nextBefore"] is not None
+    await check.call("GET", f"/api/devices/thermostat-001/commands?before={log['nextBefore']}", 200)
+    await check.call("GET", "/api/devices/thermostat-001/commands?before=yesterday", 400)
+    await check.call("GET", "/api/devices/nobody/commands", 404)
+    await check.call("GET", "/api/devices/thermostat-001/commands", 401, headers=wrong)
+
+    replayed = await check.call("GET", "/api/stream?lastEventId=0", 200, until="ready")
+    assert {"lifecycle", "event", "ready"} <= {name for name, _ in replayed}
+    live = asyncio.create_task(check.call("GET", "/api/stream?deviceId=thermostat-001", 200, until="command"))
+    await wait_until(lambda: "deviceagentd_stream_clients 1\n" in gw.daemon.metrics.render(), WAIT_S)
+    await check.call("POST", "/api/devices/thermostat-001/commands", 200,
+                     json_body={"command": "set_target_temperature", "params": {"target_temperature": 22}})
+    events = await asyncio.wait_for(live, WAIT_S)
+    assert [name for name, _ in events][-1] == "command"
+    await check.call("GET", "/api/stream?kind=states", 400)
+    await check.call("GET", "/api/stream?productId=fridge", 404)
+    await check.call("GET", "/api/stream", 401, headers=wrong)
+
+    # The console's files, for anyone; what it reads, with the token.
+    for path in ("/", "/console/app.js", "/console/app.css"):
+        served = await check.call("GET", path, 200, headers={"Authorization": ""})
+        assert served
+        async with gw.session.get(gw.base_url + path) as resp:
+            etag = resp.headers["ETag"]
+        await check.call("GET", path, 304, headers={"Authorization": "", "If-None-Match": etag})
+    await check.call("GET", "/console/nope.js", 404, headers={"Authorization": ""})
+    await check.call("GET", "/console/..%2Fhttp%2Fopenapi.json", 404, headers={"Authorization": ""})
+    gateway_facts = await check.call("GET", "/api/gateway", 200)
+    assert gateway_facts["voice"]["port"] == gw.daemon.voice_port
+    await check.call("GET", "/api/gateway", 401, headers=wrong)
+    view = await check.call("GET", "/api/voice-platform", 200)
+    assert [s["voiceId"] for s in view["speakers"]] == ["speaker-101"]
+    await check.call("GET", "/api/voice-platform", 401, headers=wrong)
+    run = await check.call("POST", "/api/voice-platform/scenes/sleep-101/run", 200)
+    assert run["ok"] is False  # the room's devices never connected here
+    await check.call("POST", "/api/voice-platform/scenes/party/run", 404)
+    await check.call("POST", "/api/voice-platform/scenes/sleep-101/run", 401, headers=wrong)
+    asyncapi = await check.call("GET", "/api/asyncapi.json", 200)
+    assert asyncapi["asyncapi"] == "3.0.0"
+    await check.call("GET", "/api/asyncapi.json", 401, headers=wrong)
 
 
 def b64(data: bytes) -> str:

@@ -186,3 +186,20 @@ def test_prune_by_count_keeps_exactly_the_newest(db_path: Path) -> None:
     kept = conn.execute("SELECT request_id FROM commands ORDER BY sent_at_ms DESC").fetchall()
     assert kept == [("r0",), ("r1",), ("r2",), ("r3",)]
     conn.close()
+
+
+def test_the_mcp_call_log_is_pruned_like_the_command_log(db_path: Path) -> None:
+    conn = open_writer(db_path, START_MS)
+    old = START_MS - 100 * DAY_MS
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO mcp_calls (ts_ms, client, tool, arguments, outcome, detail, latency_ms) "
+        "VALUES (?, 'claude', 'get_state', '{}', 'ok', '', 1.0)",
+        [(old,)] * 5 + [(START_MS,)] * 150,
+    )
+    conn.execute("COMMIT")
+    result = prune(conn, StoreSettings(commands_max_rows=100), START_MS)
+    assert (result.mcp_calls, result.finished) == (55, True)
+    assert conn.execute("SELECT COUNT(*), MIN(ts_ms) FROM mcp_calls").fetchone() == (100, START_MS)
+    assert prune(conn, StoreSettings(commands_max_rows=100), START_MS).mcp_calls == 0
+    conn.close()

@@ -17,6 +17,7 @@ from deviceagentd.store import (
     StoreSettings,
     VoiceTokenRecord,
 )
+from deviceagentd.store.records import McpCallRecord, ScheduleRecord
 from deviceagentd.store.rows import event_row, message_row
 from deviceagentd.store.schema import MIGRATIONS, migrate
 
@@ -61,13 +62,14 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 5
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 7
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
         ("table", "devices"),
         ("table", "events"),
         ("table", "commands"),
+        ("index", "commands_by_device"),
         ("index", "events_by_device"),
         ("index", "events_by_received_at"),
         ("index", "commands_by_sent_at"),
@@ -76,6 +78,9 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
         ("index", "sessions_by_updated"),
         ("index", "session_messages_by_session"),
         ("table", "voice_tokens"),
+        ("table", "schedules"),
+        ("table", "mcp_calls"),
+        ("index", "mcp_calls_by_ts"),
         ("table", "store_meta"),
     }
     with sqlite3.connect(path) as conn:
@@ -100,16 +105,16 @@ async def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     await write_events(path, 2)
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute("PRAGMA user_version = 99")
 
     store = Store(path, SETTINGS, clock_ms)
     with pytest.raises(SchemaTooNewError) as caught:
         store.open()
 
-    assert (caught.value.found, caught.value.known) == (7, len(MIGRATIONS))
-    assert "version 7" in str(caught.value)
+    assert (caught.value.found, caught.value.known) == (99, len(MIGRATIONS))
+    assert "version 99" in str(caught.value)
     assert not store.healthy
-    assert pragma(path, "user_version") == 7
+    assert pragma(path, "user_version") == 99
     assert list(tmp_path.glob("*.corrupt-*")) == []
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
@@ -147,7 +152,7 @@ def test_a_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_version_2_database_upgrades_to_3_and_keeps_its_data(tmp_path: Path) -> None:
+async def test_version_2_database_upgrades_to_the_latest_and_keeps_its_data(tmp_path: Path) -> None:
     # A database as the version-2 code left it: its two schema steps and rows in every table.
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -259,3 +264,31 @@ async def test_damaged_pages_are_detected_and_moved_aside(tmp_path: Path) -> Non
     assert moved.stat().st_size > 20 * page_size
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT id FROM events").fetchall() == [(1,)]
+
+
+async def test_version_3_database_gains_schedules_and_the_mcp_call_log(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, str(path), MIGRATIONS[:3])
+    conn.execute("INSERT INTO voice_tokens VALUES ('spk-1', 'a', 'b', 1, 2)")
+    conn.close()
+
+    store = Store(path, SETTINGS, clock_ms)
+    store.open()
+    try:
+        assert pragma(path, "user_version") == len(MIGRATIONS)
+        assert [t.voice_id for t in store.load_voice_tokens()] == ["spk-1"]
+        assert store.load_schedules() == []
+        record = ScheduleRecord("sch-1", {"name": "lights out"}, NOW_MS, NOW_MS + 60_000)
+        store.save_schedule(record)
+        store.add_mcp_call(McpCallRecord(NOW_MS, "claude", "get_state", {"deviceId": "d"}, "ok", "", 1.5))
+        await store.flush()
+        assert store.load_schedules() == [record]
+        [call] = await store.recent_mcp_calls(limit=5)
+        assert (call.client, call.tool, call.arguments) == ("claude", "get_state", {"deviceId": "d"})
+        store.delete_schedule("sch-1")
+        await store.flush()
+        assert store.load_schedules() == []
+    finally:
+        store.close()

@@ -126,7 +126,7 @@ def test_dumps_never_writes_what_a_client_cannot_parse() -> None:
 
 
 def test_no_route_serves_json_with_aiohttp_json_response() -> None:
-    """Every JSON the API serves goes through http.jsonio.json_response (strict): aiohttp's
+    """Every JSON the API serves goes through http.responses.json_response (strict): aiohttp's
     web.json_response would write Infinity. New routes (other modules) are checked too."""
     offenders = [
         f"{path.relative_to(PACKAGE.parent)}:{number}"

@@ -183,7 +183,9 @@ def test_input_audio_frames_every_rate_and_odd_payloads() -> None:
 
 
 @pytest.mark.parametrize(("params", "match"), [
-    ({"format": "opus"}, "format"),
+    ({"format": "mp3"}, "format"),
+    ({"format": "opus", "sample_rate": 44100}, "Opus at 44100 Hz"),
+    ({"format": "opus", "frame_duration": 30}, "Opus frame_duration 30 ms"),
     ({"format": 3}, "format"),
     ({"channels": 2}, "mono"),
     ({"sample_rate": 44100}, "44100"),
@@ -196,6 +198,12 @@ def test_input_audio_frames_every_rate_and_odd_payloads() -> None:
 def test_unsupported_audio_is_a_clear_error(params: object, match: str) -> None:
     with pytest.raises(AudioFormatError, match=match):
         parse_audio_params(params)
+
+
+@pytest.mark.parametrize(("rate", "frame_ms"), [(16000, 20), (16000, 60), (8000, 120), (24000, 40), (48000, 10)])
+def test_opus_at_rates_and_durations_libopus_serves(rate: int, frame_ms: int) -> None:
+    params = parse_audio_params({"format": "opus", "sample_rate": rate, "channels": 1, "frame_duration": frame_ms})
+    assert params == AudioParams(sample_rate=rate, frame_duration_ms=frame_ms, format="opus", channels=1)
 
 
 def test_audio_params_defaults_and_json() -> None:

@@ -21,13 +21,14 @@ TOKEN = "gateway-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 IMPORT_CHECK = (
     "import sys, deviceagentd.daemon, deviceagentd.http.app; "
-    "print('numpy' in sys.modules, 'webrtcvad' in sys.modules, 'deviceagentd.voice.session' in sys.modules)"
+    "print('numpy' in sys.modules, 'webrtcvad' in sys.modules, 'deviceagentd.voice.session' in sys.modules, "
+    "'opuslib_next' in sys.modules, 'deviceagentd.voice.turn' in sys.modules)"
 )
 
 
 def test_daemon_does_not_import_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False False False", out
+    assert out.stdout.strip() == "False False False False False", out
 
 
 async def test_voice_through_the_daemon(broker: MosquittoBroker, tmp_path: Path) -> None:
@@ -42,6 +43,14 @@ async def test_voice_through_the_daemon(broker: MosquittoBroker, tmp_path: Path)
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     await http.ws_connect(d.voice_url + "/ws/voice")
                 assert refused.value.status == 401
+                # The XiaoZhi OTA handshake on the voice port: its own token check (the query
+                # string a speaker's OTA URL can carry) gets past the bearer middleware.
+                async with http.post(d.voice_url + "/xiaozhi/ota/", data="{}") as resp:
+                    assert resp.status == 401
+                async with http.post(d.voice_url + f"/xiaozhi/ota/?authorization={TOKEN}", data="{}") as resp:
+                    assert resp.status == 200
+                    answer = await resp.json()
+                assert answer["websocket"]["url"].endswith("/ws/voice") and answer["websocket"]["token"] == TOKEN
                 ws = await http.ws_connect(d.voice_url + f"/ws/voice?authorization={TOKEN}")
                 conn = VoiceConn(ws, BinaryCodec(3))
                 await conn.hello(sessionId="daemon-voice")

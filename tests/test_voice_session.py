@@ -919,7 +919,9 @@ async def test_odd_byte_counts_reach_the_asr_unchanged(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize(("params", "words"), [
-    ({"format": "opus", "sample_rate": 16000}, "opus"),
+    ({"format": "mp3", "sample_rate": 16000}, "'mp3'"),
+    ({"format": "opus", "sample_rate": 44100}, "44100"),
+    ({"format": "opus", "sample_rate": 16000, "frame_duration": 25}, "25 ms"),
     ({"format": "pcm", "sample_rate": 44100}, "44100"),
     ({"format": "pcm", "sample_rate": 16000, "channels": 2}, "mono"),
     ({"format": "pcm", "sample_rate": "16k"}, "sample_rate"),

@@ -269,3 +269,38 @@ def test_check_config_summarises_the_voice_platform(tmp_path: Path) -> None:
     on = run_cli("check-config", env={"DEVICEAGENTD_VOICEPLATFORM_ROOMS_FILE": str(example)})
     assert on.returncode == 0, on
     assert f"# voice platform on: 1 speakers, 1 rooms from {example}" in on.stdout
+
+
+def test_a_room_lists_its_voice_speakers_once_and_each_in_one_room(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "rooms.toml"
+    path.write_text("""
+[[rooms]]
+id = "1"
+voice_device_ids = ["aa:01", "aa:02"]
+[[rooms]]
+id = "2"
+""")
+    rooms = load_rooms(path, catalog, VOICE_PRODUCTS)
+    assert rooms.rooms["1"].voice_device_ids == ("aa:01", "aa:02") and rooms.rooms["2"].voice_device_ids == ()
+    room = rooms.room_of_voice_device("aa:02")
+    assert room is not None and room.room_id == "1" and rooms.room_of_voice_device("aa:09") is None
+    example = load_rooms(REPO / "etc" / "deviceagentd" / "voice-platform.toml", catalog, VOICE_PRODUCTS)
+    assert example.rooms["101"].voice_device_ids == ("aa:bb:cc:dd:ee:01",)
+    assert problems_of(tmp_path, catalog, """
+[[rooms]]
+id = "1"
+voice_device_ids = ["aa:01", "aa:01"]
+[[rooms]]
+id = "2"
+voice_device_ids = ["aa:01", 7]
+[[rooms]]
+id = "3"
+voice_device_ids = ["aa:02"]
+[[rooms]]
+id = "4"
+voice_device_ids = ["aa:02"]
+""") == [
+        f"{tmp_path / 'rooms.toml'}: rooms[0].voice_device_ids: lists a speaker twice",
+        f"{tmp_path / 'rooms.toml'}: rooms[1].voice_device_ids: must be a list of non-empty strings",
+        f"{tmp_path / 'rooms.toml'}: rooms[3].voice_device_ids: speaker 'aa:02' is already in room '3'",
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 from deviceagentd.agent.types import Provider, Tools, TurnContext, TurnEvent
 from deviceagentd.core.registry import DeviceRegistry
@@ -16,6 +17,8 @@ from deviceagentd.core.registry import DeviceRegistry
 @dataclass
 class LazyLocalProvider:
     registry: DeviceRegistry
+    # The site's time zone: times of day in requests ("wake me up at 7") and in event summaries.
+    zone: tzinfo = UTC
     name: str = "local"
     _provider: Provider | None = field(default=None, repr=False)
 
@@ -23,5 +26,5 @@ class LazyLocalProvider:
         if self._provider is None:
             from deviceagentd.agent.local import LocalProvider
 
-            self._provider = LocalProvider(self.registry)
+            self._provider = LocalProvider(self.registry, self.zone)
         return self._provider.run(context, tools)

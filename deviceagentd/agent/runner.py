@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from deviceagentd.agent.extra_tools import CombinedTools, extra_specs
 from deviceagentd.agent.types import (
     ChatMessage,
     Delta,
@@ -73,6 +74,10 @@ class TurnRequest:
     # False: start at once even while turns are being paced (voice: a person is waiting at a
     # speaker, and speakers are few).
     paced: bool = True
+    # The Device-Id of the speaker a voice turn came from: "wake me up at 7" rings there.
+    speaker_id: str | None = None
+    # Tools of this turn besides the site's (a speaker's own, from its MCP server).
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +298,9 @@ class Agent:
         else:
             product_id, device_id = await self.sessions.default_device(session_id)
         history = await self.sessions.history(session_id, self.history_limit)
-        context = TurnContext(session_id, request.message, history, product_id, device_id, images)
+        context = TurnContext(session_id, request.message, history, product_id, device_id, images,
+                              extra_specs(self.tools, request.tools), speaker_id=request.speaker_id)
+        tools = self.tools if request.tools is None else CombinedTools(self.tools, request.tools)
         self.sessions.append(session_id, ChatMessage("user", request.message, self.clock.wall_ms()))
 
         queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
@@ -308,7 +315,7 @@ class Agent:
                     # A turn alone is not paced: one person, or a client asking one thing at a
                     # time, puts one turn at a time on the loop; a flood is many at once.
                     await self._pacer.wait(request.paced and self.running_turns > 1)
-                    await self._provide(context, queue)
+                    await self._provide(context, queue, tools)
             except TimeoutError:
                 await queue.put(TurnFailed("turn_timeout", f"no answer within {self.turn_timeout_s:g} s"))
             except Exception as exc:  # a provider bug must still end the stream properly
@@ -360,10 +367,10 @@ class Agent:
         else:
             yield TurnDone(session_id, "".join(text), interrupted=running.interrupted)
 
-    async def _provide(self, context: TurnContext, queue: asyncio.Queue[AgentEvent | None]) -> None:
+    async def _provide(self, context: TurnContext, queue: asyncio.Queue[AgentEvent | None], tools: Tools) -> None:
         produced = False
         try:
-            async for event in self.provider.run(context, self.tools):
+            async for event in self.provider.run(context, tools):
                 produced = True
                 await queue.put(event)
             return
@@ -378,7 +385,7 @@ class Agent:
             return
         note = FALLBACK_NOTE_ZH if _mostly_chinese(context.message) else FALLBACK_NOTE
         await queue.put(Delta(note))
-        async for event in self.fallback.run(context, self.tools):
+        async for event in self.fallback.run(context, tools):
             await queue.put(event)
 
 

@@ -7,10 +7,10 @@ ToolResult with a sentence a person understands, never as an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from deviceagentd.agent.types import ToolCall, ToolResult, ToolSpec, TurnContext
+from deviceagentd.agent.types import ToolCall, ToolFailure, ToolResult, ToolSpec, TurnContext
 from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.errors import (
@@ -26,10 +26,19 @@ from deviceagentd.core.events import event_to_json
 from deviceagentd.core.registry import Device, DeviceRegistry
 from deviceagentd.store.records import EventRecord
 
+if TYPE_CHECKING:
+    from deviceagentd.agent.schedule_tools import ScheduleTools
+    from deviceagentd.schedules.lazy import LazySchedules
+
 LIST_DEVICES = "list_devices"
 GET_DEVICE_STATE = "get_device_state"
 SEND_COMMAND = "send_command"
 GET_RECENT_EVENTS = "get_recent_events"
+# Timers, alarms and recurring actions (agent/schedule_tools.py).
+CREATE_SCHEDULE = "create_schedule"
+LIST_SCHEDULES = "list_schedules"
+CANCEL_SCHEDULE = "cancel_schedule"
+SCHEDULE_TOOLS = (CREATE_SCHEDULE, LIST_SCHEDULES, CANCEL_SCHEDULE)
 
 EVENT_LEVELS = ("info", "alert", "warning", "error")
 MAX_EVENTS = 100
@@ -56,8 +65,26 @@ class DeviceTools:
     commands: CommandService
     events: EventReader
     clock: Clock
+    # Timers, alarms and recurring actions; set by the daemon once the schedule service exists.
+    schedules: LazySchedules | None = None
+    _scheduling: ScheduleTools | None = field(default=None, init=False, repr=False)
 
     def specs(self) -> list[ToolSpec]:
+        specs = self._device_specs()
+        scheduling = self._schedule_tools()
+        if scheduling is not None:
+            specs.extend(scheduling.specs())
+        return specs
+
+    def _schedule_tools(self) -> ScheduleTools | None:
+        # Loaded with the first turn, like the offline engine: an idle gateway does not carry it.
+        if self.schedules is not None and self._scheduling is None:
+            from deviceagentd.agent.schedule_tools import ScheduleTools
+
+            self._scheduling = ScheduleTools(self.schedules)
+        return self._scheduling
+
+    def _device_specs(self) -> list[ToolSpec]:
         products = sorted(self.registry.catalog.products)
         command_lines = []
         for spec in self.registry.catalog.products.values():
@@ -135,11 +162,13 @@ class DeviceTools:
                 result = await self._send_command(call, args, context)
             elif call.name == GET_RECENT_EVENTS:
                 result = await self._recent_events(args)
+            elif call.name in SCHEDULE_TOOLS and (scheduling := self._schedule_tools()) is not None:
+                result = await scheduling.call(call.name, args, context)
             else:
                 known = ", ".join(spec.name for spec in self.specs())
                 return ToolResult(call.id, call.name, False, error=f"there is no tool {call.name!r} (tools: {known})")
         except ToolRefused as exc:
-            return ToolResult(call.id, call.name, False, error=exc.words)
+            return ToolResult(call.id, call.name, False, error=exc.words, failure=exc.failure)
         return ToolResult(call.id, call.name, True, result=result)
 
     # ------------------------------------------------------------------ the tools
@@ -167,20 +196,29 @@ class DeviceTools:
         if not isinstance(params, dict):
             raise ToolRefused("the command's parameters must be an object")
         label = device_label(device, self.registry)
+
+        def failure(kind: str, code: int | None = None, detail: str | None = None) -> ToolFailure:
+            return ToolFailure(kind, device.device_id, device.product_id, command, code, detail)
+
         try:
             outcome = await self.commands.send(device.device_id, command, params, AGENT_COMMAND_TIMEOUT_MS)
         except CommandTimeout:
-            raise ToolRefused(f"{label} did not answer within {AGENT_COMMAND_TIMEOUT_MS // 1000} seconds") from None
+            raise ToolRefused(f"{label} did not answer within {AGENT_COMMAND_TIMEOUT_MS // 1000} seconds",
+                              failure("timeout", AGENT_COMMAND_TIMEOUT_MS // 1000)) from None
         except DeviceOffline:
-            raise ToolRefused(f"{label} is offline, so it cannot {command.replace('_', ' ')} now") from None
+            raise ToolRefused(f"{label} is offline, so it cannot {command.replace('_', ' ')} now",
+                              failure("device_offline")) from None
         except BrokerUnavailable:
-            raise ToolRefused("the gateway has lost its connection to the devices' broker; try again shortly") from None
+            raise ToolRefused("the gateway has lost its connection to the devices' broker; try again shortly",
+                              failure("broker_down")) from None
         except InvalidInput as exc:
-            raise ToolRefused(f"{label} cannot do that: {exc.message}") from None
+            raise ToolRefused(f"{label} cannot do that: {exc.message}",
+                              failure("invalid_params", detail=exc.message)) from None
         except (NotFound, Conflict, CoreError) as exc:
-            raise ToolRefused(exc.message) from None
+            raise ToolRefused(exc.message, failure("other", detail=exc.message)) from None
         if not outcome.ok:
-            raise ToolRefused(f"{label} refused {command}: {outcome.msg or f'error code {outcome.code}'}")
+            raise ToolRefused(f"{label} refused {command}: {outcome.msg or f'error code {outcome.code}'}",
+                              failure("refused", outcome.code, outcome.msg or None))
         return {"deviceId": device.device_id, "command": command, "params": params, "code": outcome.code,
                 "msg": outcome.msg, "data": outcome.data, "state": dict(device.state)}
 
@@ -210,7 +248,8 @@ class DeviceTools:
         device = self.registry.get(device_id)
         if device is None:
             known = ", ".join(sorted(d.device_id for d in self.registry.devices())) or "none yet"
-            raise ToolRefused(f"there is no device {device_id!r} (devices: {known})")
+            raise ToolRefused(f"there is no device {device_id!r} (devices: {known})",
+                              ToolFailure("no_device", device_id=device_id))
         return device
 
     def _device_json(self, device: Device) -> dict[str, Any]:
@@ -226,9 +265,10 @@ class DeviceTools:
 
 
 class ToolRefused(Exception):
-    def __init__(self, words: str) -> None:
+    def __init__(self, words: str, failure: ToolFailure | None = None) -> None:
         super().__init__(words)
         self.words = words
+        self.failure = failure or ToolFailure("other", detail=words)
 
 
 def _device_arg(args: dict[str, Any], context: TurnContext) -> str:

@@ -21,6 +21,23 @@ class ToolCall:
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
 
+@dataclass(frozen=True)
+class ToolFailure:
+    """Why a tool call failed, as facts, for a provider that words it in the user's language
+    (the offline engine answers Chinese requests wholly in Chinese). Not sent to clients."""
+
+    kind: str
+    """device_offline, timeout, broker_down, invalid_params, refused (the device answered an error
+    code), no_device, other."""
+    device_id: str | None = None
+    product_id: str | None = None
+    command: str | None = None
+    code: int | None = None
+    """The device's answer code (refused), or the seconds waited (timeout)."""
+    detail: str | None = None
+    """The device's own message (refused), or the reason in English."""
+
+
 @dataclass
 class ToolResult:
     """`result` when ok, else `error`: a sentence a user understands ("the thermostat did not answer")."""
@@ -30,6 +47,7 @@ class ToolResult:
     ok: bool
     result: Any = None
     error: str | None = None
+    failure: ToolFailure | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name, "ok": self.ok}
@@ -88,6 +106,10 @@ class TurnContext:
     product_id: str | None = None
     device_id: str | None = None
     images: list[ImageInput] = field(default_factory=list)
+    # Tools this turn has besides the site's (a speaker's own, see agent/extra_tools.py).
+    extra_tools: tuple[ToolSpec, ...] = ()
+    # The Device-Id of the speaker a voice turn came from (alarms and reminders ring there).
+    speaker_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from deviceagentd.core.errors import (
 )
 from deviceagentd.core.feed import ChangeKind, SiteChange
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.core.registry import DeviceRegistry, Rejected
+from deviceagentd.core.registry import Device, DeviceRegistry, Rejected
 from deviceagentd.core.values import FieldError, check_params
 from deviceagentd.store.records import CommandRecord
 
@@ -126,19 +126,18 @@ class CommandService:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    async def send(
-        self,
-        device_id: str,
-        command: str,
-        params: dict[str, Any] | None = None,
-        timeout_ms: int | None = None,
-        request_id: str | None = None,
-    ) -> CommandOutcome:
-        """Send one command and wait for the device's answer.
+    def check(self, device_id: str, command: str, params: dict[str, Any] | None = None) -> Device:
+        """The device, if `command` with `params` is one it accepts (what `send` checks first).
 
-        Raises NotFound, InvalidInput (details name the field), DeviceOffline,
-        BrokerUnavailable, Conflict (request id in use) or CommandTimeout.
+        Raises NotFound (unknown device, or its product no longer configured) or InvalidInput
+        (details name the field). Schedules check a command when it is made, not only when it runs.
         """
+        device, errors = self._problems(device_id, command, params)
+        if errors:
+            raise InvalidInput(_summary(errors), [e.to_json() for e in errors])
+        return device
+
+    def _problems(self, device_id: str, command: str, params: dict[str, Any] | None) -> tuple[Device, list[FieldError]]:
         device = self._registry.get(device_id)
         if device is None:
             raise NotFound(f"device {device_id!r} is not registered", {"deviceId": device_id})
@@ -152,6 +151,25 @@ class CommandService:
             errors.append(FieldError("command", f"{command!r} is not a command of {spec.product_id} (known: {known})"))
         else:
             errors.extend(check_params(command_spec, params))
+        return device, errors
+
+    async def send(
+        self,
+        device_id: str,
+        command: str,
+        params: dict[str, Any] | None = None,
+        timeout_ms: int | None = None,
+        request_id: str | None = None,
+        origin: dict[str, Any] | None = None,
+    ) -> CommandOutcome:
+        """Send one command and wait for the device's answer.
+
+        `origin` says who sent it when that is not a plain API call (`{"channel": "mcp",
+        "client": ...}`, a schedule): it is kept with the command in the command log.
+        Raises NotFound, InvalidInput (details name the field), DeviceOffline,
+        BrokerUnavailable, Conflict (request id in use) or CommandTimeout.
+        """
+        device, errors = self._problems(device_id, command, params)
         timeout = self.default_timeout_ms if timeout_ms is None else timeout_ms
         if not MIN_TIMEOUT_MS <= timeout <= MAX_TIMEOUT_MS:
             errors.append(FieldError("timeoutMs", f"must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}"))
@@ -177,6 +195,7 @@ class CommandService:
             params=params,
             sent_at_ms=now_ms,
             timeout_ms=timeout,
+            extra={"origin": origin} if origin else {},
         )
         body = {"cmd": command, "params": params, "requestId": request_id, "ts": now_ms}
         future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
@@ -294,7 +313,7 @@ class CommandService:
 
 def command_to_json(record: CommandRecord) -> dict[str, Any]:
     """A command of the command log as the API serves it."""
-    return {
+    out = {
         "requestId": record.request_id,
         "deviceId": record.device_id,
         "productId": record.product_id,
@@ -309,6 +328,10 @@ def command_to_json(record: CommandRecord) -> dict[str, Any]:
         "sentAt": iso_ms(record.sent_at_ms),
         "answeredAt": iso_ms(record.answered_at_ms) if record.answered_at_ms is not None else None,
     }
+    origin = record.extra.get("origin")
+    if origin:
+        out["origin"] = origin
+    return out
 
 
 def _summary(errors: list[FieldError]) -> str:

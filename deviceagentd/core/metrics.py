@@ -169,6 +169,28 @@ class Metrics:
             "deviceagentd_event_loop_lag_seconds", "Delay of a periodic loop tick behind its schedule", FAST_BUCKETS_S
         )
     )
+    schedule_runs: Counter = field(
+        default_factory=lambda: Counter(
+            "deviceagentd_schedule_runs_total",
+            "Schedule runs, by outcome (ok, failed, device_gone, no_speaker, missed)",
+        )
+    )
+    schedule_lateness: Histogram = field(
+        default_factory=lambda: Histogram(
+            "deviceagentd_schedule_lateness_seconds", "How long after its time a schedule's action started",
+            LATENCY_BUCKETS_S,
+        )
+    )
+    mcp_calls: Counter = field(
+        default_factory=lambda: Counter(
+            "deviceagentd_mcp_calls_total", "MCP tool calls, by tool and outcome (ok, error, refused)"
+        )
+    )
+    mcp_latency: Histogram = field(
+        default_factory=lambda: Histogram(
+            "deviceagentd_mcp_call_seconds", "MCP tool call time inside the gateway", LATENCY_BUCKETS_S
+        )
+    )
     gauges: list[Gauge] = field(default_factory=list)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge") -> None:
@@ -187,6 +209,10 @@ class Metrics:
             self.command_latency,
             self.ntp_turnaround,
             self.loop_lag,
+            self.schedule_runs,
+            self.schedule_lateness,
+            self.mcp_calls,
+            self.mcp_latency,
             *self.gauges,
         )
         for metric in metrics:

@@ -13,11 +13,19 @@ from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.http import routes_agent, routes_devices
+from deviceagentd.http import (
+    routes_agent,
+    routes_console,
+    routes_devices,
+    routes_mcp,
+    routes_schedules,
+    routes_stream,
+)
 from deviceagentd.http.context import CONTEXT, HttpContext, context_of
 from deviceagentd.http.errors import ApiError, error_response, from_core
-from deviceagentd.http.jsonio import json_response
+from deviceagentd.http.live import LiveHub
 from deviceagentd.http.openapi import load_openapi
+from deviceagentd.http.responses import json_response
 from deviceagentd.voice.server import add_routes as add_voice_routes
 from deviceagentd.voice.service import VoiceService
 
@@ -30,8 +38,11 @@ IDLE_TIMEOUT_S = 15.0
 LINGER_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# /ws/voice checks tokens itself, so browsers can pass one as ?authorization= too.
-PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice"})
+# /ws/voice and /xiaozhi/ota/ check tokens themselves (also from ?authorization=, for speakers and
+# browsers). The console's files hold no data (the page asks for a token and sends it with every call).
+# /mcp checks them itself because MCP clients may hold tokens of their own (mcp.clients).
+PUBLIC_PATHS = frozenset({"/api/health", "/ws/voice", "/xiaozhi/ota/", "/", routes_mcp.MCP_PATH})
+PUBLIC_PREFIXES = ("/console/",)
 # The voice platform API authenticates speakers with its own tokens and signatures.
 OWN_AUTH_PREFIX = "/v1.0/"
 
@@ -98,7 +109,8 @@ def auth_middleware(tokens: list[str]) -> Middleware:
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or request.path in PUBLIC_PATHS or request.path.startswith(OWN_AUTH_PREFIX):
+        path = request.path
+        if not encoded or path in PUBLIC_PATHS or path.startswith((OWN_AUTH_PREFIX, *PUBLIC_PREFIXES)):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
@@ -164,6 +176,11 @@ def create_app(context: HttpContext) -> web.Application:
     routes_devices.add_routes(app.router)
     routes_agent.add_routes(app.router)
     routes_agent.add_session_routes(app.router)
+    routes_schedules.add_routes(app.router)
+    if context.mcp is not None:
+        routes_mcp.add_routes(app, context.mcp, context.max_body_bytes)
+    routes_console.add_routes(app.router)
+    routes_stream.add_routes(app, context.live or LiveHub(context.registry.feed))
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_text)
     return app

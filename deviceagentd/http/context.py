@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -15,16 +15,29 @@ from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
-from deviceagentd.store.records import EventRecord
+from deviceagentd.http.live import LiveHub
+from deviceagentd.store.records import CommandRecord, EventRecord
+
+if TYPE_CHECKING:
+    from deviceagentd.mcp.context import McpContext
+    from deviceagentd.schedules.lazy import LazySchedules
 
 
 class EventQueries(Protocol):
+    """The reads the HTTP routes make (the Store)."""
+
     @property
     def healthy(self) -> bool: ...
 
     async def query_events(self, device_id: str | None, *, limit: int, before: int | None = None,
                            event: str | None = None, since_ms: int | None = None,
                            levels: frozenset[str] | None = None) -> list[EventRecord]: ...
+
+    async def events_after(self, after: int, *, limit: int, device_ids: frozenset[str] | None = None,
+                           product_ids: frozenset[str] | None = None) -> list[EventRecord]: ...
+
+    async def device_commands(self, device_id: str, *, limit: int,
+                              before: tuple[int, str] | None = None) -> list[CommandRecord]: ...
 
 
 class BrokerState(Protocol):
@@ -41,6 +54,16 @@ class SessionAdmin(Protocol):
 class FrameUploads(Protocol):
     async def add(self, session_id: str, device_id: str | None, mime_type: str, image_base64: str,
                   source: str | None) -> Any: ...
+
+
+class VoicePlatformView(Protocol):
+    """The voice platform as the console shows it (voiceplatform.console.VoicePlatformConsole)."""
+
+    def overview(self) -> dict[str, Any]: ...
+
+    def scene(self, scene_id: str) -> Any | None: ...
+
+    async def run_scene(self, scene: Any) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -71,6 +94,16 @@ class HttpContext:
     max_body_bytes: int = 1048576
     agent: AgentContext | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Timers, alarms and recurring actions (/api/schedules).
+    schedules: LazySchedules | None = None
+    # The MCP server at /mcp; None when mcp.enabled is false.
+    mcp: McpContext | None = None
+    # What the console needs to know of the gateway beyond health: the voice port and whether it
+    # and this port serve TLS, the site's time zone, the agent's provider.
+    gateway_detail: Callable[[], dict[str, Any]] = dict
+    voice_platform: VoicePlatformView | None = None
+    # The fan-out of /api/stream (None: the app makes its own, for tests).
+    live: LiveHub | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)

@@ -17,10 +17,11 @@ from deviceagentd.core.errors import (
     InvalidInput,
     NotFound,
 )
-from deviceagentd.http.jsonio import json_response
+from deviceagentd.http.responses import json_response
 
 # How long a client has to send a request body once its headers are in.
 BODY_TIMEOUT_S = 15.0
+
 
 STATUS_OF: dict[type[CoreError], int] = {
     InvalidInput: 400,

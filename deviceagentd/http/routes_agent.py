@@ -18,7 +18,7 @@ from deviceagentd.agent.vision import FrameError
 from deviceagentd.core.clock import iso_ms
 from deviceagentd.http.context import AgentContext, context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
-from deviceagentd.http.jsonio import json_response
+from deviceagentd.http.responses import json_response
 from deviceagentd.http.sse import SseStream
 
 log = logging.getLogger("deviceagentd.http")

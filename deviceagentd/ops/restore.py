@@ -42,10 +42,14 @@ from deviceagentd.ops.database import (
 from deviceagentd.ops.errors import OpsError
 from deviceagentd.store.database import side_file
 from deviceagentd.store.schema import schema_version
+from deviceagentd.systemd import managed_by_systemd
 
 PROBE_TIMEOUT_S = 1.0
-STOP_HINT = "stop it first (systemctl stop deviceagentd)"
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def stop_hint() -> str:
+    return "stop it first (systemctl stop deviceagentd)" if managed_by_systemd() else "stop it first"
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def _lock_exclusively(live: Path) -> sqlite3.Connection:
         conn.close()
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise OpsError(
-                f"{live} is open in another process: the daemon is running ({STOP_HINT}), "
+                f"{live} is open in another process: the daemon is running ({stop_hint()}), "
                 f"or another program has the database open"
             ) from exc
         raise OpsError(
@@ -151,7 +155,7 @@ def _refuse_if_listening(http: Endpoint) -> None:
         return
     raise OpsError(
         f"something accepts connections on {host}:{http.port} (http.listen): the daemon seems to be running; "
-        f"{STOP_HINT}"
+        f"{stop_hint()}"
     )
 
 

@@ -32,7 +32,9 @@ from deviceagentd.store.rows import (
     CommandOutcome,
     CommandRow,
     EventRow,
+    McpCallRow,
     MessageRow,
+    ScheduleRow,
     SessionRow,
     VoiceTokenRow,
     with_outcome,
@@ -89,6 +91,9 @@ class Batch:
     """A speaker's live token pair: last write per voice_id wins; None deletes the row."""
     meta: dict[str, int] = field(default_factory=dict)
     """store_meta values: last write per key wins."""
+    schedules: dict[str, ScheduleRow | None] = field(default_factory=dict)
+    """Last write per schedule wins; None deletes the row."""
+    mcp_calls: deque[McpCallRow] = field(default_factory=deque)
     first_at: float = 0.0
     """time.monotonic() when the first row arrived; the batch window starts there."""
     last_seq: int = 0
@@ -102,6 +107,8 @@ class Batch:
             + self.session_rows
             + len(self.voice_tokens)
             + len(self.meta)
+            + len(self.schedules)
+            + len(self.mcp_calls)
         )
 
 
@@ -221,6 +228,16 @@ class PendingWrites:
             self._accepted()
             return self._accepted_seq
 
+    def put_schedule(self, schedule_id: str, row: ScheduleRow | None) -> None:
+        with self._cond:
+            self._accept().schedules[schedule_id] = row
+            self._accepted()
+
+    def put_mcp_call(self, row: McpCallRow) -> None:
+        with self._cond:
+            self._accept().mcp_calls.append(row)
+            self._accepted()
+
     def request_flush(self) -> int:
         """Ask the writer to commit without waiting out the batch window; returns the target."""
         with self._cond:
@@ -319,6 +336,46 @@ class PendingWrites:
                         found.append(row)
         return found
 
+    def events_after(
+        self,
+        after: int,
+        *,
+        limit: int,
+        device_ids: frozenset[str] | None = None,
+        product_ids: frozenset[str] | None = None,
+    ) -> list[EventRow]:
+        """Matching waiting events with an id above `after`, oldest first."""
+        found: list[EventRow] = []
+        with self._cond:
+            for batch in self._generations():
+                for row in batch.events:
+                    if len(found) >= limit:
+                        return found
+                    if (
+                        row.id > after
+                        and (device_ids is None or row.device_id in device_ids)
+                        and (product_ids is None or row.product_id in product_ids)
+                    ):
+                        found.append(row)
+        return found
+
+    def device_commands(self, device_id: str) -> tuple[list[CommandRow], dict[str, CommandOutcome]]:
+        """The device's waiting command inserts (outcomes folded in), and waiting outcomes of
+        any command, to lay over rows read from the database."""
+        inserts: dict[str, CommandRow] = {}
+        updates: dict[str, CommandOutcome] = {}
+        with self._cond:
+            for batch in self._generations():
+                for request_id, row in batch.command_inserts.items():
+                    if row.device_id == device_id:
+                        inserts[request_id] = row
+                for request_id, outcome in batch.command_updates.items():
+                    if request_id in inserts:
+                        inserts[request_id] = with_outcome(inserts[request_id], outcome)
+                    else:
+                        updates[request_id] = outcome
+        return list(inserts.values()), updates
+
     def command(self, request_id: str) -> tuple[CommandRow | None, CommandOutcome | None]:
         """The newest waiting insert of the command, and an outcome to lay over it.
 
@@ -358,6 +415,13 @@ class PendingWrites:
         with self._cond:
             for batch in self._generations():
                 merged.update(batch.voice_tokens)
+        return merged
+
+    def schedules(self) -> dict[str, ScheduleRow | None]:
+        merged: dict[str, ScheduleRow | None] = {}
+        with self._cond:
+            for batch in self._generations():
+                merged.update(batch.schedules)
         return merged
 
     # --- consumer side (the writer thread) ---

@@ -14,7 +14,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from deviceagentd.store.errors import StoreError
-from deviceagentd.store.rows import CommandRow, DeviceRow, EventRow, MessageRow, SessionRow, VoiceTokenRow
+from deviceagentd.store.rows import (
+    CommandRow,
+    DeviceRow,
+    EventRow,
+    McpCallRow,
+    MessageRow,
+    ScheduleRow,
+    SessionRow,
+    VoiceTokenRow,
+)
 
 T = TypeVar("T")
 
@@ -24,6 +33,8 @@ _COMMAND_COLUMNS = ", ".join(CommandRow._fields)
 _SESSION_COLUMNS = ", ".join(SessionRow._fields)
 _MESSAGE_COLUMNS = ", ".join(MessageRow._fields)
 _VOICE_TOKEN_COLUMNS = ", ".join(VoiceTokenRow._fields)
+_SCHEDULE_COLUMNS = ", ".join(ScheduleRow._fields)
+_MCP_CALL_COLUMNS = ", ".join(McpCallRow._fields)
 
 
 class Reader:
@@ -82,6 +93,42 @@ def select_events(
     return [EventRow._make(row) for row in conn.execute(sql, args)]
 
 
+def select_events_after(
+    conn: sqlite3.Connection,
+    after: int,
+    *,
+    limit: int,
+    device_ids: frozenset[str] | None = None,
+    product_ids: frozenset[str] | None = None,
+) -> list[EventRow]:
+    """Events with an id above `after`, oldest first (a live stream resuming)."""
+    clauses = ["id > ?"]
+    args: list[object] = [after]
+    for column, values in (("device_id", device_ids), ("product_id", product_ids)):
+        if values is not None:
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            args.extend(sorted(values))
+    args.append(limit)
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+    return [EventRow._make(row) for row in conn.execute(sql, args)]
+
+
+def select_device_commands(
+    conn: sqlite3.Connection, device_id: str, *, limit: int, before: tuple[int, str] | None
+) -> list[CommandRow]:
+    """A device's commands, newest first: by time sent, then request id; `before` is the
+    (sent_at_ms, request_id) of the last one already shown."""
+    where = "device_id = ?"
+    args: list[object] = [device_id]
+    if before is not None:
+        where += " AND (sent_at_ms < ? OR (sent_at_ms = ? AND request_id < ?))"
+        args.extend([before[0], before[0], before[1]])
+    args.append(limit)
+    sql = (f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {where} "
+           "ORDER BY sent_at_ms DESC, request_id DESC LIMIT ?")
+    return [CommandRow._make(row) for row in conn.execute(sql, args)]
+
+
 def select_command(conn: sqlite3.Connection, request_id: str) -> CommandRow | None:
     row = conn.execute(
         f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE request_id = ?", (request_id,)
@@ -118,4 +165,27 @@ def select_voice_tokens(conn: sqlite3.Connection) -> list[VoiceTokenRow]:
     return [
         VoiceTokenRow._make(row)
         for row in conn.execute(f"SELECT {_VOICE_TOKEN_COLUMNS} FROM voice_tokens ORDER BY voice_id")
+    ]
+
+
+def select_schedules(conn: sqlite3.Connection, after: str = "", limit: int = -1) -> list[ScheduleRow]:
+    """Schedules by id, those after `after`, at most `limit` (-1: all)."""
+    return [
+        ScheduleRow._make(row)
+        for row in conn.execute(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE schedule_id > ? ORDER BY schedule_id LIMIT ?",
+            (after, limit),
+        )
+    ]
+
+
+def select_any_schedule(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM schedules LIMIT 1").fetchone() is not None
+
+
+def select_mcp_calls(conn: sqlite3.Connection, *, limit: int) -> list[McpCallRow]:
+    """The newest `limit` calls, newest first."""
+    return [
+        McpCallRow._make(row)
+        for row in conn.execute(f"SELECT {_MCP_CALL_COLUMNS} FROM mcp_calls ORDER BY id DESC LIMIT ?", (limit,))
     ]

@@ -113,3 +113,29 @@ class VoiceTokenRecord:
     pending_refresh_hash: str | None = None
     pending_issued_at_ms: int | None = None
     pending_expires_at_ms: int | None = None
+
+
+@dataclass
+class ScheduleRecord:
+    """A schedule as stored: `spec` is its JSON (name, action, when, origin); `next_run_ms` the
+    next time it runs; `last_run` how its last run went (JSON), if it ran."""
+
+    schedule_id: str
+    spec: dict[str, Any]
+    created_ms: int
+    next_run_ms: int | None
+    last_run: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class McpCallRecord:
+    """One tool call of an MCP client: who, which tool with which arguments, how it went."""
+
+    ts_ms: int
+    client: str
+    tool: str
+    arguments: dict[str, Any]
+    outcome: str
+    """ok | error (the tool ran and failed) | refused (not allowed, unknown tool, bad arguments)."""
+    detail: str
+    latency_ms: float

@@ -24,6 +24,7 @@ class PruneResult:
     commands: int = 0
     sessions: int = 0
     session_messages: int = 0
+    mcp_calls: int = 0
     finished: bool = True
     """False when the chunk budget ran out before every rule was satisfied."""
 
@@ -62,6 +63,18 @@ def prune(
         (),
         total=_count(conn, "commands") - settings.commands_max_rows,
     )
+    # The MCP call log follows the command log's rules. It is usually empty or young: a read through
+    # its index spares the usual run a transaction and a chunk of its budget.
+    calls_cutoff = (now_ms - int(settings.commands_max_age_days * _DAY_MS),)
+    if conn.execute("SELECT 1 FROM mcp_calls WHERE ts_ms < ? LIMIT 1", calls_cutoff).fetchone():
+        result.mcp_calls += run.delete(
+            "DELETE FROM mcp_calls WHERE id IN (SELECT id FROM mcp_calls WHERE ts_ms < ? LIMIT ?)", calls_cutoff,
+        )
+    result.mcp_calls += run.delete(
+        "DELETE FROM mcp_calls WHERE id IN (SELECT id FROM mcp_calls ORDER BY id LIMIT ?)",
+        (),
+        total=_count(conn, "mcp_calls") - settings.commands_max_rows,
+    )
     sessions_cutoff = (now_ms - int(settings.sessions_max_age_days * _DAY_MS),)
     # Old sessions are rare: a read through the index spares the usual run two
     # transactions and two chunks of its budget.
@@ -78,7 +91,7 @@ def prune(
             sessions_cutoff,
         )
     result.finished = not run.exhausted
-    if result.events or result.commands or result.sessions or result.session_messages:
+    if result.events or result.commands or result.sessions or result.session_messages or result.mcp_calls:
         # Python's execute() steps a statement once, which frees a single page here;
         # executescript() runs it to the end.
         conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")

@@ -14,7 +14,9 @@ from deviceagentd.store.records import (
     CommandRecord,
     DeviceRecord,
     EventRecord,
+    McpCallRecord,
     NewEvent,
+    ScheduleRecord,
     SessionMessage,
     SessionRecord,
     VoiceTokenRecord,
@@ -96,6 +98,25 @@ class VoiceTokenRow(NamedTuple):
     pending_refresh_hash: str | None
     pending_issued_at_ms: int | None
     pending_expires_at_ms: int | None
+
+
+class ScheduleRow(NamedTuple):
+    schedule_id: str
+    spec: str
+    created_ms: int
+    next_run_ms: int | None
+    last_run: str | None
+
+
+class McpCallRow(NamedTuple):
+    id: int
+    ts_ms: int
+    client: str
+    tool: str
+    arguments: str
+    outcome: str
+    detail: str
+    latency_ms: float
 
 
 class MessageRow(NamedTuple):
@@ -293,3 +314,20 @@ def voice_token_row(record: VoiceTokenRecord) -> VoiceTokenRow:
 
 def voice_token_record(row: VoiceTokenRow) -> VoiceTokenRecord:
     return VoiceTokenRecord(*row)
+
+
+def schedule_row(record: ScheduleRecord) -> ScheduleRow:
+    bindable_text(record.schedule_id)
+    return ScheduleRow(record.schedule_id, dump_json(record.spec), record.created_ms, record.next_run_ms,
+                       None if record.last_run is None else dump_json(record.last_run))
+
+
+def schedule_record(row: ScheduleRow) -> ScheduleRecord:
+    return ScheduleRecord(row.schedule_id, json.loads(row.spec), row.created_ms, row.next_run_ms,
+                          None if row.last_run is None else json.loads(row.last_run))
+
+
+def mcp_call_row(call_id: int, record: McpCallRecord) -> McpCallRow:
+    bindable_text(record.client, record.tool, record.outcome, record.detail)
+    return McpCallRow(call_id, record.ts_ms, record.client, record.tool, dump_json(record.arguments),
+                      record.outcome, record.detail, record.latency_ms)

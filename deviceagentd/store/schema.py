@@ -118,10 +118,45 @@ _V3_VOICE_TOKENS = _statements(
     """,
 )
 
+# Schedules: read whole at start (the timer keeps them in memory), written by id. The spec
+# column is the schedule as JSON (name, action, when, origin); next_run_ms is NULL once a
+# one-off schedule has run (the row is deleted then). The MCP call log: every tool call an
+# assistant made, like the command log, pruned with it.
+_V4_SCHEDULES_MCP_CALLS = _statements(
+    """
+    CREATE TABLE schedules (
+        schedule_id TEXT PRIMARY KEY,
+        spec        TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        next_run_ms INTEGER,
+        last_run    TEXT
+    )
+    """,
+    """
+    CREATE TABLE mcp_calls (
+        id         INTEGER PRIMARY KEY,
+        ts_ms      INTEGER NOT NULL,
+        client     TEXT NOT NULL,
+        tool       TEXT NOT NULL,
+        arguments  TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        latency_ms REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX mcp_calls_by_ts ON mcp_calls (ts_ms)",
+)
+
+# A device's command log (the console's device page, GET /api/devices/{id}/commands), newest
+# first, without scanning every device's commands.
+_V5_COMMANDS_BY_DEVICE = _statements(
+    "CREATE INDEX commands_by_device ON commands (device_id, sent_at_ms, request_id)",
+)
+
 # A speaker's second pair: obtained but not used yet. The live pair keeps working until the
 # new one is first used, so an obtain call (even one with a guessed brand code, or a replay)
 # cannot cut off the speaker holding the live pair. NULL when there is none.
-_V4_VOICE_PENDING_PAIRS = _statements(
+_V6_VOICE_PENDING_PAIRS = _statements(
     "ALTER TABLE voice_tokens ADD COLUMN pending_access_hash TEXT",
     "ALTER TABLE voice_tokens ADD COLUMN pending_refresh_hash TEXT",
     "ALTER TABLE voice_tokens ADD COLUMN pending_issued_at_ms INTEGER",
@@ -131,13 +166,14 @@ _V4_VOICE_PENDING_PAIRS = _statements(
 # Small facts of the store itself. `event_ids_reserved`: event ids up to it may have been
 # handed out (and served) before their rows were committed; after a crash, new events start
 # above it, so an id a client saw never names another event.
-_V5_STORE_META = _statements(
+_V7_STORE_META = _statements(
     "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
 
 # Index i holds the step from version i to version i + 1.
 MIGRATIONS: tuple[Migration, ...] = (
-    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_VOICE_PENDING_PAIRS, _V5_STORE_META,
+    _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS, _V5_COMMANDS_BY_DEVICE,
+    _V6_VOICE_PENDING_PAIRS, _V7_STORE_META,
 )
 
 

@@ -35,7 +35,8 @@ ones, and reads never return more than that bound, committed or not.
 
 Voice platform tokens (one row per speaker, hashes only) take the same path too. A caller
 that hands a token to someone must `await flush()` first: only then is it on disk, and only
-then is the token it replaced gone from the disk as well.
+then is the token it replaced gone from the disk as well. The same goes for schedules: the API
+answers "created" only after a flush. MCP tool calls are logged like commands.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +57,14 @@ from deviceagentd.store.errors import StoreError
 from deviceagentd.store.pending import PendingWrites, SessionChange
 from deviceagentd.store.reader import (
     Reader,
+    select_any_schedule,
     select_command,
+    select_device_commands,
     select_devices,
     select_events,
+    select_events_after,
+    select_mcp_calls,
+    select_schedules,
     select_session,
     select_session_messages,
     select_voice_tokens,
@@ -66,7 +73,9 @@ from deviceagentd.store.records import (
     CommandRecord,
     DeviceRecord,
     EventRecord,
+    McpCallRecord,
     NewEvent,
+    ScheduleRecord,
     SessionMessage,
     SessionRecord,
     VoiceTokenRecord,
@@ -81,8 +90,11 @@ from deviceagentd.store.rows import (
     device_record,
     event_record,
     event_row,
+    mcp_call_row,
     message_record,
     message_row,
+    schedule_record,
+    schedule_row,
     session_record,
     session_row,
     voice_token_record,
@@ -149,6 +161,7 @@ class Store:
         self._event_ids_wanted = 0
         self._event_ids_seq = 0
         self._next_message_id = 1
+        self._next_mcp_call_id = 1
 
     # --- lifecycle ---
 
@@ -162,6 +175,7 @@ class Store:
             # Message ids are given here, like event ids, so waiting and stored messages
             # merge by id and a session's order is its id order.
             max_message_id = conn.execute("SELECT MAX(id) FROM session_messages").fetchone()[0]
+            max_mcp_call_id = conn.execute("SELECT MAX(id) FROM mcp_calls").fetchone()[0]
             reader = Reader(open_reader(self._path))
         except BaseException:
             conn.close()
@@ -173,6 +187,7 @@ class Store:
             reader.close()
             conn.close()
             raise
+        self._next_mcp_call_id = (max_mcp_call_id or 0) + 1
         pending = PendingWrites(
             batch_max_rows=self._settings.batch_max_rows,
             max_rows=self._settings.max_pending_rows,
@@ -275,6 +290,18 @@ class Store:
     def delete_voice_token(self, voice_id: str) -> None:
         self._live().pending.put_voice_token(voice_id, None)
 
+    def save_schedule(self, record: ScheduleRecord) -> None:
+        """Insert or replace a schedule (its row is written whole)."""
+        self._live().pending.put_schedule(record.schedule_id, schedule_row(record))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._live().pending.put_schedule(schedule_id, None)
+
+    def add_mcp_call(self, record: McpCallRecord) -> None:
+        pending = self._live().pending
+        pending.put_mcp_call(mcp_call_row(self._next_mcp_call_id, record))
+        self._next_mcp_call_id += 1
+
     # --- reads ---
 
     def load_devices(self) -> list[DeviceRecord]:
@@ -301,6 +328,41 @@ class Store:
             (voice_id, None if row is None else voice_token_record(row)) for voice_id, row in waiting.items()
         )
         return [record for _, record in sorted(by_id.items(), key=lambda item: item[0]) if record is not None]
+
+    def load_schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, waiting writes included. Blocking; meant for start-up."""
+        return [record for page in self.schedule_pages() for record in page]
+
+    def has_schedules(self) -> bool:
+        """Whether any schedule is stored (or waiting to be). Blocking; meant for start-up."""
+        running = self._live()
+        if any(row is not None for row in running.pending.schedules().values()):
+            return True
+        return running.reader.call_sync(select_any_schedule)
+
+    def schedule_pages(self, size: int = 500) -> Iterator[list[ScheduleRecord]]:
+        """Every stored schedule, waiting writes included, a page at a time (blocking; meant for
+        start-up, as load_voice_tokens, and for the same reason).
+
+        Pages, so that loading ten thousand schedules never holds all their rows and parsed JSON
+        at once: what a page leaves behind is reused by the next, instead of fragmenting the heap
+        around the schedules that are kept (it tripled their resident cost)."""
+        running = self._live()
+        waiting = running.pending.schedules()
+        after = ""
+        while True:
+            rows = running.reader.call_sync(functools.partial(select_schedules, after=after, limit=size))
+            if not rows:
+                break
+            after = rows[-1].schedule_id
+            yield [schedule_record(row) for row in rows if row.schedule_id not in waiting]
+        yield [schedule_record(row) for row in waiting.values() if row is not None]
+
+    async def recent_mcp_calls(self, *, limit: int) -> list[McpCallRecord]:
+        """The newest committed MCP calls, newest first (the last batch window may be missing)."""
+        rows = await self._live().reader.call(functools.partial(select_mcp_calls, limit=limit))
+        return [McpCallRecord(row.ts_ms, row.client, row.tool, json.loads(row.arguments), row.outcome, row.detail,
+                              row.latency_ms) for row in rows]
 
     async def query_events(
         self,
@@ -332,6 +394,52 @@ class Store:
             for row in await running.reader.call(query):
                 by_id.setdefault(row.id, row)
         return [event_record(by_id[key]) for key in sorted(by_id, reverse=True)[:limit]]
+
+    async def events_after(
+        self,
+        after: int,
+        *,
+        limit: int,
+        device_ids: frozenset[str] | None = None,
+        product_ids: frozenset[str] | None = None,
+    ) -> list[EventRecord]:
+        """Events with an id above `after` (of these devices / products), oldest first,
+        including ones not committed yet: what a live stream missed while it was away."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first: a commit between the two reads then shows a row twice
+        # (deduplicated by id) instead of not at all. Batches commit in id order, so every
+        # stored row is older than every waiting one.
+        waiting = running.pending.events_after(after, limit=limit, device_ids=device_ids, product_ids=product_ids)
+        query = functools.partial(select_events_after, after=after, limit=limit, device_ids=device_ids,
+                                  product_ids=product_ids)
+        by_id = {row.id: row for row in await running.reader.call(query)}
+        for row in waiting:
+            by_id.setdefault(row.id, row)
+        return [event_record(by_id[key]) for key in sorted(by_id)[:limit]]
+
+    async def device_commands(
+        self, device_id: str, *, limit: int, before: tuple[int, str] | None = None
+    ) -> list[CommandRecord]:
+        """A device's command log, newest first (time sent, then request id), including
+        commands and outcomes not committed yet. `before`: the (sent_at_ms, request_id) of
+        the last command of the previous page."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first, then the database: a commit in between shows a row in both
+        # (the waiting copy, which is as new or newer, wins), never in neither.
+        inserts, updates = running.pending.device_commands(device_id)
+        query = functools.partial(select_device_commands, device_id=device_id, limit=limit, before=before)
+        stored = await running.reader.call(query)
+        by_id = {row.request_id: with_outcome(row, updates[row.request_id]) if row.request_id in updates else row
+                 for row in stored}
+        for row in inserts:
+            if before is None or (row.sent_at_ms, row.request_id) < before:
+                by_id[row.request_id] = row
+        rows = sorted(by_id.values(), key=lambda row: (row.sent_at_ms, row.request_id), reverse=True)
+        return [command_record(row) for row in rows[:limit]]
 
     async def get_command(self, request_id: str) -> CommandRecord | None:
         running = self._live()

@@ -27,7 +27,9 @@ from deviceagentd.store.rows import (
     CommandRow,
     DeviceRow,
     EventRow,
+    McpCallRow,
     MessageRow,
+    ScheduleRow,
     SessionRow,
     VoiceTokenRow,
     device_row,
@@ -94,6 +96,9 @@ _INSERT_MESSAGE = _insert("session_messages", MessageRow._fields)
 _UPSERT_VOICE_TOKEN = _insert("voice_tokens", VoiceTokenRow._fields)
 _DELETE_VOICE_TOKEN = "DELETE FROM voice_tokens WHERE voice_id = ?"
 _SET_META = "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)"
+_UPSERT_SCHEDULE = _upsert("schedules", ScheduleRow._fields, "schedule_id")
+_DELETE_SCHEDULE = "DELETE FROM schedules WHERE schedule_id = ?"
+_INSERT_MCP_CALL = _insert("mcp_calls", McpCallRow._fields)
 # Everything older than the newest N (no row at OFFSET N: the subquery is NULL, nothing goes).
 _TRIM_SESSION = (
     "DELETE FROM session_messages WHERE session_id = ? AND id <= "
@@ -144,6 +149,9 @@ def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
         (_DELETE_VOICE_TOKEN, [(key,) for key, row in batch.voice_tokens.items() if row is None]),
         (_UPSERT_VOICE_TOKEN, [row for row in batch.voice_tokens.values() if row is not None]),
         (_SET_META, batch.meta.items()),
+        (_DELETE_SCHEDULE, [(key,) for key, row in batch.schedules.items() if row is None]),
+        (_UPSERT_SCHEDULE, [row for row in batch.schedules.values() if row is not None]),
+        (_INSERT_MCP_CALL, batch.mcp_calls),
     ]
 
 
@@ -329,13 +337,15 @@ class Writer:
             self.last_error = f"retention failed: {exc}"
             _log.warning("store retention failed, will try again later: %s", exc)
             return True
-        if result.events or result.commands or result.sessions or result.session_messages:
+        if result.events or result.commands or result.sessions or result.session_messages or result.mcp_calls:
             _log.info(
-                "store retention deleted %d events, %d commands, %d sessions and %d session messages",
+                "store retention deleted %d events, %d commands, %d sessions, %d session messages "
+                "and %d MCP calls",
                 result.events,
                 result.commands,
                 result.sessions,
                 result.session_messages,
+                result.mcp_calls,
             )
         return result.finished
 

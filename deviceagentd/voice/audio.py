@@ -33,6 +33,10 @@ OUTPUT_RATES: Final = (8000, 16000, 24000, 48000)
 SOURCE_RATE_RANGE: Final = (8000, 48000)
 FORMATS: Final = ("pcm", "s16le", "pcm_s16le")  # all mean PCM signed 16-bit little-endian
 FRAME_DURATION_RANGE_MS: Final = (10, 1000)
+OPUS: Final = "opus"
+# What libopus decodes from and encodes at, and the packet durations it encodes (one per message).
+OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
+OPUS_FRAME_MS: Final = (10, 20, 40, 60, 80, 100, 120)
 # One push larger than this is a client bug or an attack, not audio (1 MiB ≈ 33 s at 16 kHz);
 # the WebSocket layer caps messages well below it already.
 MAX_CHUNK_BYTES: Final = 1 << 20
@@ -47,7 +51,7 @@ class AudioFormatError(ValueError):
 
 @dataclass(frozen=True)
 class AudioParams:
-    """`audio_params` of a hello: always PCM s16le mono here."""
+    """`audio_params` of a hello (and of ours): PCM s16le or Opus, mono."""
 
     sample_rate: int = SAMPLE_RATE
     frame_duration_ms: int = 60
@@ -66,20 +70,30 @@ class AudioParams:
 def parse_audio_params(params: object, rates: tuple[int, ...] = INPUT_RATES,
                        default: AudioParams = AudioParams()) -> AudioParams:
     """Check a hello's `audio_params` (`{format, sample_rate, channels, frame_duration}`); absent
-    fields take `default`'s value. Raises AudioFormatError naming the first bad field."""
+    fields take `default`'s value. PCM at `rates`, or Opus at a rate libopus knows in packets of
+    a duration it encodes. Raises AudioFormatError naming the first bad field."""
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
         raise AudioFormatError("audio_params must be an object")
     fmt = params.get("format", default.format)
-    if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
-        raise AudioFormatError(f"audio format {fmt!r} is not supported: send PCM s16le mono ('pcm')")
+    if not isinstance(fmt, str) or fmt.lower() not in (*FORMATS, OPUS):
+        raise AudioFormatError(f"audio format {fmt!r} is not supported: send 'pcm' (s16le mono) or 'opus'")
+    opus = fmt.lower() == OPUS
     channels = _int_field(params, "channels", default.channels)
     if channels != 1:
         raise AudioFormatError(f"{channels} channels: only mono is supported")
     rate = _int_field(params, "sample_rate", default.sample_rate)
-    check_rate(rate, rates)
     frame_ms = _int_field(params, "frame_duration", default.frame_duration_ms)
+    if opus:
+        if rate not in OPUS_RATES:
+            raise AudioFormatError(f"Opus at {rate} Hz cannot be served (use one of "
+                                   f"{', '.join(str(r) for r in OPUS_RATES)})")
+        if frame_ms not in OPUS_FRAME_MS:
+            raise AudioFormatError(f"Opus frame_duration {frame_ms} ms cannot be served (use one of "
+                                   f"{', '.join(str(ms) for ms in OPUS_FRAME_MS)})")
+        return AudioParams(sample_rate=rate, frame_duration_ms=frame_ms, format=OPUS, channels=1)
+    check_rate(rate, rates)
     low, high = FRAME_DURATION_RANGE_MS
     if not low <= frame_ms <= high:
         raise AudioFormatError(f"frame_duration {frame_ms} ms is outside {low}..{high} ms")

@@ -73,5 +73,10 @@ class PcmCodec:
 
 
 def open_codec(input_params: AudioParams, output_params: AudioParams) -> AudioCodec:
-    """The codec for a hello's audio_params (already checked by `parse_audio_params`)."""
+    """The codec for a hello's audio_params (already checked by `parse_audio_params`); raises
+    CodecUnavailable when the codec's library is missing."""
+    if input_params.format == "opus":
+        from deviceagentd.voice.opus import OpusCodec
+
+        return OpusCodec(input_params, output_params)
     return PcmCodec(input_params, output_params)

@@ -19,7 +19,10 @@ from deviceagentd.voice.protocol import DEFAULT_VERSION
 MAX_FIELD_CHARS: Final = 128
 MAX_VISION_REFS: Final = 8
 MODES: Final = ("auto", "manual")
-MESSAGE_TYPES: Final = ("hello", "listen", "stop", "abort", "goodbye")
+MESSAGE_TYPES: Final = ("hello", "listen", "stop", "abort", "goodbye", "mcp", "iot", "ping")
+# XiaoZhi messages accepted and not answered: `iot` (descriptors and states of firmware before
+# 1.8; MCP replaced it) and `ping` (xiaozhi-esp32-server answers it only when configured to).
+QUIET_TYPES: Final = ("iot", "ping")
 # How hello's audio_params are read when fields are missing.
 DEFAULT_INPUT: Final = AudioParams(sample_rate=16000, frame_duration_ms=60)
 
@@ -43,6 +46,8 @@ class Hello:
     device_id: str | None
     language: str | None
     audio: AudioParams
+    xiaozhi: bool = False  # the client speaks the XiaoZhi dialect (see `speaks_xiaozhi`)
+    mcp: bool = False  # features.mcp: the client is an MCP server of its own tools
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,22 @@ class Goodbye:
     pass
 
 
-ClientMessage = ListenStart | WakeWord | Stop | Abort | Goodbye
+@dataclass(frozen=True)
+class Mcp:
+    """`{"type": "mcp", "payload": <JSON-RPC 2.0>}`: the device's side of the MCP session (checked
+    by the MCP client, mcp.py)."""
+
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """A message accepted and not answered (QUIET_TYPES)."""
+
+    kind: str
+
+
+ClientMessage = ListenStart | WakeWord | Stop | Abort | Goodbye | Mcp | Quiet
 
 
 def message_type(message: Any) -> str:
@@ -97,6 +117,10 @@ def parse(message: dict[str, Any]) -> ClientMessage:
         return Abort()
     if kind == "goodbye":
         return Goodbye()
+    if kind == "mcp":
+        return Mcp(message.get("payload"))
+    if kind in QUIET_TYPES:
+        return Quiet(kind)
     raise BadMessage("unknown_type", f"unknown message type {kind[:32]!r} (known: {', '.join(MESSAGE_TYPES)})")
 
 
@@ -147,6 +171,12 @@ def hello_text(message: dict[str, Any], name: str, defaults: Mapping[str, str]) 
     return value
 
 
+def speaks_xiaozhi(message: dict[str, Any]) -> bool:
+    """A hello from XiaoZhi firmware or py-xiaozhi: both send `features` (EMQX-style clients do
+    not; `transport: "websocket"` alone says nothing, scripts/voice-client sends it too)."""
+    return isinstance(message.get("features"), dict)
+
+
 def parse_hello(message: dict[str, Any], header_version: int | None, defaults: Mapping[str, str]) -> Hello:
     """The hello's fields. `header_version` is the Protocol-Version header (None when absent),
     which decides the framing; hello's `version` may not contradict it."""
@@ -163,6 +193,8 @@ def parse_hello(message: dict[str, Any], header_version: int | None, defaults: M
     session_id = hello_text(message, "sessionId", defaults)
     if session_id is not None and not valid_session_id(session_id):
         raise BadMessage("bad_hello", "sessionId must be text without control characters")
+    features = message.get("features")
+
     return Hello(
         version=header_version or version or DEFAULT_VERSION,
         session_id=session_id or f"voice-{uuid.uuid4().hex[:16]}",
@@ -170,4 +202,6 @@ def parse_hello(message: dict[str, Any], header_version: int | None, defaults: M
         device_id=hello_text(message, "deviceId", defaults),
         language=hello_text(message, "language", defaults),
         audio=audio,
+        xiaozhi=speaks_xiaozhi(message),
+        mcp=isinstance(features, dict) and features.get("mcp") is True,
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSCloseCode, web
 
 from deviceagentd.http.errors import error_response
+from deviceagentd.voice import ota
 from deviceagentd.voice.auth import authorized
 from deviceagentd.voice.connection import Connection
 
@@ -40,10 +41,13 @@ SHUTDOWN_WAIT_S = 3.0
 
 
 def add_routes(router: web.UrlDispatcher, service: VoiceService) -> None:
+    """/ws/voice, and the XiaoZhi OTA handshake that points speakers at it."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         return await voice_socket(request, service)
 
     router.add_get(PATH, handler)
+    ota.add_routes(router, service)
 
 
 async def voice_socket(request: web.Request, service: VoiceService) -> web.StreamResponse:

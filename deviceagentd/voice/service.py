@@ -24,6 +24,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -32,7 +33,9 @@ from deviceagentd.agent.runner import Agent
 from deviceagentd.config import VoiceConfig
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.timezone import site_zone
 from deviceagentd.voice.connection import SessionRegistry
+from deviceagentd.voice.mcp import McpStats
 from deviceagentd.voice.settings import SessionSettings
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ class VoiceStats:
     turns: int = 0
     errors: int = 0
     dropped_audio: int = 0  # audio messages received while not listening
+    bad_audio: int = 0  # audio messages that did not decode (corrupt Opus packets)
 
 
 class VoiceService:
@@ -87,14 +91,17 @@ class VoiceService:
         tokens: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
         settings: SessionSettings | None = None,
+        zone: tzinfo | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.config = config
         self.agent = agent
         self.clock = clock
         self.tokens = tuple(tokens)
+        self.zone = zone if zone is not None else site_zone("")  # the site's, for the OTA answer
         self.settings = settings or SessionSettings.from_config(config)
         self.stats = VoiceStats()
+        self.mcp_stats = McpStats()
         self.sessions = SessionRegistry(config.max_sessions)
         self._aliyun_key = config.aliyun.api_key or env.get("DASHSCOPE_API_KEY", "")
         self._openai_key = config.openai.api_key or env.get("OPENAI_API_KEY", "")
@@ -308,6 +315,16 @@ class VoiceService:
                       lambda: stats.errors, kind="counter")
         metrics.gauge("deviceagentd_voice_dropped_audio_total", "Audio messages received while not listening",
                       lambda: stats.dropped_audio, kind="counter")
+        mcp = self.mcp_stats
+        metrics.gauge("deviceagentd_voice_device_tool_calls_total", "Calls of speakers' own (MCP) tools",
+                      lambda: mcp.tool_calls, kind="counter")
+        metrics.gauge("deviceagentd_voice_device_tool_failures_total",
+                      "Calls of speakers' own tools that failed (error, timeout, disconnect)",
+                      lambda: mcp.tool_failures, kind="counter")
+        metrics.gauge("deviceagentd_voice_mcp_bad_messages_total", "MCP messages from speakers that were dropped",
+                      lambda: mcp.bad_messages, kind="counter")
+        metrics.gauge("deviceagentd_voice_bad_audio_total", "Audio messages that did not decode (corrupt Opus)",
+                      lambda: stats.bad_audio, kind="counter")
 
     def _log_providers(self) -> None:
         parts = []

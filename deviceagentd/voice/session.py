@@ -32,14 +32,23 @@ Decisions where SPEC §5 is silent:
 - Audio while not listening is counted (`deviceagentd_voice_dropped_audio_total`); `error
   not_listening` is sent once until the next `listen start`, and not at all for audio that
   merely trails an utterance (after `stop`, `abort`, a manual cut or `no_speech`).
-- Binary frames whose header lies (`bad_frame`) or whose payload exceeds 65535 bytes
-  (`frame_too_large`) are dropped with one error until the next `listen start`; a text message
+- Binary frames whose header lies (`bad_frame`), whose payload exceeds 65535 bytes
+  (`frame_too_large`) or whose Opus packet does not decode (`bad_audio`, counted in
+  `deviceagentd_voice_bad_audio_total`) are dropped with one error until the next `listen start`; a text message
   over `max_text_bytes` gets `message_too_large`; a WebSocket message over
   `max_message_bytes` makes aiohttp close the connection (1009).
 - Auto mode with nothing said for `no_speech_timeout_s`: `error no_speech`, listening stops.
 - `listen start` while a reply is being worked out or played is a barge-in: the reply is
-  aborted (as by `abort`) and listening starts. `listen state:"detect"` (XiaoZhi wake word)
-  is accepted and ignored; mode `realtime` is treated as `auto` (no echo cancellation here).
+  aborted (as by `abort`) and listening starts. Mode `realtime` is treated as `auto` (no echo
+  cancellation here).
+- `listen {state: "detect", text}` (XiaoZhi): a wake word (`voice.xiaozhi.wake_words`) is
+  greeted with a short phrase, or not at all (`wake_greeting = false`); any other text is a
+  request (py-xiaozhi sends typed text this way), answered like a transcript, stopping a reply
+  in progress first.
+- The client's dialect (dialect.py) is XiaoZhi when hello has `features` (an object), else
+  EMQX-style. XiaoZhi clients are never told `not_listening` (the firmware sends its wake word's
+  audio before `listen start`); their `iot` and `ping` are accepted unanswered. With
+  `features.mcp` the session is MCP client of the device's tools (mcp.py), offered to its turns.
 - `abort`: ASR, agent turn, TTS and any announcement are cancelled and their connections closed
   before the answer (`tts stop`, only if `tts start` had been sent); listening stops until
   `listen start`.
@@ -65,12 +74,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from deviceagentd import strictjson
 from deviceagentd.voice import messages
-from deviceagentd.voice.audio import FRAME_MS, AudioParams
-from deviceagentd.voice.clauses import ClauseSplitter
-from deviceagentd.voice.codec import AudioCodec, PcmCodec, open_codec
+from deviceagentd.voice.audio import FRAME_MS, OPUS, AudioParams
+from deviceagentd.voice.clauses import ClauseSplitter, mostly_chinese
+from deviceagentd.voice.codec import AudioCodec, CodecError, CodecUnavailable, PcmCodec, open_codec
 from deviceagentd.voice.connection import Connection
-from deviceagentd.voice.dialect import Dialect, EmqxDialect
+from deviceagentd.voice.dialect import Dialect, EmqxDialect, XiaozhiDialect
 from deviceagentd.voice.events import TurnError, TurnEvent, TurnOver
+from deviceagentd.voice.mcp import DeviceMcp, DeviceToolset
 from deviceagentd.voice.messages import BadMessage
 from deviceagentd.voice.playback import AudioOut
 from deviceagentd.voice.protocol import DEFAULT_VERSION, MAX_PAYLOAD, BinaryCodec, FrameType, ProtocolError
@@ -85,7 +95,7 @@ from deviceagentd.voice.segmenter import (
     SpeechStarted,
 )
 from deviceagentd.voice.service import ASR_NOT_CONFIGURED, ProviderChoiceError, VoiceService
-from deviceagentd.voice.settings import SessionSettings
+from deviceagentd.voice.settings import SessionSettings, wake_key
 from deviceagentd.voice.speech import Speaker, Voice
 from deviceagentd.voice.turn import ClientGone, Turn, TurnSetup, Utterance
 from deviceagentd.voice.vad import ClassifierConfig, FrameClassifier
@@ -94,7 +104,10 @@ log = logging.getLogger("deviceagentd.voice")
 
 FRAME_S: Final = FRAME_MS / 1000
 # Errors about binary input, sent once until the next `listen start`.
-BINARY_WARNINGS: Final = frozenset({"not_listening", "bad_frame", "frame_too_large"})
+BINARY_WARNINGS: Final = frozenset({"not_listening", "bad_frame", "frame_too_large", "bad_audio"})
+# What a wake word is greeted with (voice.xiaozhi.wake_greeting).
+GREETING_ZH: Final = "我在，请说。"
+GREETING_EN: Final = "I'm listening."
 
 T = TypeVar("T")
 
@@ -117,6 +130,7 @@ class VoiceSession:
         # Set by hello.
         self._hello: messages.Hello | None = None
         self._setup: TurnSetup | None = None
+        self._mcp: DeviceMcp | None = None
         self._framing = BinaryCodec(connection.version or DEFAULT_VERSION)
         self._segmenter: Segmenter | None = None
         output = AudioParams(self.settings.output_sample_rate, self.settings.output_frame_ms)
@@ -134,6 +148,7 @@ class VoiceSession:
         self._speech = asyncio.Lock()
         self._announcement: asyncio.Task[Any] | None = None  # set while one is being spoken
         self.dropped_audio = 0
+        self.bad_audio = 0
 
     @property
     def name(self) -> str:
@@ -187,6 +202,8 @@ class VoiceSession:
     async def _teardown(self) -> None:
         self._listening = False
         self._utterance = None
+        if self._mcp is not None:
+            self._mcp.close()  # a tool call waiting for the device fails now
         await stop_tasks(list(self._tasks), self.settings.abort_wait_s)
 
     async def _close(self, code: int, reason: str) -> None:
@@ -325,7 +342,14 @@ class VoiceSession:
             await self._abort()
         elif isinstance(parsed, messages.Goodbye):
             await self._close(WSCloseCode.OK, "goodbye")
-        # messages.WakeWord: XiaoZhi's wake-word notice, nothing to do
+        elif isinstance(parsed, messages.WakeWord):
+            await self._on_wake_word(parsed)
+        elif isinstance(parsed, messages.Mcp):
+            if self._mcp is not None:
+                self._mcp.receive(parsed.payload)
+            else:
+                log.info("voice session %s: mcp message without features.mcp in hello, ignored", self.name)
+        # messages.Quiet (iot, ping): accepted, not answered
 
     async def _on_binary(self, data: bytes) -> None:
         if self._hello is None:
@@ -356,6 +380,7 @@ class VoiceSession:
             await self._error("duplicate_hello", "this connection has already said hello")
             return
         service = self._service
+        self._dialect = XiaozhiDialect() if messages.speaks_xiaozhi(message) else EmqxDialect()
         try:
             provider = messages.hello_text(message, "provider", self._conn.query)
             try:
@@ -367,6 +392,7 @@ class VoiceSession:
                     await self._close(WSCloseCode.INTERNAL_ERROR, exc.code)
                 return
             hello = messages.parse_hello(message, self._conn.version, self._conn.query)
+            codec = self._open_codec(hello.audio)
         except BadMessage as exc:
             await self._error(exc.code, exc.message)
             return
@@ -376,7 +402,7 @@ class VoiceSession:
             await self._close(WSCloseCode.TRY_AGAIN_LATER, "too_many_sessions")
             return
         try:
-            self._start(hello, choice.asr, choice.tts)
+            self._start(hello, codec, choice.asr, choice.tts)
         except Exception:
             log.exception("voice session %s: could not set up the session", self.name)
             self._hello = None
@@ -384,13 +410,27 @@ class VoiceSession:
             await self._close(WSCloseCode.INTERNAL_ERROR, "internal_error")
             return
         await self._send(self._dialect.hello(hello.session_id, hello.version, self._codec.output, choice.asr))
+        if self._mcp is not None:
+            self.spawn(self._mcp.start(), "voice-mcp")
 
-    def _start(self, hello: messages.Hello, asr_name: str, tts_name: str | None) -> None:
+    def _open_codec(self, audio: AudioParams) -> AudioCodec:
+        """The codec for hello's audio_params: we answer in the client's format, at our output
+        rate; PCM in frames of `output_frame_ms`, Opus in packets of the client's own duration
+        (the firmware decodes exactly the duration the server hello announces)."""
+        s = self.settings
+        frame_ms = audio.frame_duration_ms if audio.format == OPUS else s.output_frame_ms
+        output = AudioParams(s.output_sample_rate, frame_ms, format=audio.format)
+        try:
+            return open_codec(audio, output)
+        except CodecUnavailable as exc:
+            log.warning("voice session %s: %s", self.name, exc)
+            raise BadMessage("unsupported_audio", str(exc)) from None
+
+    def _start(self, hello: messages.Hello, codec: AudioCodec, asr_name: str, tts_name: str | None) -> None:
         s = self.settings
         service = self._service
-        output = AudioParams(s.output_sample_rate, s.output_frame_ms)
         self._framing = BinaryCodec(hello.version)
-        self._codec = open_codec(hello.audio, output)
+        self._codec = codec
         self._out = AudioOut(self._send_bytes, self._framing, self._codec, s.prebuffer_ms / 1000)
         self._segmenter = Segmenter(
             SegmenterConfig(
@@ -402,6 +442,11 @@ class VoiceSession:
             ),
             FrameClassifier(ClassifierConfig(vad_mode=s.vad_mode, energy_margin_db=s.energy_margin_db)),
         )
+        tools = None
+        if hello.mcp:
+            self._mcp = DeviceMcp(self._send, self.name, service.mcp_stats, list_timeout_s=s.mcp_list_timeout_s,
+                                  call_timeout_s=s.tool_timeout_s, max_tools=s.max_tools)
+            tools = DeviceToolset(self._mcp, self._conn.device_id or hello.device_id or "")
         self._setup = TurnSetup(
             settings=s,
             agent=service.agent,
@@ -412,11 +457,14 @@ class VoiceSession:
             device_id=hello.device_id,
             language=hello.language,
             name=self.name,
+            tools=tools,
+            speaker_id=self._conn.device_id or hello.device_id,
         )
         self._hello = hello
         self._warned.clear()
-        log.info("voice session %s: hello, agent session %s, protocol %d, %d Hz in, provider %s (tts %s)",
-                 self.name, hello.session_id, hello.version, hello.audio.sample_rate, asr_name, tts_name or "none")
+        log.info("voice session %s: hello, agent session %s, protocol %d, %s %d Hz in, provider %s (tts %s)",
+                 self.name, hello.session_id, hello.version, hello.audio.format, hello.audio.sample_rate, asr_name,
+                 tts_name or "none")
 
     def _voice(self, tts_name: str, language: str | None) -> Voice:
         service = self._service
@@ -444,6 +492,23 @@ class VoiceSession:
         else:
             self._segmenter.stop()
             self._begin_utterance()
+
+    async def _on_wake_word(self, wake: messages.WakeWord) -> None:
+        """`listen detect`: the device heard its wake word (greeted, if so configured, while it
+        goes on to `listen start`), or sends typed text (py-xiaozhi), answered as a request."""
+        text = wake.text
+        if text is None:
+            return
+        if wake_key(text) in self.settings.wake_words:
+            setup = self._setup
+            if self.settings.wake_greeting and setup is not None and setup.voice is not None:
+                greeting = GREETING_ZH if mostly_chinese(text) else GREETING_EN
+                self.spawn(self._announce(setup.voice, greeting, None, "greeting"), "voice-greeting")
+            return
+        utt = self._utterance
+        if (utt is not None and utt.ended and not utt.finished) or self._announcement is not None:
+            await self._abort()  # a new request while one is answered: that one stops
+        self._begin_utterance(text)
 
     def _on_stop(self, stop: messages.Stop) -> None:
         self._listening = False
@@ -478,11 +543,18 @@ class VoiceSession:
         if not self._listening:
             self.dropped_audio += 1
             self._service.stats.dropped_audio += 1
-            if not self._drop_quietly and not self._busy:
+            if not self._drop_quietly and not self._busy and self._dialect.reports_idle_audio:
                 await self._warn_once("not_listening", "audio received while not listening: send listen start first")
             return
         self._touch()
-        for frame in self._codec.decode(payload):
+        try:
+            frames = self._codec.decode(payload)
+        except CodecError as exc:
+            self.bad_audio += 1
+            self._service.stats.bad_audio += 1
+            await self._warn_once("bad_audio", f"audio dropped: {exc}")
+            return
+        for frame in frames:
             if not self._listening:
                 break
             if self._mode == "manual":
@@ -543,11 +615,11 @@ class VoiceSession:
             self._anchor_mute = False
             segmenter.mute_until(t + self._out.play_end - asyncio.get_running_loop().time())
 
-    def _begin_utterance(self) -> Utterance:
+    def _begin_utterance(self, text: str | None = None) -> Utterance:
         self._drop_utterance()
         utt = Utterance(self._mode, self._task_id)
         self._utterance = utt
-        utt.task = self.spawn(self._run_utterance(utt), "voice-utterance")
+        utt.task = self.spawn(self._run_utterance(utt, text), "voice-utterance")
         return utt
 
     def _drop_utterance(self) -> None:
@@ -556,11 +628,12 @@ class VoiceSession:
         if utt is not None and utt.task is not None and not utt.finished:
             utt.task.cancel()
 
-    async def _run_utterance(self, utt: Utterance) -> None:
+    async def _run_utterance(self, utt: Utterance, text: str | None) -> None:
         assert self._setup is not None
         try:
             async with self._speech:
-                await Turn(self._setup, self).run(utt)
+                turn = Turn(self._setup, self)
+                await (turn.run(utt) if text is None else turn.run_text(utt, text))
         finally:
             utt.finished = True
             if self._utterance is utt:
@@ -575,7 +648,7 @@ class VoiceSession:
         setup = self._setup
         if setup is None or setup.voice is None or self._closing:
             return False
-        task = self.spawn(self._announce(setup.voice, text, language), "voice-announcement")
+        task = self.spawn(self._announce(setup.voice, text, language, "announcement"), "voice-announcement")
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -585,7 +658,7 @@ class VoiceSession:
             task.cancel()
             raise
 
-    async def _announce(self, voice: Voice, text: str, language: str | None) -> bool:
+    async def _announce(self, voice: Voice, text: str, language: str | None, what: str) -> bool:
         if language is not None:
             voice = self._voice(voice.name, language)
         async with self._speech:
@@ -599,7 +672,7 @@ class VoiceSession:
                 if speaker.played:
                     await self._out.drain()
                 spoken = speaker.played and not speaker.failed
-                log.info("voice session %s: announcement of %d characters %s", self.name, len(text),
+                log.info("voice session %s: %s of %d characters %s", self.name, what, len(text),
                          "spoken" if spoken else "failed")
                 await self.emit(TurnOver(answered=False))
                 return spoken

@@ -3,9 +3,17 @@ the timeouts). No audio modules here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
-from deviceagentd.config import VoiceConfig
+from deviceagentd.config import DEFAULT_WAKE_WORDS, VoiceConfig
+
+
+def wake_key(text: str) -> str:
+    """A wake word as compared: NFKC, lowercase, without spaces or punctuation ("Hi, ESP!" →
+    "hiesp")."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in text if ch.isalnum())
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,13 @@ class SessionSettings:
     max_message_bytes: int = 262144
     # How long an abort (or a disconnect) waits for the pipeline to wind down.
     abort_wait_s: float = 2.0
+    # XiaoZhi: wake words (as `wake_key`s) and whether they are greeted.
+    wake_words: frozenset[str] = field(default_factory=lambda: frozenset(wake_key(w) for w in DEFAULT_WAKE_WORDS))
+    wake_greeting: bool = True
+    # Device MCP: a tools/call answer; initialize and each tools/list page; tools offered at most.
+    tool_timeout_s: float = 10.0
+    mcp_list_timeout_s: float = 10.0
+    max_tools: int = 32
 
     @classmethod
     def from_config(cls, config: VoiceConfig) -> SessionSettings:
@@ -57,4 +72,8 @@ class SessionSettings:
             idle_timeout_s=config.idle_timeout_s,
             output_sample_rate=config.output_sample_rate,
             output_frame_ms=config.output_frame_ms,
+            wake_words=frozenset(wake_key(w) for w in config.xiaozhi.wake_words),
+            wake_greeting=config.xiaozhi.wake_greeting,
+            tool_timeout_s=config.xiaozhi.tool_timeout_s,
+            max_tools=config.xiaozhi.max_tools,
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from deviceagentd.agent.runner import Agent, TurnDone, TurnFailed, TurnRequest
-from deviceagentd.agent.types import Delta, ToolCallStarted
+from deviceagentd.agent.types import Delta, ToolCallStarted, Tools
 from deviceagentd.core.errors import Conflict, CoreError
 from deviceagentd.voice.clauses import ClauseSplitter
 from deviceagentd.voice.events import ReplyText, Transcript, TurnError, TurnOver
@@ -67,6 +67,8 @@ class TurnSetup:
     device_id: str | None
     language: str | None
     name: str  # the session, for logs
+    tools: Tools | None = None  # the turn's tools besides the site's (a speaker's own, mcp.py)
+    speaker_id: str | None = None  # the speaker's Device-Id: "wake me up at 7" rings on it
 
 
 @dataclass
@@ -192,7 +194,8 @@ class Turn:
         setup = self._setup
         # Someone is standing at the speaker: its turn never waits behind a flood of chat.
         request = TurnRequest(message=text, session_id=setup.session_id, product_id=setup.product_id,
-                              device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False)
+                              device_id=setup.device_id, frame_ids=utt.frame_ids, paced=False, tools=setup.tools,
+                              speaker_id=setup.speaker_id)
         speaker = Speaker(self._sink, setup.voice, setup.settings) if setup.voice is not None else None
         try:
             await self._converse(utt, request, speaker)

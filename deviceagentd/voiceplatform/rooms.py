@@ -54,6 +54,10 @@ class Room:
     name: str
     devices: dict[str, RoomDevice]
     scenes: dict[str, Scene]
+    # The Device-Id of each speaker in the room that connects to the voice WebSocket (/ws/voice),
+    # in order of preference: spoken reminders and alarms for the room play on the first one
+    # connected.
+    voice_device_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,14 @@ class Rooms:
 
     def known_scene(self, scene_id: str) -> bool:
         return any(scene_id in room.scenes for room in self.rooms.values())
+
+    def scene(self, scene_id: str) -> Scene | None:
+        """A scene by id, with or without the SCENE# prefix."""
+        wanted = scene_id if scene_id.startswith(SCENE_PREFIX) else SCENE_PREFIX + scene_id
+        return next((room.scenes[wanted] for room in self.rooms.values() if wanted in room.scenes), None)
+
+    def room_of_voice_device(self, device_id: str) -> Room | None:
+        return next((room for room in self.rooms.values() if device_id in room.voice_device_ids), None)
 
 
 @dataclass
@@ -146,6 +158,7 @@ def parse_rooms(data: Mapping[str, Any], catalog: Catalog, voice_products: froze
     reader.only(data, ("rooms", "speakers"), "$")
     rooms: dict[str, Room] = {}
     scene_ids: set[str] = set()
+    voice_devices: dict[str, str] = {}
     for index, raw in enumerate(reader.tables(data.get("rooms"), "rooms")):
         path = f"rooms[{index}]"
         room = _room(raw, path, catalog, voice_products, reader, scene_ids)
@@ -154,6 +167,12 @@ def parse_rooms(data: Mapping[str, Any], catalog: Catalog, voice_products: froze
         if room.room_id in rooms:
             reader.fail(f"{path}.id", f"room {room.room_id!r} is defined twice")
             continue
+        for device_id in room.voice_device_ids:
+            if device_id in voice_devices:
+                # A speaker is in one room: where would "wake me up" from it play otherwise?
+                reader.fail(f"{path}.voice_device_ids", f"speaker {device_id!r} is already in room "
+                                                        f"{voice_devices[device_id]!r}")
+            voice_devices.setdefault(device_id, room.room_id)
         rooms[room.room_id] = room
     speakers: dict[str, Speaker] = {}
     for index, raw in enumerate(reader.tables(data.get("speakers"), "speakers")):
@@ -176,9 +195,12 @@ def parse_rooms(data: Mapping[str, Any], catalog: Catalog, voice_products: froze
 
 def _room(raw: dict[str, Any], path: str, catalog: Catalog, voice_products: frozenset[str], reader: _Reader,
           scene_ids: set[str]) -> Room | None:
-    reader.only(raw, ("id", "name", "devices", "scenes"), path)
+    reader.only(raw, ("id", "name", "devices", "scenes", "voice_device_ids"), path)
     room_id = reader.text(raw, "id", path)
     name = reader.text(raw, "name", path, required=False) or room_id
+    voice_device_ids = reader.texts(raw, "voice_device_ids", path)
+    if len(set(voice_device_ids)) != len(voice_device_ids):
+        reader.fail(f"{path}.voice_device_ids", "lists a speaker twice")
     devices: dict[str, RoomDevice] = {}
     for index, entry in enumerate(reader.tables(raw.get("devices"), f"{path}.devices")):
         device = _device(entry, f"{path}.devices[{index}]", catalog, voice_products, reader)
@@ -201,7 +223,7 @@ def _room(raw: dict[str, Any], path: str, catalog: Catalog, voice_products: froz
         scenes[scene.scene_id] = scene
     if not room_id:
         return None
-    return Room(room_id, name, devices, scenes)
+    return Room(room_id, name, devices, scenes, tuple(dict.fromkeys(voice_device_ids)))
 
 
 def _device(raw: dict[str, Any], path: str, catalog: Catalog, voice_products: frozenset[str],

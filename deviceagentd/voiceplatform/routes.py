@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from deviceagentd.http.errors import ApiError, read_body
-from deviceagentd.http.jsonio import json_response
+from deviceagentd.http.responses import json_response
 from deviceagentd.voiceplatform import errors as codes
 from deviceagentd.voiceplatform.errors import VoicePlatformError
 from deviceagentd.voiceplatform.service import Envelope, SignedRequest, VoicePlatform

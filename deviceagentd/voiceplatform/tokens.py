@@ -66,7 +66,9 @@ class IssuedTokens:
 
 
 @dataclass(frozen=True)
-class _Pair:
+class TokenPair:
+    """One access/refresh pair of a speaker, as hashes, with when it was issued and expires."""
+
     voice_id: str
     access_hash: str
     refresh_hash: str
@@ -113,15 +115,19 @@ class TokenService:
         self.access_ttl_s = access_ttl_s
         self._commit_timeout_s = commit_timeout_s
         # Each speaker's live pair and pending pair; every pair by token hash.
-        self._live: dict[str, _Pair] = {}
-        self._pending: dict[str, _Pair] = {}
-        self._by_access: dict[str, _Pair] = {}
-        self._by_refresh: dict[str, _Pair] = {}
+        self._live: dict[str, TokenPair] = {}
+        self._pending: dict[str, TokenPair] = {}
+        self._by_access: dict[str, TokenPair] = {}
+        self._by_refresh: dict[str, TokenPair] = {}
 
     @property
     def live_pairs(self) -> int:
         """Speakers holding a live pair (expired access tokens included: they can refresh)."""
         return len(self._live)
+
+    def pair_of(self, voice_id: str) -> TokenPair | None:
+        """The speaker's live pair (hashes and times only), or None."""
+        return self._live.get(voice_id)
 
     async def load(self) -> None:
         """Take the pairs from the store (at daemon start, before any call)."""
@@ -129,11 +135,11 @@ class TokenService:
         for table in (self._live, self._pending, self._by_access, self._by_refresh):
             table.clear()
         for record in records:
-            self._index(_Pair(record.voice_id, record.access_hash, record.refresh_hash, record.issued_at_ms,
+            self._index(TokenPair(record.voice_id, record.access_hash, record.refresh_hash, record.issued_at_ms,
                               record.expires_at_ms), self._live)
             if (record.pending_access_hash is not None and record.pending_refresh_hash is not None
                     and record.pending_issued_at_ms is not None and record.pending_expires_at_ms is not None):
-                self._index(_Pair(record.voice_id, record.pending_access_hash, record.pending_refresh_hash,
+                self._index(TokenPair(record.voice_id, record.pending_access_hash, record.pending_refresh_hash,
                                   record.pending_issued_at_ms, record.pending_expires_at_ms), self._pending)
 
     async def issue(self, voice_id: str) -> IssuedTokens:
@@ -201,13 +207,13 @@ class TokenService:
 
     # --- internals: every change goes to the store and to memory in one synchronous step ---
 
-    def _new_pair(self, voice_id: str) -> tuple[_Pair, IssuedTokens]:
+    def _new_pair(self, voice_id: str) -> tuple[TokenPair, IssuedTokens]:
         access, refresh = secrets.token_hex(TOKEN_BYTES), secrets.token_hex(TOKEN_BYTES)
         now_ms = self._clock.wall_ms()
-        pair = _Pair(voice_id, token_hash(access), token_hash(refresh), now_ms, now_ms + self.access_ttl_s * 1000)
+        pair = TokenPair(voice_id, token_hash(access), token_hash(refresh), now_ms, now_ms + self.access_ttl_s * 1000)
         return pair, IssuedTokens(access, refresh, self.access_ttl_s)
 
-    def _promote(self, pair: _Pair) -> None:
+    def _promote(self, pair: TokenPair) -> None:
         try:
             # No wait for the commit: see the module docstring.
             self._set(pair.voice_id, pair, None)
@@ -220,7 +226,7 @@ class TokenService:
         log.info("voice platform: speaker %s started using its new tokens; the previous ones stopped working",
                  pair.voice_id)
 
-    def _set(self, voice_id: str, live: _Pair, pending: _Pair | None) -> None:
+    def _set(self, voice_id: str, live: TokenPair, pending: TokenPair | None) -> None:
         """Hand the speaker's new pairs to the store, then to memory: a store that refuses the
         write (closed) leaves everything as it was."""
         record = VoiceTokenRecord(
@@ -254,12 +260,12 @@ class TokenService:
         except StoreError as exc:
             raise VoicePlatformError(codes.SYSTEM_ERROR, f"tokens cannot be deleted: {exc}") from exc
 
-    def _index(self, pair: _Pair, table: dict[str, _Pair]) -> None:
+    def _index(self, pair: TokenPair, table: dict[str, TokenPair]) -> None:
         table[pair.voice_id] = pair
         self._by_access[pair.access_hash] = pair
         self._by_refresh[pair.refresh_hash] = pair
 
-    def _drop(self, table: dict[str, _Pair], voice_id: str) -> None:
+    def _drop(self, table: dict[str, TokenPair], voice_id: str) -> None:
         old = table.pop(voice_id, None)
         if old is not None:
             del self._by_access[old.access_hash]

@@ -15,7 +15,20 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from bench_lib import agent, footprint, plateau, procs, scenarios, voice, voice_vad, voiceplatform
+from bench_lib import (
+    agent,
+    console,
+    footprint,
+    mcp_server,
+    plateau,
+    procs,
+    scenarios,
+    schedules,
+    voice,
+    voice_opus,
+    voice_vad,
+    voiceplatform,
+)
 from bench_lib.procs import Helper
 from bench_lib.report import Report, machine
 from bench_lib.scenarios import Bench, Sizes
@@ -31,8 +44,12 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "agent": agent.agent,
     "commits": scenarios.commits,
     "voice_vad": voice_vad.voice_vad,
+    "voice_opus": voice_opus.voice_opus,
     "voice": voice.voice,
     "voiceplatform": voiceplatform.voiceplatform,
+    "mcp": mcp_server.mcp,
+    "schedules": schedules.schedules,
+    "console": console.console,
     "durability": scenarios.durability,
     "footprint": footprint.footprint,
     "plateau": plateau.plateau,

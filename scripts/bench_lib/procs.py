@@ -235,6 +235,16 @@ class DaemonClient:
                 return last_progress, value
             await asyncio.sleep(poll_s)
 
+    async def wait_online(self, device_id: str, timeout_s: float = 10.0) -> None:
+        """Until GET /api/devices/:id says the device is online."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            async with self.session.get(f"{self.base_url}/api/devices/{device_id}") as resp:
+                if resp.status == 200 and (await resp.json())["online"]:
+                    return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"simulated device {device_id} did not come online")
+
     async def wait_subscribed(self, broker_url: str, timeout_s: float = 15.0) -> None:
         """Until the daemon answers a time-sync request: its subscriptions (one SUBSCRIBE) are in place."""
         request = f"device-agent/thermostat/device/{PROBE_DEVICE}/ntp/request"

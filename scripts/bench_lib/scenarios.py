@@ -259,11 +259,13 @@ async def ingest_baseline(b: Bench, n: int) -> IngestRun:
     return IngestRun(got["received"] / seconds, got["received"], seconds, got["cpu_s"] / n * 1e6)
 
 
-async def ingest_daemon(b: Bench, daemon: DaemonClient, n: int) -> IngestRun:
+async def ingest_daemon(b: Bench, daemon: DaemonClient, n: int, topics: list[str] | None = None) -> IngestRun:
+    """`topics`: default one per thermostat, round robin (each device then reports the same
+    values every time: nothing changes)."""
     before = await daemon.counter(TELEMETRY, kind="telemetry")
     cpu_before = procs.cpu_seconds(daemon.pid)
     async with b.profile(daemon, "ingest"):
-        pub = await run_publisher(publisher_spec(b, "pub-daemon", "telemetry", telemetry_topics(), count=n))
+        pub = await run_publisher(publisher_spec(b, "pub-daemon", "telemetry", topics or telemetry_topics(), count=n))
         done_at, value = await daemon.wait_counter(TELEMETRY, before + n, labels={"kind": "telemetry"})
     cpu = procs.cpu_seconds(daemon.pid) - cpu_before
     sent = await pub.result()

@@ -19,7 +19,11 @@ binary chunk of every TTS task.
 3. 16 voice sessions (the default `voice.max_sessions`) streaming 60 ms frames in real time, a
    few utterances each, while the `ingest` section's publisher sends N telemetry messages: no
    audio dropped (`deviceagentd_voice_dropped_audio_total`), no `error` message, every utterance
-   answered; ingest rate with the voice load / without it, target ≥ 0.8.
+   answered; ingest rate with the voice load / without it, target ≥ 0.8. Twice: PCM, then Opus
+   (60 ms packets as XiaoZhi firmware encodes them: complexity 0, DTX; replies in Opus too).
+4. XiaoZhi dialect, Opus: `tts start` (sent with the transcript, before the agent runs) → the
+   client's first binary audio frame, and → its first frame that decodes at the rate and
+   duration the server hello announced (the firmware's decoder). Information.
 
 Its own daemon subprocess (the shared one has no voice provider configured).
 """
@@ -41,7 +45,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from bench_lib import procs
+from bench_lib import procs, voice_opus
 from bench_lib.mqttc import BenchClient
 from bench_lib.procs import DaemonClient
 from bench_lib.publisher import telemetry_payload
@@ -191,18 +195,28 @@ class Client:
     def audio_bytes(self, after: int = 0) -> int:
         return sum(len(d) for _, t, d in self.events[after:] if t == "audio")
 
+    def audio_ms(self, opus: bool) -> float:
+        """Reply audio received: PCM by its bytes, Opus by its packets (one frame each)."""
+        if opus:
+            return sum(OUT_FRAME_MS for _, t, _ in self.events if t == "audio")
+        return self.audio_bytes() / 32
+
     async def close(self) -> None:
         if not self.ws.closed:
             await self.ws.close()
         await asyncio.gather(self.reader, return_exceptions=True)
 
 
-async def connect(session: aiohttp.ClientSession, url: str, session_id: str) -> Client:
+async def connect(session: aiohttp.ClientSession, url: str, session_id: str, fmt: str = "pcm",
+                  xiaozhi: bool = False) -> Client:
     ws = await session.ws_connect(url, headers={"Protocol-Version": "3"}, max_msg_size=0)
     client = Client(ws)
-    await client.send({"type": "hello", "version": 3, "sessionId": session_id, "productId": "thermostat",
-                       "deviceId": DEVICE,
-                       "audio_params": {"format": "pcm", "sample_rate": 16000, "channels": 1, "frame_duration": 60}})
+    hello: dict[str, Any] = {
+        "type": "hello", "version": 3, "sessionId": session_id, "productId": "thermostat", "deviceId": DEVICE,
+        "audio_params": {"format": fmt, "sample_rate": 16000, "channels": 1, "frame_duration": OUT_FRAME_MS}}
+    if xiaozhi:
+        hello.update(features={"mcp": False}, transport="websocket")
+    await client.send(hello)
     await client.wait("hello")
     return client
 
@@ -241,6 +255,8 @@ async def voice(b: Bench) -> None:
             turns = await sequential_turns(double, url, speech, sizes)
             await direct_baselines(b, double, sizes, turns)
             await concurrent_sessions(b, daemon, double, url, speech, sizes)
+            await concurrent_sessions(b, daemon, double, url, speech, sizes, opus=True)
+            await xiaozhi_turns(b, double, url, speech, sizes)
         finally:
             await asyncio.to_thread(proc.terminate, signal.SIGTERM)
         if double.problems:
@@ -443,15 +459,17 @@ class VoiceLoad:
         self.completes = [0] * self.sessions
 
 
-async def streaming_client(session: aiohttp.ClientSession, url: str, k: int, program: bytes, load: VoiceLoad) -> None:
+async def streaming_client(session: aiohttp.ClientSession, url: str, k: int, program: bytes, load: VoiceLoad,
+                           packets: list[bytes] | None = None) -> None:
     """A device with its microphone open: 60 ms frames in real time, the program (lead silence,
     the sentence, silence long enough for the reply) over and over, until told to stop and
-    `min_utterances` have been answered (tts_complete)."""
-    client = await connect(session, url, f"bench-voice-load-{k:02d}")
+    `min_utterances` have been answered (tts_complete). With `packets`: the program as Opus
+    packets, one per message, and the session in Opus both ways."""
+    client = await connect(session, url, f"bench-voice-load-{k:02d}", "opus" if packets else "pcm")
     try:
         await client.send({"type": "listen", "state": "start", "mode": "auto"})
         frame_bytes = 32 * OUT_FRAME_MS
-        frames = [program[i:i + frame_bytes] for i in range(0, len(program) - frame_bytes + 1, frame_bytes)]
+        frames = packets or [program[i:i + frame_bytes] for i in range(0, len(program) - frame_bytes + 1, frame_bytes)]
         # Sessions start spread over one program, as devices would.
         await asyncio.sleep(random.Random(k).random() * 0.5)
         start = time.perf_counter()
@@ -481,7 +499,7 @@ async def streaming_client(session: aiohttp.ClientSession, url: str, k: int, pro
         load.frames_sent += n
         load.utterances[k] = sum(1 for m in client.jsons(kind="asr") if m["definite"])
         load.completes[k] = len(client.jsons(kind="tts_complete"))
-        load.audio_received_ms += client.audio_bytes() / 32
+        load.audio_received_ms += client.audio_ms(packets is not None)
         load.errors.extend(f"session {k}: {m}" for m in client.jsons(kind="error"))
         wrong = [m["text"] for m in client.jsons(kind="asr") if m["definite"] and m["text"] != TRANSCRIPT]
         load.errors.extend(f"session {k}: transcript {t!r}" for t in wrong)
@@ -517,12 +535,14 @@ async def ingest_run(b: Bench, daemon: DaemonClient, n: int, load_start: Any = N
 
 
 async def concurrent_sessions(b: Bench, daemon: DaemonClient, double: TimedDashScope, url: str, speech: bytes,
-                              sizes: VoiceSizes) -> None:
+                              sizes: VoiceSizes, opus: bool = False) -> None:
     # Lead 0.3 s, the sentence, then the end-of-speech window, the reply (~1 s of audio at 10 ms
     # per character), the mute tail and a margin before the next sentence.
     program = silence(300) + speech + silence(2700)
     program += bytes(-len(program) % (32 * OUT_FRAME_MS))
     program_s = len(program) / 32000
+    packets = voice_opus.packets_of(program, 16000) if opus else None
+    what = "Opus" if opus else "PCM"
     n = sizes.ingest_messages
     alone: list[IngestRun] = []
     loaded: list[IngestRun] = []
@@ -539,7 +559,8 @@ async def concurrent_sessions(b: Bench, daemon: DaemonClient, double: TimedDashS
 
         async def start_load(load: VoiceLoad = load, session: aiohttp.ClientSession = session,
                              tasks: list[asyncio.Task[None]] = tasks) -> None:
-            tasks.extend(asyncio.create_task(streaming_client(session, url, k, program, load)) for k in range(SESSIONS))
+            tasks.extend(asyncio.create_task(streaming_client(session, url, k, program, load, packets))
+                         for k in range(SESSIONS))
             # Every session has had its first utterance recognised: the load is in its steady state.
             await asyncio.wait_for(load.warm.wait(), program_s + 10)
 
@@ -576,7 +597,7 @@ async def concurrent_sessions(b: Bench, daemon: DaemonClient, double: TimedDashS
     # padded frame (plus the resampler's tail) more per reply.
     audio_ok = tts_ms - 1 <= received_ms <= tts_ms + sum(completes) * OUT_FRAME_MS
     ok = dropped == 0 and not errors and voice_errors == 0 and min(completes) >= sizes.utterances and audio_ok
-    b.report.add(Row(f"voice: audio dropped or errors, {SESSIONS} sessions streaming in real time",
+    b.report.add(Row(f"voice: audio dropped or errors, {SESSIONS} {what} sessions streaming in real time",
                      dropped + len(errors), "count", target="= 0", ok=ok,
                      note=f"{frames:,} frames of {OUT_FRAME_MS} ms sent in {rounds} round(s); "
                      f"deviceagentd_voice_dropped_audio_total +{dropped:.0f}, voice_errors_total +{voice_errors:.0f}, "
@@ -589,7 +610,7 @@ async def concurrent_sessions(b: Bench, daemon: DaemonClient, double: TimedDashS
                      f"by > 10 ms: "
                      f"{sum(1 for x in late if x > 10)}, max {max(late, default=0):.1f} ms"))
     rate, base = median([r.rate for r in loaded]), median([r.rate for r in alone])
-    b.report.add(Row(f"telemetry ingest rate during {SESSIONS} voice sessions ({n:,} msgs, median of {rounds})",
+    b.report.add(Row(f"telemetry ingest rate during {SESSIONS} {what} voice sessions ({n:,} msgs, median of {rounds})",
                      rate, "msg/s", base, ratio, f"ratio ≥ {INGEST_RATIO_TARGET:g}", ratio >= INGEST_RATIO_TARGET,
                      "the ingest section's publisher, as fast as it goes, started once every session has had an "
                      "utterance recognised; baseline: the same without voice, before (odd rounds: after); per round "
@@ -598,3 +619,53 @@ async def concurrent_sessions(b: Bench, daemon: DaemonClient, double: TimedDashS
                                  for d, a in zip(loaded, alone, strict=True))
                      + f" msg/s; daemon on a CPU {median([r.daemon_cpu for r in loaded]):.0%} with voice vs "
                      f"{median([r.daemon_cpu for r in alone]):.0%} without"))
+
+
+# --------------------------------------------------------------------------- 4. XiaoZhi: tts start → audio
+
+
+async def xiaozhi_turns(b: Bench, double: TimedDashScope, url: str, speech: bytes, sizes: VoiceSizes) -> None:
+    import opuslib_next
+
+    start_to_audio: list[float] = []
+    start_to_decoded: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        client = await connect(session, url, "bench-voice-xiaozhi", "opus", xiaozhi=True)
+        _, _, hello = client.events[await client.wait("hello")]
+        rate, frame_ms = hello["audio_params"]["sample_rate"], hello["audio_params"]["frame_duration"]
+        decoder = opuslib_next.Decoder(rate, 1)
+        burst = voice_opus.packets_of(silence(300) + speech + silence(SILENCE_MS + 600), 16000)
+        try:
+            for i in range(sizes.warmup + sizes.turns):
+                mark = len(client.events)
+                await client.send({"type": "listen", "state": "start", "mode": "auto"})
+                for packet in burst:
+                    await client.audio(packet)
+                i_start = await client.wait("tts", mark, state="start")
+                i_stop = await client.wait("tts", i_start, state="stop")
+                if client.jsons(mark, "error"):
+                    raise RuntimeError(f"xiaozhi turn failed: {client.jsons(mark, 'error')}")
+                t_start = client.events[i_start][0]
+                audio = [(t, data) for t, tag, data in client.events[i_start:i_stop] if tag == "audio"]
+                decoded_at = None
+                for t, data in audio:
+                    try:
+                        if len(decoder.decode(data, rate // 1000 * frame_ms)) == rate // 1000 * frame_ms * 2:
+                            decoded_at = t
+                            break
+                    except opuslib_next.OpusError:
+                        continue
+                if i >= sizes.warmup and audio and decoded_at is not None:
+                    start_to_audio.append((audio[0][0] - t_start) / NS)
+                    start_to_decoded.append((decoded_at - t_start) / NS)
+        finally:
+            await client.close()
+    n = len(start_to_audio)
+    for label, values in (("first audio frame", start_to_audio), ("first decodable frame", start_to_decoded)):
+        b.report.add(Row(f"voice XiaoZhi/Opus: tts start → the client's {label} p50 ({n} turns)",
+                         percentile(values, 50) if values else math.nan, "ms",
+                         note=f"tts start goes out with the transcript, before the agent runs (firmware enters its "
+                         f"Speaking state on it, asynchronously); this is the local agent + the double's first TTS "
+                         f"chunk + resampling + Opus encoding at {rate} Hz in {frame_ms} ms packets; p99 "
+                         f"{percentile(values, 99) if values else math.nan:.2f} ms; decodable: by a decoder at the "
+                         "announced rate and duration, as the firmware's; information"))

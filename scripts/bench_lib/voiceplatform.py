@@ -71,7 +71,7 @@ async def voiceplatform(b: Bench) -> None:
                             SimulatorOptions(url=b.broker.url, heartbeat_s=0, seed=3))
     await light.start()
     try:
-        await _wait_online(daemon, CONTROL_LIGHT)
+        await daemon.wait_online(CONTROL_LIGHT)
         token = await _token(daemon)
         await _discovery(b, daemon, token, runs)
         await _control(b, daemon, token, runs)
@@ -80,15 +80,6 @@ async def voiceplatform(b: Bench) -> None:
         await asyncio.to_thread(daemon.proc.terminate)
     await asyncio.to_thread(_token_checks, b)
 
-
-async def _wait_online(daemon: DaemonClient, device_id: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        async with daemon.session.get(f"{daemon.base_url}/api/devices/{device_id}") as resp:
-            if resp.status == 200 and (await resp.json())["online"]:
-                return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"simulated device {device_id} did not come online")
 
 
 async def _token(daemon: DaemonClient) -> str:

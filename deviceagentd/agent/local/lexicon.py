@@ -257,6 +257,10 @@ EN_TO_ZH: Mapping[str, str] = MappingProxyType({
     "closing": "正在关闭", "stopped": "已停止", "red": "红色", "orange": "橙色", "yellow": "黄色",
     "green": "绿色", "cyan": "青色", "blue": "蓝色", "purple": "紫色", "violet": "紫色", "pink": "粉色",
     "white": "白色",
+    # Event names and their fields, for event summaries.
+    "alert": "告警", "filter dirty": "滤网脏了", "filter": "滤网", "fault": "故障", "fault code": "故障码",
+    "overheat": "过热", "lamp failure": "灯泡故障", "failure": "故障", "obstacle detected": "检测到障碍物",
+    "motor fault": "电机故障", "overload": "过载", "hours used": "使用时长", "reason": "原因",
 })
 
 # Past tense of command verbs for "Done: turned off …" (regular verbs just take -ed).

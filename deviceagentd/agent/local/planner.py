@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from deviceagentd.agent.local import lexicon
+from deviceagentd.agent.local.later import Later, find_later
 from deviceagentd.agent.local.match import (
     CommandMatch,
     FieldMatch,
@@ -21,8 +23,21 @@ from deviceagentd.agent.local.match import (
 from deviceagentd.agent.local.parser import Clause, parse
 from deviceagentd.agent.local.replies import Replies
 from deviceagentd.agent.local.resolve import Ambiguous, Chosen, Mentions, Places, choose, find_mentions, pool
-from deviceagentd.agent.local.steps import Command, EventsQuery, Listing, Plan, Reading, Say, Step
+from deviceagentd.agent.local.schedule_replies import REMINDER_EN, REMINDER_ZH, ask_when, cannot_schedule
+from deviceagentd.agent.local.steps import (
+    Cancelling,
+    Command,
+    EventsQuery,
+    Listing,
+    Plan,
+    Reading,
+    Say,
+    ScheduleListing,
+    Scheduling,
+    Step,
+)
 from deviceagentd.agent.local.text import language_of
+from deviceagentd.agent.local.tour import tour, wants_tour
 from deviceagentd.agent.local.values import apply_relative, plain, time_numbers
 from deviceagentd.agent.local.vocabulary import ProductVocab, Vocabulary
 from deviceagentd.agent.types import TurnContext
@@ -32,14 +47,56 @@ from deviceagentd.core.values import check_value
 
 
 def plan(utterance: str, context: TurnContext, registry: DeviceRegistry,
-         vocabulary: Vocabulary | None = None) -> Plan:
-    """What the offline agent would do for `utterance` in `context`, without doing it."""
+         vocabulary: Vocabulary | None = None, now: datetime | None = None) -> Plan:
+    """What the offline agent would do for `utterance` in `context`, without doing it.
+
+    `now`: the site's local time, for "tomorrow at 7" (default: the system's)."""
     vocabulary = vocabulary or Vocabulary.build(registry.catalog)
+    later = find_later(utterance, now or datetime.now().astimezone())
+    if later is not None:
+        return _later(later, utterance, context, registry, vocabulary)
+    return _plan_now(utterance, context, registry, vocabulary)
+
+
+def _later(later: Later, utterance: str, context: TurnContext, registry: DeviceRegistry,
+           vocabulary: Vocabulary) -> Plan:
+    """A request about later: its commands (planned as if said now), alarm or reminder, as schedules."""
+    language = language_of(utterance)
+    replies = Replies(registry.catalog, language, context.device_id)
+    if later.cancel is not None:
+        return Plan(language, (Cancelling(later.cancel, later.cancel_all),))
+    if later.listing:
+        return Plan(language, (ScheduleListing(),))
+    if later.when is None:
+        return Plan(language, (Say(ask_when(replies, later.alarm)),))
+    if later.alarm:
+        return Plan(language, (Scheduling(later.when, {"type": "alarm", "language": language}),))
+    if later.reminder is not None or later.timer or not later.rest:
+        text = later.reminder or ("时间到了！" if language == "zh" else "Time's up!")
+        if later.reminder is not None:
+            text = (REMINDER_ZH if language == "zh" else REMINDER_EN) + text
+        return Plan(language, (Scheduling(later.when, {"type": "say", "text": text, "language": language}),))
+    now_plan = _plan_now(later.rest, context, registry, vocabulary)
+    steps: list[Step] = []
+    for step in now_plan.steps:
+        if isinstance(step, Command):
+            steps.append(Scheduling(later.when, {"type": "command", "deviceId": step.device_id,
+                                                 "command": step.command, "params": dict(step.params)}))
+        elif isinstance(step, Say):
+            steps.append(step)
+        else:
+            steps.append(Say(cannot_schedule(replies)))
+    return Plan(language, tuple(dict.fromkeys(steps)) if steps else (Say(cannot_schedule(replies)),))
+
+
+def _plan_now(utterance: str, context: TurnContext, registry: DeviceRegistry, vocabulary: Vocabulary) -> Plan:
     language = language_of(utterance)
     replies = Replies(registry.catalog, language, context.device_id)
     if context.images:
         return Plan(language, (Say(replies.vision()),))
     devices, places = _site(registry, vocabulary)
+    if wants_tour(utterance):
+        return Plan(language, (Say(tour(replies, devices)),))
     parsed = parse(utterance, vocabulary, [d.device_id for d in devices], places.words)
     if parsed.vision:
         return Plan(language, (Say(replies.vision()),))

@@ -7,19 +7,23 @@ those words with the generic lexicon, and fall back to the English label.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from deviceagentd.agent.local import lexicon
 from deviceagentd.agent.local.steps import Command, EventsQuery, Listing, Reading, ToolStep
 from deviceagentd.agent.local.text import Language
-from deviceagentd.agent.types import ToolResult
+from deviceagentd.agent.types import ToolFailure, ToolResult
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.registry import Device
 from deviceagentd.core.spec import CommandSpec, FieldSpec, ProductSpec
 
 MAX_LISTED_EVENTS = 5
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+ZH_LEVELS = {"info": "信息", "alert": "提醒", "warning": "警告", "error": "错误"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,9 @@ class Replies:
     language: Language
     # The session's device: sentences about it need not name it.
     session_device_id: str | None = None
+    # The site's time zone (site.timezone) and the time now, for the times of events.
+    zone: tzinfo = UTC
+    now_ms: int = 0
 
     @property
     def zh(self) -> bool:
@@ -54,7 +61,7 @@ class Replies:
         return opening + " " * (not self.zh) + self.capabilities(example_product)
 
     def capabilities(self, product: ProductSpec | None) -> str:
-        query, command = _examples(product)
+        query, command = example_fields(product)
         if self.zh:
             state = f"查看设备状态（例如“查看{self.label(query)}”）" if query else "查看设备状态"
             if command is not None:
@@ -119,7 +126,7 @@ class Replies:
             return (f"The {label} of {device.device_id} {allowed} from {_num(low)} to {_num(high)}{unit} "
                     f"(not {_num(value)}), so I did not change it.")
         if self.zh:
-            return f"{device.device_id} 的{label}不能设为{_num(value)}：{reason}。"
+            return f"{device.device_id} 的{label}不能设为{_num(value)}：{self._reason_zh(reason, param)}。"
         return f"The {label} of {device.device_id} cannot be {_num(value)}: it {reason}."
 
     def no_current(self, device: Device, param: FieldSpec) -> str:
@@ -131,8 +138,10 @@ class Replies:
 
     def result(self, step: ToolStep, result: ToolResult) -> str:
         if not result.ok:
+            if self.zh:
+                return self.failure_zh(result.failure)
             words = (result.error or "").rstrip(".")
-            return f"没有成功：{words}。" if self.zh else f"Sorry, {words}."
+            return f"Sorry, {words}."
         data = result.result if isinstance(result.result, dict) else {}
         if isinstance(step, Reading):
             return self.reading(step, data)
@@ -255,7 +264,7 @@ class Replies:
             period = f"过去{_zh_period(hours)}内" + (f" {step.device_id} " if step.device_id else "")
             if not found:
                 return f"{period}没有{noun}。"
-            listed = "；".join(_event_text(e) for e in found[:MAX_LISTED_EVENTS])
+            listed = "；".join(self.event_text(e) for e in found[:MAX_LISTED_EVENTS])
             more = f"；等共{len(found)}条" if len(found) > MAX_LISTED_EVENTS else ""
             return f"{period}有{len(found)}条{noun}：{listed}{more}。"
         noun = "events" if levels is None else "errors" if levels == ("error",) else "warnings" if levels == (
@@ -265,9 +274,107 @@ class Replies:
             return f"No {noun} {period}."
         if len(found) == 1:
             noun = noun[:-1]
-        listed = "; ".join(_event_text(e) for e in found[:MAX_LISTED_EVENTS])
+        listed = "; ".join(self.event_text(e) for e in found[:MAX_LISTED_EVENTS])
         more = f"; and {len(found) - MAX_LISTED_EVENTS} more" if len(found) > MAX_LISTED_EVENTS else ""
         return f"{len(found)} {noun} {period}: {listed}{more}."
+
+    def failure_zh(self, failure: ToolFailure | None) -> str:
+        """A failed tool call in Chinese, from its facts (the tools' own words are English)."""
+        if failure is None:
+            return "抱歉，没有成功，请稍后再试。"
+        who = self._who_zh(failure)
+        action = self._command_zh(failure.command) if failure.command else "执行这个命令"
+        if failure.kind == "device_offline":
+            return f"抱歉，{who}离线了，现在无法{action}。"
+        if failure.kind == "timeout":
+            return f"抱歉，{who}在{failure.code}秒内没有回应。"
+        if failure.kind == "broker_down":
+            return "抱歉，网关和设备之间的消息服务器断开了，请稍后再试。"
+        if failure.kind == "invalid_params":
+            return f"抱歉，{who}不接受这些参数，所以没有执行。"
+        if failure.kind == "refused":
+            said = f"，设备说：“{failure.detail}”" if failure.detail else ""
+            return f"抱歉，{who}没有执行{action}（错误码{failure.code}{said}）。"
+        if failure.kind == "no_device":
+            return f"抱歉，没有设备“{failure.device_id}”。"
+        return "抱歉，没有成功，请稍后再试。"
+
+    def _reason_zh(self, reason: str, field: FieldSpec) -> str:
+        """check_value's reasons, in Chinese."""
+        fixed = {"must be an integer": "必须是整数", "must be a number": "必须是数字",
+                 "must be true or false": "必须是开或关", "must be a string": "必须是文字",
+                 "must be an object": "格式不对", "must be an array": "必须是列表"}
+        if reason in fixed:
+            return fixed[reason]
+        if reason.startswith("must be one of") and field.enum is not None:
+            return f"只能是{'、'.join(self.value(field, v) for v in field.enum)}之一"
+        if reason.startswith("must be at least") and field.min is not None:
+            return f"不能小于{_num(field.min)}{self.unit(field)}"
+        if reason.startswith("must be at most") and field.max is not None:
+            return f"不能大于{_num(field.max)}{self.unit(field)}"
+        return "不符合设备的规格"
+
+    # ------------------------------------------------------------------ events
+
+    def event_text(self, event: dict[str, Any]) -> str:
+        """One event with its values, at the site's local time: "ac-1 filter_dirty (warning,
+        today 18:02): hours used 500"; online/offline with why."""
+        device = str(event.get("deviceId"))
+        name = str(event.get("event"))
+        level = str(event.get("level"))
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        assert isinstance(data, dict)
+        when = self.when(str(event.get("ts") or ""))
+        if event.get("source") == "gateway" and name in ("online", "offline"):
+            reason = str(data.get("reason", ""))
+            if self.zh:
+                went = "上线" if name == "online" else "离线"
+                return f"{device} {went}（{when}" + (f"，{_reason_of_lifecycle_zh(reason)}" if reason else "") + "）"
+            return f"{device} went {name} ({when}" + (f", {reason}" if reason else "") + ")"
+        spec = self.catalog.get(str(event.get("productId")))
+        event_spec = spec.events.get(name) if spec is not None else None
+        fields = event_spec.output if event_spec is not None else {}
+        values = []
+        for key, raw in data.items():
+            field = fields.get(key)
+            label = key.replace("_", " ")
+            shown = self.value(field, raw) if field is not None else _plain_value(raw)
+            values.append(f"{(_translate(label) or key) if self.zh else label} {shown}")
+        if self.zh:
+            title = _translate(name.replace("_", " ")) or name
+            head = f"{device} {title}（{ZH_LEVELS.get(level, level)}，{when}）"
+            return head + (f"：{'，'.join(values)}" if values else "")
+        head = f"{device} {name} ({level}, {when})"
+        return head + (f": {', '.join(values)}" if values else "")
+
+    def when(self, iso: str) -> str:
+        """An ISO time as the site's clock shows it: today/yesterday HH:MM, else the date."""
+        try:
+            moment = datetime.fromisoformat(iso).astimezone(self.zone)
+        except ValueError:
+            return iso
+        clock = moment.strftime("%H:%M")
+        if self.now_ms:
+            today = datetime.fromtimestamp(self.now_ms / 1000, self.zone).date()
+            if moment.date() == today:
+                return f"今天{clock}" if self.zh else f"today {clock}"
+            if moment.date() == today - timedelta(days=1):
+                return f"昨天{clock}" if self.zh else f"yesterday {clock}"
+        if self.zh:
+            return f"{moment.year}年{moment.month}月{moment.day}日{clock}"
+        return f"{MONTHS[moment.month - 1]} {moment.day} {moment.year} {clock}"
+
+    def _who_zh(self, failure: ToolFailure) -> str:
+        """"温控器 thermostat-002 ", or "设备" without a device."""
+        if not failure.device_id:
+            return "设备"
+        spec = self.catalog.get(failure.product_id) if failure.product_id else None
+        name = self.product_name(spec) if spec is not None else ""
+        return f"{name} {failure.device_id} ".lstrip()
+
+    def _command_zh(self, command: str) -> str:
+        english = command.replace("_", " ")
+        return _translate(english) or command
 
     # ------------------------------------------------------------------ words
 
@@ -345,7 +452,7 @@ def field_label(field: FieldSpec) -> str:
     return label
 
 
-def _examples(product: ProductSpec | None) -> tuple[FieldSpec | None, tuple[FieldSpec, str] | None]:
+def example_fields(product: ProductSpec | None) -> tuple[FieldSpec | None, tuple[FieldSpec, str] | None]:
     if product is None:
         return None, None
     numeric = [f for f in product.telemetry.values() if f.type in ("int", "float")]
@@ -388,10 +495,13 @@ def _colour_name(value: Any) -> str | None:
     return None
 
 
-def _event_text(event: dict[str, Any]) -> str:
-    when = str(event.get("ts") or "")
-    when = when[:16].replace("T", " ") + " UTC" if len(when) >= 16 else when
-    return f"{event.get('deviceId')} {event.get('event')} ({event.get('level')}, {when})"
+def _reason_of_lifecycle_zh(reason: str) -> str:
+    """The registry's reasons for online/offline, in Chinese."""
+    known = {"message received": "收到了它的消息", "device reported offline": "设备报告离线"}
+    if reason in known:
+        return known[reason]
+    silent = re.fullmatch(r"no message for (\S+) s", reason)
+    return f"{silent.group(1)}秒没有消息" if silent else reason
 
 
 def _en_period(hours: float) -> str:

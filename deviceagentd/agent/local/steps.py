@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deviceagentd.agent.local.text import Language
-from deviceagentd.agent.tools import GET_DEVICE_STATE, GET_RECENT_EVENTS, LIST_DEVICES, SEND_COMMAND
+from deviceagentd.agent.tools import (
+    CANCEL_SCHEDULE,
+    CREATE_SCHEDULE,
+    GET_DEVICE_STATE,
+    GET_RECENT_EVENTS,
+    LIST_DEVICES,
+    LIST_SCHEDULES,
+    SEND_COMMAND,
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,35 @@ class Say:
     understood: bool = True
 
 
+@dataclass(frozen=True)
+class Scheduling:
+    """Do `action` later: `when` is the schedule's timing ({"inSeconds"} | {"at", "repeat"?} | {"cron"})."""
+
+    when: dict[str, Any] = field(hash=False)
+    action: dict[str, Any] = field(hash=False)
+
+    def tool_call(self) -> tuple[str, dict[str, Any]]:
+        return CREATE_SCHEDULE, {**self.when, "action": dict(self.action)}
+
+
+@dataclass(frozen=True)
+class ScheduleListing:
+    def tool_call(self) -> tuple[str, dict[str, Any]]:
+        return LIST_SCHEDULES, {}
+
+
+@dataclass(frozen=True)
+class Cancelling:
+    kind: str
+    every: bool = False
+
+    def tool_call(self) -> tuple[str, dict[str, Any]]:
+        return CANCEL_SCHEDULE, {"kind": self.kind, "all": self.every}
+
+
+ScheduleStep = Scheduling | ScheduleListing | Cancelling
 ToolStep = Reading | Command | Listing | EventsQuery
-Step = ToolStep | Say
+Step = ToolStep | ScheduleStep | Say
 
 
 @dataclass(frozen=True)
