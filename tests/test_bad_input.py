@@ -113,7 +113,8 @@ def json_routes(gw: RunningDaemon) -> list[tuple[str, str]]:
                 continue
             info = route.resource.get_info() if route.resource is not None else {}
             path = info.get("path") or info.get("formatter", "")
-            for name in ("deviceId", "sessionId", "productId", "voice_id", "refresh_token", "scheduleId", "sceneId", "file"):
+            for name in ("deviceId", "sessionId", "productId", "voice_id", "refresh_token", "scheduleId",
+                         "sceneId", "file"):
                 path = path.replace("{" + name + "}", "x")
             port = gw.daemon.http_port if runner.app is gw.daemon._runners[0].app else gw.daemon.voice_port
             found.append((f"http://127.0.0.1:{port}", path))
