@@ -213,3 +213,10 @@ async def test_junk_device_ids_never_register_over_mqtt(broker: MosquittoBroker,
         assert rejects(gw, "message", "bad_topic_id") == len([d for d in sendable if "/" not in d])
         assert [d.device_id for d in gw.daemon.registry.devices()] == [good]
         assert max(len(r.getMessage()) for r in caplog.records) < 1000
+
+
+async def test_a_schedule_whose_action_type_is_an_object_is_a_400(gw: RunningDaemon) -> None:
+    # Found by Schemathesis: an unhashable action.type was a 500.
+    status, answer = await gw.request("POST", "/api/schedules", json_body={
+        "name": "x", "inSeconds": 60, "action": {"type": {}, "deviceId": "d", "command": "c"}})
+    assert status == 400 and answer["error"]["details"][0]["field"] == "action.type", answer
