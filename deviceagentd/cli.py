@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from deviceagentd import __version__
@@ -27,11 +28,13 @@ from deviceagentd.config import (
 )
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.spec import EVENT_TYPES, SpecError
+from deviceagentd.lograte import RateLimitFilter
 from deviceagentd.ops.backup import backup_database
 from deviceagentd.ops.database import DatabaseSummary, database_path, format_bytes, format_rows, known_schema_version
 from deviceagentd.ops.errors import OpsError
 from deviceagentd.ops.listing import devices_json, devices_table, events_json, events_table, read_devices, read_events
 from deviceagentd.ops.restore import restore_database
+from deviceagentd.retired_models import retired_models
 from deviceagentd.store.errors import StoreError
 from deviceagentd.systemd import managed_by_systemd
 
@@ -61,6 +64,9 @@ def setup_logging(level: str) -> None:
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    # One kind of line repeated (a flood of rejects, a client error per request) must not
+    # drown the journal or trip journald's own rate limit, which would hide everything else.
+    handler.addFilter(RateLimitFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -142,6 +148,9 @@ def check_voice_platform(config: Config, catalog: Catalog) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, catalog = load_everything(args.config)
     voice_platform = check_voice_platform(config, catalog)
+    # Warnings, not errors: the model still answers until its shutdown date.
+    for retired in retired_models(config):
+        print(f"warning: {retired.message(date.today())}", file=sys.stderr)
     print(f"# effective configuration ({config.source}; secrets masked)")
     print(to_toml(effective_config(config)))
     print(f"\n# {len(catalog.products)} products in {config.products.dir}: "
@@ -169,13 +178,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from deviceagentd.daemon import run_daemon
 
     try:
-        uvloop.run(run_daemon(config, catalog))
+        stored = uvloop.run(run_daemon(config, catalog))
     except StoreError as exc:
         # Written for the operator (a downgrade, an unwritable state directory); a traceback
         # would bury the one line that matters in the journal.
         logging.getLogger("deviceagentd").error("cannot start: %s", exc)
         return EXIT_FAILED
-    return EXIT_OK
+    # Accepted rows that could not be stored (a full disk at SIGTERM): systemd shows the unit
+    # failed instead of a clean stop.
+    return EXIT_OK if stored else EXIT_FAILED
 
 
 def _failed(exc: OpsError) -> int:

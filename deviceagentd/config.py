@@ -56,7 +56,7 @@ class MqttConfig:
     shared_group: str = ""
     max_payload_bytes: int = 262144
     reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    reconnect_max_s: float = 5.0
     topics: TopicTemplates = field(default_factory=TopicTemplates)
 
 
@@ -79,8 +79,9 @@ class VoiceAliyunConfig:
     url: str = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
     workspace: str = ""
     asr_model: str = "paraformer-realtime-v2"
-    tts_model: str = "cosyvoice-v2"
-    tts_voice: str = "longxiaochun_v2"
+    # DashScope's current voice list pairs each voice with one model (voices cannot be mixed).
+    tts_model: str = "cosyvoice-v3-flash"
+    tts_voice: str = "longanyang"
     tts_sample_rate: int = 24000
 
 
@@ -91,8 +92,10 @@ class VoiceOpenAIConfig:
     # Empty base_url = not configured. Empty api_key: OPENAI_API_KEY, or none for LAN servers.
     base_url: str = ""
     api_key: str = ""
-    asr_model: str = "whisper-1"
-    tts_model: str = "tts-1"
+    # whisper-1 and gpt-4o-*-transcribe shut down 2027-02-26 (openai SDK 3.63). Every model of
+    # OpenAI's speech endpoint shuts down 2027-01-06; check-config says so (retired_models.py).
+    asr_model: str = "gpt-transcribe"
+    tts_model: str = "gpt-4o-mini-tts"
     tts_voice: str = "alloy"
 
 
@@ -170,6 +173,9 @@ class StorageConfig:
     dir: str = "./state"
     batch_interval_s: float = 1.0
     batch_max_rows: int = 5000
+    # Past this many rows waiting for a commit (a slow or full disk), device messages are not
+    # acknowledged until commits catch up: the broker keeps them queued, nothing is dropped.
+    max_backlog_rows: int = 20000
     device_state_save_s: float = 60.0
     events_max_age_days: float = 30.0
     events_max_rows: int = 1000000
@@ -218,7 +224,8 @@ class OpenAIConfig:
     base_url: str = "https://api.openai.com/v1"
     # Empty: OPENAI_API_KEY from the environment is used (LAN servers may need none).
     api_key: str = ""
-    model: str = "gpt-4o-mini"
+    # gpt-4o-mini shuts down 2027-01-14 (openai SDK 3.63).
+    model: str = "gpt-5.4-mini"
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retries: int = 2
@@ -617,6 +624,8 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("storage.device_state_save_s", "must be between 0 (every batch) and 3600 seconds")
     if storage.batch_max_rows < 1:
         bad("storage.batch_max_rows", "must be at least 1")
+    if not 1000 <= storage.max_backlog_rows <= 1_000_000:
+        bad("storage.max_backlog_rows", "must be between 1000 and 1000000")
     for attr in ("events_max_age_days", "commands_max_age_days"):
         if getattr(storage, attr) <= 0:
             bad(f"storage.{attr}", "must be above 0")

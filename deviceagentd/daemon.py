@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +38,13 @@ from deviceagentd.core.feed import SiteFeed
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
 from deviceagentd.core.timezone import site_zone
-from deviceagentd.http.app import create_app, create_voice_app
+from deviceagentd.http.app import create_app, create_voice_app, runner_options
 from deviceagentd.http.context import AgentContext, HttpContext, VoicePlatformView
 from deviceagentd.http.live import LiveHub
 from deviceagentd.http.tls import server_context
 from deviceagentd.mcp.context import McpContext
 from deviceagentd.memory import HeapTrimmer, trim_heap
+from deviceagentd.mqtt.backpressure import AckGate
 from deviceagentd.mqtt.clocksync import ClockSyncState
 from deviceagentd.mqtt.ingest import Ingest
 from deviceagentd.mqtt.link import MqttLink
@@ -50,6 +53,7 @@ from deviceagentd.mqtt.publisher import MqttCommandPublisher
 from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.text_requests import TextRequests
 from deviceagentd.mqtt.topics import TopicKind, TopicParser, subscription_filter
+from deviceagentd.retired_models import retired_models
 from deviceagentd.schedules.lazy import LazySchedules
 from deviceagentd.store.database import DB_FILENAME
 from deviceagentd.store.settings import StoreSettings
@@ -108,6 +112,8 @@ class Daemon:
             StoreSettings(
                 batch_interval_s=cfg.storage.batch_interval_s,
                 batch_max_rows=cfg.storage.batch_max_rows,
+                max_backlog_rows=cfg.storage.max_backlog_rows,
+                max_pending_rows=2 * cfg.storage.max_backlog_rows,
                 events_max_age_days=cfg.storage.events_max_age_days,
                 events_max_rows=cfg.storage.events_max_rows,
                 commands_max_age_days=cfg.storage.commands_max_age_days,
@@ -126,7 +132,8 @@ class Daemon:
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
         subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
-        self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics)
+        self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics,
+                             on_connection_lost=self._on_broker_lost)
         self.commands = CommandService(
             self.registry,
             self.store,
@@ -154,6 +161,7 @@ class Daemon:
             self.rejects,
             cfg.mqtt.max_payload_bytes,
             self.text_requests,
+            gate=AckGate(self.store),
         )
         self.voice_platform: VoicePlatform | None = None
         if cfg.voiceplatform.rooms_file:
@@ -246,9 +254,23 @@ class Daemon:
         self._tasks.append(asyncio.create_task(service.run(), name="schedules"))
         log.info("schedules: %d stored, times in %s", service.count, service.zone)
 
-    def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    def _on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
+
         # The link is built before ingest (ingest answers time sync through the link).
         return self.ingest.on_message(topic, payload, qos, properties)
+
+    def _on_broker_lost(self) -> None:
+        # A command or its answer may have been lost with the connection: its caller gets 503
+        # now rather than 504 after the whole timeout. A late answer is still recorded.
+        self.commands.fail_all("the MQTT broker connection was lost while waiting for the answer")
+        # Messages held for storage room were never acknowledged: the broker sends them again.
+        self._gate.let_go()
+
+    @property
+    def _gate(self) -> AckGate:
+        gate = self.ingest.gate
+        assert gate is not None
+        return gate
 
     def _register_gauges(self) -> None:
         m = self.metrics
@@ -261,10 +283,21 @@ class Daemon:
                 lambda: self.store.stats().pending_rows)
         m.gauge("deviceagentd_store_commits_total", "SQLite commits since start", lambda: self.store.stats().commits,
                 kind="counter")
-        m.gauge("deviceagentd_voice_sessions", "Open voice sessions", lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_store_lost_rows_total",
+                "Accepted rows that were not stored (dropped past the memory bound, or refused by SQLite)",
+                lambda: self.store.stats().dropped_rows, kind="counter")
+        m.gauge("deviceagentd_store_backpressure",
+                "1 while device messages wait unacknowledged for storage room", lambda: float(self._gate.holding))
+        m.gauge("deviceagentd_mqtt_held_messages", "Device messages waiting unacknowledged for storage room",
+                lambda: self._gate.held)
+        m.gauge("deviceagentd_voice_sessions", "Voice sessions that said hello (each holds a voice slot)",
+                lambda: self.voice.open_sessions)
+        m.gauge("deviceagentd_voice_waiting_for_hello", "Voice connections that have not said hello yet",
+                lambda: self.voice.sessions.waiting)
         m.gauge("deviceagentd_stream_clients", "Open /api/stream connections", lambda: self.live.clients)
         m.gauge("deviceagentd_stream_missed_total", "Changes dropped for /api/stream clients that read too slowly",
                 lambda: self.live.missed_total, kind="counter")
+
         m.gauge("deviceagentd_agent_turns_running", "Conversation turns running now", lambda: self.agent.running_turns)
         m.gauge("deviceagentd_agent_turns_waiting", "Turns waiting for a start slot (agent.max_turns_per_s)",
                 lambda: self.agent.waiting_turns)
@@ -286,6 +319,12 @@ class Daemon:
             await self._start_voice_platform(self.voice_platform)
         log.info("deviceagentd %s starting: %d products, %d known devices, %d schedules, state in %s", __version__,
                  len(self.catalog.products), self.registry.total, self.schedules.count, self.config.storage.dir)
+        for retired in retired_models(self.config):
+            log.warning("%s", retired.message(datetime.date.today()))
+        for moved in self.store.recovered_from():
+            log.warning("a corrupt database was moved aside as %s; health stays degraded until it is removed "
+                        "from %s", moved, self.config.storage.dir)
+
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
@@ -313,6 +352,7 @@ class Daemon:
             metrics=self.metrics,
             broker=self.link,
             broker_detail=self._broker_detail,
+            storage_detail=self._storage_detail,
             tokens=cfg.http.tokens,
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
@@ -374,7 +414,7 @@ class Daemon:
         # command wait) instead of leaving it running. Short shutdown: open requests are
         # ended by on_shutdown (chat streams) and fail_all (commands) first.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False,
-                               handler_cancellation=True)
+                               handler_cancellation=True, **runner_options(self.metrics))
         await runner.setup()
         self._runners.append(runner)
         endpoint = parse_listen(listen)
@@ -403,6 +443,25 @@ class Daemon:
             detail["lastError"] = status.last_error
         return detail
 
+    def _storage_detail(self) -> dict[str, Any]:
+        """Storage for /api/health. Degraded (`ok` false) while device messages wait for room,
+        after any accepted row was lost (until a restart), and while a corrupt database moved
+        aside at a start is still in the state directory (until an operator removes it)."""
+        stats = self.store.stats()
+        recovered = self.store.recovered_from()
+        holding = self._gate.holding
+        detail: dict[str, Any] = {
+            "ok": not holding and not stats.dropped_rows and not recovered,
+            "pendingRows": stats.pending_rows,
+            "backpressure": holding,
+            "lostRows": stats.dropped_rows,
+        }
+        if stats.last_error:
+            detail["lastError"] = stats.last_error
+        if recovered:
+            detail["recoveredFromCorruption"] = recovered
+        return detail
+
     async def _announce_ready(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.link.subscribed.wait(), self.ready_without_broker_s)
@@ -421,6 +480,10 @@ class Daemon:
         else:
             broker = f"MQTT {status.state}" + (f" ({status.last_error})" if status.last_error else "")
         store = "" if self.store.healthy else ", storage failing"
+        if self.store.healthy and self._gate.holding:
+            store = ", storage behind (holding device messages)"
+        if self.store.recovered_from():
+            store += ", database was recovered from corruption"
         return f"{broker}, {self.registry.online_count}/{self.registry.total} devices online{store}"
 
     async def _tick(self) -> None:
@@ -445,7 +508,8 @@ class Daemon:
                 self.notifier.status(self._status_line())
                 next_status = now + STATUS_EVERY_S
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Stop everything; True when every accepted row is stored (else it was logged)."""
         self.notifier.stopping()
         log.info("stopping")
         self.commands.fail_all("the gateway is shutting down")
@@ -454,7 +518,12 @@ class Daemon:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        # Messages waiting for storage room stay unhandled: once disconnected, their (never
+        # sent) acknowledgement leaves them with the broker, which delivers them again.
+        self._gate.close()
         await self.link.stop()
+        self._gate.let_go()
+        await self._gate.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -465,13 +534,17 @@ class Daemon:
         opened = self.store.writer_alive
         await asyncio.to_thread(self.store.close)
         stats = self.store.stats()
+        lost = stats.lost_rows + stats.pending_rows + stats.dropped_rows
         if not opened:
             log.info("stopped (the database was not open)")
-        elif stats.pending_rows or stats.dropped_rows:
-            log.error("stopped; %d rows were not stored at stop, %d dropped earlier (last error: %s)",
-                      stats.pending_rows, stats.dropped_rows, stats.last_error or "none")
-        else:
-            log.info("stopped; all accepted events are stored")
+            return True
+        if lost:
+            log.error("stopped; %d accepted rows were NOT stored: %d could not be written at stop, %d were "
+                      "dropped or refused while running (last error: %s)", lost,
+                      stats.lost_rows + stats.pending_rows, stats.dropped_rows, stats.last_error or "none")
+            return False
+        log.info("stopped; all accepted events are stored")
+        return True
 
 
 def _tls(cert_file: str, key_file: str) -> ssl.SSLContext | None:
@@ -479,14 +552,17 @@ def _tls(cert_file: str, key_file: str) -> ssl.SSLContext | None:
     return server_context(cert_file, key_file) if cert_file else None
 
 
-async def run_daemon(config: Config, catalog: Catalog) -> None:
+async def run_daemon(config: Config, catalog: Catalog) -> bool:
+    """Run until SIGTERM/SIGINT; True when everything accepted was stored."""
     daemon = Daemon(config, catalog)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stored = False
     try:
         await daemon.start()
         await stop.wait()
     finally:
-        await daemon.stop()
+        stored = await daemon.stop()
+    return stored

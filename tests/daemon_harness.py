@@ -143,12 +143,15 @@ class DaemonProcess:
         return self.log_path.read_text()
 
 
-def spawn_daemon(broker_url: str, state_dir: Path, **overrides: Any) -> DaemonProcess:
+def spawn_daemon(broker_url: str, state_dir: Path, *, log_path: Path | None = None,
+                 **overrides: Any) -> DaemonProcess:
+    """`log_path` defaults to daemon.log in `state_dir` (not wanted there when the state
+    directory is a small file system filled on purpose)."""
     port = free_port()
     env = {**os.environ, **daemon_env(broker_url, state_dir, port, **overrides)}
     env.pop("NOTIFY_SOCKET", None)
     state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "daemon.log"
+    log_path = log_path or state_dir / "daemon.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "deviceagentd", "run"], env=env, stdout=log_file,
                                stderr=subprocess.STDOUT, cwd=REPO)

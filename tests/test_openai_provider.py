@@ -513,6 +513,7 @@ async def test_failure_after_tool_calls_is_an_error_not_a_fallback(double: OpenA
     pytest.param([chunk({"role": "assistant", "content": ""}), Raw("data: {not json\n\n")], id="non-json-data"),
     pytest.param([Raw('data: {"id": "chatcmpl-1", "object": "chat.completion.chunk"}\n\n')], id="missing-choices"),
     pytest.param([Raw("hello world\n\n")], id="not-sse"),
+    pytest.param([Raw("<html>\n<body>Bad gateway</body>\n</html>\n")], id="html"),
     pytest.param([Raw('data: {"choices": [{"index": 0, "delta": {"content": 42}}]}\n\n')], id="content-not-text"),
     pytest.param([Raw('data: {"choices": [{"index": 0, "delta": {"tool_calls": {"index": 0}}}]}\n\n')],
                  id="tool-calls-not-list"),
@@ -749,8 +750,21 @@ def test_sse_decoder_flushes_an_unterminated_event_at_the_end() -> None:
     assert decoder.close() == [SSEEvent("x")]
 
 
-def test_sse_decoder_rejects_garbage_and_huge_lines() -> None:
-    with pytest.raises(SSEDecodeError):
-        SSEDecoder().feed(b"<html>\n")
+def test_sse_decoder_ignores_lines_that_are_no_field_as_the_openai_sdk_does_and_refuses_huge_ones() -> None:
+    # openai-python's SSEDecoder.decode: "else: pass  # Field is ignored."
+    decoder = SSEDecoder()
+    assert decoder.feed(b"<html>\nx-trace-id: abc\nDATA: upper\ndata: kept\n\n") == [SSEEvent("kept")]
     with pytest.raises(SSEDecodeError):
         SSEDecoder(max_event_bytes=100).feed(b"data: " + b"x" * 200)
+
+
+async def test_a_refusal_is_the_reply_not_an_empty_one(double: OpenAIDouble, make: Any) -> None:
+    # How OpenAI streams a refusal: content null, the reason in delta.refusal.
+    double.script(StreamReply([
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        chunk({"refusal": "I can't help "}),
+        chunk({"refusal": "with that."}),
+        chunk({}, "stop"),
+        Raw("id: 9\nretry: 1000\nx-extra: ignored\ndata: [DONE]\n\n"),
+    ]))
+    assert text_of(await collect(make(), context(), FakeTools())) == "I can't help with that."

@@ -26,7 +26,7 @@ from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker, free_port
 
 import deviceagentd
-from deviceagentd.agent.runner import MAX_SESSION_ID_LEN
+from deviceagentd.agent.types import MAX_SESSION_ID_LEN
 from deviceagentd.config import AgentConfig, CommandsConfig, HttpConfig, VisionConfig, VoiceConfig
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, CommandService
@@ -305,7 +305,31 @@ def media_examples(doc: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
         for key, example in node.get("examples", {}).items():
             example = deref(doc, example)
             assert "value" in example, f"{path}/examples/{key} has no value"
+            if path.endswith("/text/event-stream"):
+                # The schema is that of one event, as an event-stream parser yields it.
+                for index, event in enumerate(sse_items(example["value"])):
+                    yield f"{path}/examples/{key}#{index}", node["schema"], event
+                continue
             yield f"{path}/examples/{key}", node["schema"], example["value"]
+
+
+def sse_items(raw: str) -> list[dict[str, str]]:
+    """The events of a stream as Schemathesis validates them: {"event", "data"} with the raw data."""
+    items = []
+    for block in raw.replace("\r\n", "\n").split("\n\n"):
+        name, data = "message", []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        if data:
+            items.append({"event": name, "data": "\n".join(data)})
+    return items
 
 
 def parse_sse(raw: str) -> list[tuple[str, Any]]:
@@ -599,7 +623,7 @@ def test_limits_are_the_ones_in_the_code(doc: dict[str, Any]) -> None:
     assert request["properties"]["requestId"]["maxLength"] == MAX_REQUEST_ID_LEN
     params = doc["components"]["parameters"]
     assert params["Limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
-    assert params["Status"]["schema"]["enum"] == ["online", "offline"]
+    assert params["Status"]["schema"]["enum"] == ["online", "offline", ""]  # "": all, as absent
     commands = doc["paths"]["/api/devices/{deviceId}/commands"]["post"]
     assert commands["requestBody"]["required"] is True
     limit = commands["responses"]["413"]["content"]["application/json"]["examples"]["too_large"]["value"]
@@ -675,7 +699,14 @@ def test_seed_examples_are_in_the_document(doc: dict[str, Any]) -> None:
 
 def test_the_chat_stream_is_documented_event_by_event(doc: dict[str, Any]) -> None:
     media = chat_stream_media(doc)
-    assert media["schema"]["type"] == "string"
+    # The schema is that of one event ({event, data}), one branch per event name whose data is a
+    # JSON text of the same schema x-sse-events names: what Schemathesis validates a stream with.
+    for stream in (media, live_stream_media(doc)):
+        assert stream["schema"]["type"] == "object" and stream["schema"]["required"] == ["event", "data"]
+        branches = {branch["properties"]["event"]["const"]: branch["properties"]["data"]
+                    for branch in stream["schema"]["oneOf"]}
+        assert {name: data["contentSchema"] for name, data in branches.items()} == stream["x-sse-events"]
+        assert all(data["contentMediaType"] == "application/json" for data in branches.values())
     events = media["x-sse-events"]
     assert set(events) == SSE_EVENTS
     for name, schema in events.items():
@@ -885,11 +916,16 @@ class Conformance:
         assert content_type in response["content"], f"{method} {template} {status}: content type {content_type}"
         schema = response["content"][content_type]["schema"]
         body: Any = json.loads(text) if content_type == "application/json" else text
-        assert_valid(self.doc, schema, body, where)
+        if content_type == "text/event-stream":
+            for index, item in enumerate(sse_items(text)):
+                assert_valid(self.doc, schema, item, f"{where} event {index}")
+        else:
+            assert_valid(self.doc, schema, body, where)
         if content_type == "text/event-stream" and template == "/api/stream":
             body = parse_sse(text)
             check_live_stream(self.doc, body, where)
         elif content_type == "text/event-stream":
+
             body = parse_sse(text)
             check_chat_stream(self.doc, body, where)
             for name, data in body:

@@ -76,9 +76,12 @@ async def test_kill_9_keeps_every_flushed_event(tmp_path: Path, kill_after_lines
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         ids = [row[0] for row in conn.execute("SELECT id FROM events ORDER BY id")]
+        [(reserved,)] = conn.execute("SELECT value FROM store_meta WHERE key = 'event_ids_reserved'")
     assert len(ids) >= last_flushed
     # Batches commit whole and in order: what survives is an unbroken run from id 1.
     assert ids == list(range(1, len(ids) + 1))
+    # Every id the child handed out (committed or not) was reserved on disk first.
+    assert reserved >= len(ids)
 
     store = Store(path, StoreSettings(batch_interval_s=0.01))
     store.open()
@@ -87,7 +90,8 @@ async def test_kill_9_keeps_every_flushed_event(tmp_path: Path, kill_after_lines
             NewEvent("dev-1", "p", "after", "info", True, {}, 1, wall_clock_ms())
         )
         await store.flush()
-        assert after.id == len(ids) + 1
+        # Above every id handed out before the crash, so none of them ever names another event.
+        assert after.id == reserved + 1
         assert store.stats().commits == 1
     finally:
         store.close()

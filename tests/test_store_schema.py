@@ -57,16 +57,12 @@ async def write_events(path: Path, count: int) -> None:
         store.close()
 
 
-@pytest.mark.parametrize("existing", ["missing", "empty file"])
-async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing: str) -> None:
+async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "state.db"
-    if existing == "empty file":
-        path.parent.mkdir(parents=True)
-        path.touch()
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 5
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 7
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -85,6 +81,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
         ("table", "schedules"),
         ("table", "mcp_calls"),
         ("index", "mcp_calls_by_ts"),
+        ("table", "store_meta"),
     }
     with sqlite3.connect(path) as conn:
         columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]
@@ -97,6 +94,10 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path, existing:
             ("refresh_hash", "TEXT", 1, 0),
             ("issued_at_ms", "INTEGER", 1, 0),
             ("expires_at_ms", "INTEGER", 1, 0),
+            ("pending_access_hash", "TEXT", 0, 0),
+            ("pending_refresh_hash", "TEXT", 0, 0),
+            ("pending_issued_at_ms", "INTEGER", 0, 0),
+            ("pending_expires_at_ms", "INTEGER", 0, 0),
         ]
 
 
@@ -104,16 +105,16 @@ async def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     await write_events(path, 2)
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute("PRAGMA user_version = 99")
 
     store = Store(path, SETTINGS, clock_ms)
     with pytest.raises(SchemaTooNewError) as caught:
         store.open()
 
-    assert (caught.value.found, caught.value.known) == (7, len(MIGRATIONS))
-    assert "version 7" in str(caught.value)
+    assert (caught.value.found, caught.value.known) == (99, len(MIGRATIONS))
+    assert "version 99" in str(caught.value)
     assert not store.healthy
-    assert pragma(path, "user_version") == 7
+    assert pragma(path, "user_version") == 99
     assert list(tmp_path.glob("*.corrupt-*")) == []
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
@@ -187,6 +188,43 @@ async def test_version_2_database_upgrades_to_the_latest_and_keeps_its_data(tmp_
         assert check.execute("SELECT voice_id, access_hash FROM voice_tokens").fetchall() == [("spk-1", "a" * 64)]
         assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_a_version_3_speaker_keeps_its_tokens_and_gets_no_pending_pair(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, str(path), MIGRATIONS[:3])
+    conn.execute("INSERT INTO voice_tokens VALUES ('spk-1', ?, ?, ?, ?)", ("a" * 64, "b" * 64, NOW_MS, NOW_MS + 1))
+    conn.close()
+
+    store = Store(path, SETTINGS, clock_ms)
+    store.open()
+    try:
+        assert store.load_voice_tokens() == [VoiceTokenRecord("spk-1", "a" * 64, "b" * 64, NOW_MS, NOW_MS + 1)]
+        with_pending = VoiceTokenRecord("spk-1", "a" * 64, "b" * 64, NOW_MS, NOW_MS + 1, "c" * 64, "d" * 64,
+                                        NOW_MS + 5, NOW_MS + 6)
+        store.save_voice_token(with_pending)
+        await store.flush()
+        assert store.load_voice_tokens() == [with_pending]
+    finally:
+        store.close()
+
+
+async def test_an_empty_database_file_is_not_taken_silently(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # After a first start the file never is empty: 0 bytes means it was cut short (a power cut,
+    # a bad card), so it is moved aside and reported like a corrupt one, not used as new.
+    path = tmp_path / "state.db"
+    path.touch()
+    with caplog.at_level(logging.ERROR, logger="deviceagentd.store"):
+        await write_events(path, 2)
+    moved = tmp_path / f"state.db.corrupt-{NOW_MS}"
+    assert moved.exists() and moved.stat().st_size == 0
+    assert any("empty (0 bytes)" in r.getMessage() for r in caplog.records)
+    store = Store(path, SETTINGS, clock_ms)
+    assert store.recovered_from() == [moved.name]
+    assert pragma(path, "user_version") == len(MIGRATIONS)
 
 
 async def test_garbage_file_is_moved_aside(

@@ -206,21 +206,90 @@ async def test_tokens_are_not_interchangeable(tokens: TokenService) -> None:
     assert tokens.check_access(issued.access_token) == "spk-1"  # a failed refresh costs nothing
 
 
-async def test_issuing_again_revokes_the_speakers_earlier_pair_only(tokens: TokenService, db_path: Path) -> None:
+def pending_rows(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT voice_id, pending_access_hash FROM voice_tokens ORDER BY voice_id").fetchall()
+
+
+async def test_issuing_again_keeps_the_live_pair_until_the_new_one_is_used(
+        tokens: TokenService, store: Store, db_path: Path) -> None:
     old = await tokens.issue("spk-1")
     other = await tokens.issue("spk-2")
 
     new = await tokens.issue("spk-1")
 
+    # An obtain call the speaker did not make (guessed code, replay) cuts nobody off.
+    assert tokens.check_access(old.access_token) == "spk-1"
+    assert pending_rows(db_path) == [("spk-1", sha256(new.access_token)), ("spk-2", None)]
+    # The first use of the new pair makes it the live one and ends the old one.
     assert tokens.check_access(new.access_token) == "spk-1"
     assert error_code(lambda: tokens.check_access(old.access_token)) == codes.TOKEN_INVALID
     assert await refresh_error(tokens, old.refresh_token) == codes.TOKEN_INVALID
     assert tokens.check_access(other.access_token) == "spk-2"
+    await store.flush()
     assert [row[:2] for row in db_rows(db_path)] == [
         ("spk-1", sha256(new.access_token)),
         ("spk-2", sha256(other.access_token)),
     ]
+    assert pending_rows(db_path) == [("spk-1", None), ("spk-2", None)]
     assert tokens.live_pairs == 2
+
+
+async def test_obtaining_again_replaces_only_the_pending_pair(tokens: TokenService) -> None:
+    live = await tokens.issue("spk-1")
+    first_try = await tokens.issue("spk-1")
+    second_try = await tokens.issue("spk-1")
+
+    assert error_code(lambda: tokens.check_access(first_try.access_token)) == codes.TOKEN_INVALID
+    assert await refresh_error(tokens, first_try.refresh_token) == codes.TOKEN_INVALID
+    assert tokens.check_access(live.access_token) == "spk-1"
+    assert tokens.check_access(second_try.access_token) == "spk-1"
+    assert error_code(lambda: tokens.check_access(live.access_token)) == codes.TOKEN_INVALID
+
+
+async def test_refreshing_the_live_pair_keeps_the_pending_one_and_refreshing_the_pending_one_takes_over(
+        tokens: TokenService) -> None:
+    live = await tokens.issue("spk-1")
+    pending = await tokens.issue("spk-1")
+
+    _, rotated = await tokens.refresh(live.refresh_token)
+    assert tokens.check_access(rotated.access_token) == "spk-1"
+
+    _, taken_over = await tokens.refresh(pending.refresh_token)
+    assert tokens.check_access(taken_over.access_token) == "spk-1"
+    for gone in (rotated.access_token, pending.access_token, live.access_token):
+        assert access_error(tokens, gone) == codes.TOKEN_INVALID
+    assert tokens.live_pairs == 1
+
+
+async def test_revoke_ends_the_pending_pair_too(tokens: TokenService) -> None:
+    live = await tokens.issue("spk-1")
+    pending = await tokens.issue("spk-1")
+    assert await tokens.revoke("spk-1") is True
+    for gone in (live.access_token, pending.access_token):
+        assert access_error(tokens, gone) == codes.TOKEN_INVALID
+    assert await refresh_error(tokens, pending.refresh_token) == codes.TOKEN_INVALID
+
+
+async def test_a_pending_pair_survives_a_restart(db_path: Path, clock: FakeClock) -> None:
+    first_store = Store(db_path, HOLD, clock.wall_ms)
+    first_store.open()
+    tokens = TokenService(first_store, clock)
+    await tokens.load()
+    live = await tokens.issue("spk-1")
+    pending = await tokens.issue("spk-1")
+    first_store.close()
+
+    second_store = Store(db_path, HOLD, clock.wall_ms)
+    second_store.open()
+    try:
+        restarted = TokenService(second_store, clock)
+        await restarted.load()
+        assert restarted.check_access(live.access_token) == "spk-1"
+        assert restarted.check_access(pending.access_token) == "spk-1"
+        assert access_error(restarted, live.access_token) == codes.TOKEN_INVALID
+    finally:
+        second_store.close()
 
 
 async def test_revoke_ends_the_pair(tokens: TokenService, db_path: Path) -> None:

@@ -38,6 +38,7 @@ from deviceagentd.agent.types import (
     Tools,
     TurnContext,
     TurnEvent,
+    valid_session_id,
 )
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.errors import Conflict, InvalidInput, NotFound
@@ -46,7 +47,6 @@ log = logging.getLogger("deviceagentd.agent")
 
 FALLBACK_NOTE = "(The cloud model could not be reached, so this answer comes from the offline assistant.) "
 FALLBACK_NOTE_ZH = "（无法连接云端模型，以下由离线助手回答。）"
-MAX_SESSION_ID_LEN = 128
 
 
 class SessionHistory(Protocol):
@@ -238,7 +238,9 @@ class Agent:
                 running.task.cancel()
 
     def check_message(self, message: Any) -> str:
-        if not isinstance(message, str) or not message.strip():
+        # Blank is white space in Python's sense and the JSON Schema's (U+FEFF): the OpenAPI
+        # document's pattern says the same.
+        if not isinstance(message, str) or not message.replace("\ufeff", "").strip():
             raise InvalidInput("message is required and must be non-empty text",
                                [{"field": "message", "reason": "is required and must be non-empty text"}])
         if len(message) > self.max_message_chars:
@@ -251,7 +253,7 @@ class Agent:
         (NotFound naming an unknown or expired frame)."""
         self.check_message(request.message)
         session_id = request.session_id or f"session-{uuid.uuid4().hex[:16]}"
-        if len(session_id) > MAX_SESSION_ID_LEN or not session_id.isprintable():
+        if not valid_session_id(session_id):
             raise InvalidInput("sessionId must be printable text of at most 128 characters",
                                [{"field": "sessionId", "reason": "must be printable, at most 128 characters"}])
         images = [await self.frames.load_image(frame_id) for frame_id in request.frame_ids]

@@ -3,6 +3,7 @@ interfaces every provider works against (Tools, Provider)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -168,3 +169,14 @@ class ProviderError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+MAX_SESSION_ID_LEN = 128
+# What the OpenAPI document says a sessionId is: 1-128 characters, no control characters.
+_SESSION_ID = re.compile(rf"[^\x00-\x1f\x7f-\x9f]{{1,{MAX_SESSION_ID_LEN}}}")
+
+
+def valid_session_id(value: str) -> bool:
+    """1 to 128 characters without C0/C1 control characters (a session id names a row and shows
+    up in logs; anything else a client picks is its business)."""
+    return _SESSION_ID.fullmatch(value) is not None

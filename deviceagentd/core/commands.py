@@ -37,6 +37,9 @@ MAX_REQUEST_ID_LEN = 128
 # How many finished request ids we remember to tell late and duplicate answers from unknown ones
 # (and to refuse a requestId that is reused meanwhile). An hour of a busy site's commands.
 REMEMBERED_REQUESTS = 4_000
+# Finished commands a device may still answer: it got the command (or may have) and answered
+# after the caller stopped waiting. "failed" covers a broker connection lost after the publish.
+LATE_ANSWERABLE = ("timeout", "cancelled", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,15 +201,22 @@ class CommandService:
         future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
         pending = _Pending(record, future, self._clock.monotonic())
         self._pending[request_id] = pending
-        self._log.add_command(record)
         try:
+            self._log.add_command(record)
             await self._publisher.publish_command(device.product_id, device_id, body, device.encoding)
-        except BrokerUnavailable:
-            self._finish(pending, "failed", msg="not published: broker connection lost")
-            self._metrics.commands.inc({"outcome": "failed"})
+        except BaseException as exc:
+            # Whatever went wrong (broker gone, store closed, a bug), the command must not stay
+            # pending: its id would be refused with 409 and commands_pending never fall.
+            reason = "broker connection lost" if isinstance(exc, BrokerUnavailable) else f"{type(exc).__name__}"
+            if request_id in self._pending:
+                self._finish(pending, "failed", msg=f"not published: {reason}")
+                self._metrics.commands.inc({"outcome": "failed"})
             raise
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout / 1000)
+        except BrokerUnavailable:
+            self._metrics.commands.inc({"outcome": "failed"})
+            raise
         except TimeoutError:
             self._finish(pending, "timeout")
             self._metrics.commands.inc({"outcome": "timeout"})
@@ -252,7 +262,7 @@ class CommandService:
             raise Rejected("unknown_request_id", f"no command with requestId {request_id!r} is waiting")
         if finished.device_id != device_id:
             raise Rejected("response_device_mismatch", f"response {request_id} came from the wrong device")
-        if isinstance(finished, _Answered) or finished.status not in ("timeout", "cancelled"):
+        if isinstance(finished, _Answered) or finished.status not in LATE_ANSWERABLE:
             raise Rejected("duplicate_response", f"command {request_id} was already answered")
         # A late answer: the caller got 504 (or left), but the log keeps what the device did.
         finished.status = "ok" if code == 0 else "error"
@@ -290,10 +300,15 @@ class CommandService:
                                     command_to_json(record)))
 
     def fail_all(self, reason: str) -> None:
-        """Wake every waiting caller with BrokerUnavailable (used at shutdown)."""
+        """End every command waiting for its answer: the caller gets BrokerUnavailable (503) at
+        once, the log says "failed" with `reason`, and an answer that still comes is recorded
+        as late. Used when the broker connection drops (the command or its answer may be lost
+        with it) and at shutdown."""
         for pending in list(self._pending.values()):
-            if not pending.future.done():
-                pending.future.set_exception(BrokerUnavailable(reason))
+            if pending.future.done():
+                continue
+            self._finish(pending, "failed", msg=reason)
+            pending.future.set_exception(BrokerUnavailable(reason))
 
 
 def command_to_json(record: CommandRecord) -> dict[str, Any]:

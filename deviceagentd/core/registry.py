@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
+from deviceagentd.core.ids import device_id_problem
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.spec import ProductSpec
 from deviceagentd.core.values import check_value
@@ -191,6 +192,9 @@ class DeviceRegistry:
         """Register if new, mark online, note the time and the encoding the device uses."""
         now_ms = self._clock.wall_ms()
         if device is None:
+            problem = device_id_problem(device_id)
+            if problem is not None:  # the MQTT topic parser refuses these first
+                raise Rejected("bad_device_id", f"device id {device_id[:80]!r} {problem}")
             device = Device(
                 device_id=device_id,
                 product_id=spec.product_id,

@@ -40,7 +40,10 @@ def check_value(spec: FieldSpec, value: Any, check_range: bool = True) -> str | 
         if (isinstance(value, bool) or not isinstance(value, int)) and not is_integral_float:
             return "must be an integer"
     elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        # math.isfinite() of an int past float range raises OverflowError: ints are finite.
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
             return "must be a number"
     elif kind == "bool":
         if not isinstance(value, bool):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from deviceagentd.core.errors import CoreError
@@ -28,6 +30,12 @@ from deviceagentd.voice.server import add_routes as add_voice_routes
 from deviceagentd.voice.service import VoiceService
 
 log = logging.getLogger("deviceagentd.http")
+# Connections must send their request headers within this long of connecting, and a kept-
+# alive connection is closed after this long without a new request: a client sending one byte
+# a second cannot hold a connection (and a file descriptor) for ever. Handlers that read a
+# body give it BODY_TIMEOUT_S (http.errors.read_body).
+IDLE_TIMEOUT_S = 15.0
+LINGER_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # /ws/voice and /xiaozhi/ota/ check tokens themselves (also from ?authorization=, for speakers and
@@ -44,7 +52,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 408:
+            # The rest of a trickled body may still come: the connection cannot be reused.
+            response.force_close()
+        return response
     except CoreError as exc:
         api = from_core(exc)
         return error_response(api.status, api.code, api.message, api.details)
@@ -61,6 +73,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger: a malformed request (a NUL in a header, an 8 KB request line) is
+    the client's fault, so it is one rate-limited INFO line and a count, not an ERROR with a
+    traceback. Anything else aiohttp reports is logged as it was."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(logging.getLogger("deviceagentd.http.server"), {})
+        self._metrics = metrics
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: object) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self._metrics.http_requests.inc({"route": "malformed", "status": str(exc_info.code or 400)})
+            peer = args[0] if args else "?"
+            self.logger.info("malformed HTTP request from %s: %s", peer, _first_line(exc_info.message))
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _first_line(text: object) -> str:
+    return str(text).strip().splitlines()[0][:200] if str(text).strip() else "(no detail)"
+
+
+def runner_options(metrics: Metrics) -> dict[str, Any]:
+    """What every AppRunner of the daemon gets: slow-client timeouts and the quiet server log."""
+    # lingering_time: after answering a request whose body was not read (413, 408), aiohttp
+    # keeps reading what the client still sends so it sees the answer; 2 s, not 10.
+    return {"keepalive_timeout": IDLE_TIMEOUT_S, "lingering_time": LINGER_S, "logger": ServerLog(metrics)}
 
 
 def auth_middleware(tokens: list[str]) -> Middleware:

@@ -88,6 +88,8 @@ class HttpContext:
     broker: BrokerState
     # Extra facts about the broker connection for /api/health (state, last error, ...).
     broker_detail: Callable[[], dict[str, Any]]
+    # Storage facts for /api/health; a false "ok" makes the gateway degraded (see daemon.py).
+    storage_detail: Callable[[], dict[str, Any]] = field(default=lambda: {"ok": True})
     tokens: list[str] = field(default_factory=list)
     max_body_bytes: int = 1048576
     agent: AgentContext | None = None

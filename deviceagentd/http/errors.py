@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from deviceagentd import strictjson
 from deviceagentd.core.errors import (
     BrokerUnavailable,
     CommandTimeout,
@@ -17,6 +18,10 @@ from deviceagentd.core.errors import (
     NotFound,
 )
 from deviceagentd.http.responses import json_response
+
+# How long a client has to send a request body once its headers are in.
+BODY_TIMEOUT_S = 15.0
+
 
 STATUS_OF: dict[type[CoreError], int] = {
     InvalidInput: 400,
@@ -56,6 +61,30 @@ def bad_field(field: str, reason: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field} {reason}", [{"field": field, "reason": reason}])
 
 
+async def read_body(request: web.Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, or ApiError 413 (over `limit`, declared or sent) or 408 (not all there
+    within `timeout_s`: a client trickling its body must not hold a connection for ever).
+
+    One StreamReader.read(n) returns only what has arrived so far, so it reads until the end."""
+    timeout_s = BODY_TIMEOUT_S if timeout_s is None else timeout_s
+    too_large = ApiError(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(body) <= limit:
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout_s:g} s") from None
+    if len(body) > limit:
+        raise too_large
+    return bytes(body)
+
+
 async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object, or ApiError 415/413/400.
 
@@ -65,25 +94,16 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     if content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json (got {content_type or 'no content type'})")
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
-    raw = await request.read()
-    if len(raw) > limit:
-        raise ApiError(413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes")
+    raw = await read_body(request, limit)
     if not raw:
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        body = strictjson.loads(raw)
+    except strictjson.JsonInputError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc.detail}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; they are not JSON and no device could parse them.
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:

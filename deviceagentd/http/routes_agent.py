@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from deviceagentd.http.context import AgentContext, context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
 from deviceagentd.http.responses import json_response
 from deviceagentd.http.sse import SseStream
+
+log = logging.getLogger("deviceagentd.http")
 
 CHAT_FIELDS = {"message", "stream", "sessionId", "metadata", "visionRefs", "namespace"}
 FRAME_FIELDS = {"sessionId", "deviceId", "mimeType", "imageBase64", "source", "namespace"}
@@ -42,6 +45,12 @@ def _optional_text(body: dict[str, Any], name: str, max_len: int = 128, prefix: 
     return value
 
 
+def _check_namespace(body: dict[str, Any]) -> None:
+    """`namespace` is accepted for EMQX SDK compatibility and ignored, but only as text."""
+    if "namespace" in body and not isinstance(body["namespace"], str):
+        raise bad_field("namespace", "must be a string (it is accepted and ignored)")
+
+
 def _frame_ids(body: dict[str, Any]) -> tuple[str, ...]:
     refs = body.get("visionRefs")
     if refs is None:
@@ -61,6 +70,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     ctx = _agent(request)
     body = await read_json_object(request, context_of(request).max_body_bytes)
     reject_unknown_fields(body, CHAT_FIELDS)
+    _check_namespace(body)
     if body.get("stream") is not True:
         raise bad_field("stream", "must be true: /api/chat always streams Server-Sent Events")
     ctx.agent.check_message(body.get("message"))
@@ -99,6 +109,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         # The client went away: closing the turn below cancels the provider's work.
         pass
+    except Exception as exc:
+        # A bug must still end the stream the way clients expect: with an error event.
+        log.exception("chat stream of session %s failed", session_id)
+        with contextlib.suppress(ConnectionError):
+            await stream.send("error", {"code": "internal_error", "message": f"the turn failed: {type(exc).__name__}"})
     finally:
         await events.aclose()
         await stream.close()
@@ -155,6 +170,7 @@ async def upload_frame(request: web.Request) -> web.Response:
     ctx = _agent(request)
     body = await read_json_object(request, ctx.vision_body_bytes)
     reject_unknown_fields(body, FRAME_FIELDS)
+    _check_namespace(body)
     session_id = _optional_text(body, "sessionId")
     if session_id is None:
         raise bad_field("sessionId", "is required")

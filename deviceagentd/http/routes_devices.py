@@ -23,15 +23,18 @@ async def health(request: web.Request) -> web.Response:
     ctx = context_of(request)
     mqtt_ok = ctx.broker.is_connected
     storage_ok = ctx.store.healthy
+    detail = ctx.storage_detail()
+    ok = mqtt_ok and storage_ok and bool(detail.pop("ok", True))
     body = {
-        "status": "ok" if mqtt_ok and storage_ok else "degraded",
+        "status": "ok" if ok else "degraded",
         "version": __version__,
         "uptimeS": round(time.monotonic() - ctx.started_monotonic, 1),
         "mqtt": {"connected": mqtt_ok, **ctx.broker_detail()},
-        "storage": {"healthy": storage_ok},
+        "storage": {"healthy": storage_ok, **detail},
         "devices": {"total": ctx.registry.total, "online": ctx.registry.online_count},
     }
-    return json_response(body, status=200 if mqtt_ok and storage_ok else 503)
+    return json_response(body, status=200 if ok else 503)
+
 
 
 async def list_products(request: web.Request) -> web.Response:
@@ -70,6 +73,7 @@ def _status_filter(request: web.Request) -> bool | None:
     return None if not status else status == "online"
 
 
+
 async def list_product_devices(request: web.Request) -> web.Response:
     ctx = context_of(request)
     spec = _product(request)
@@ -106,6 +110,7 @@ async def list_devices(request: web.Request) -> web.Response:
 def _name(device: Device) -> str:
     name = device.metadata.get("name")
     return name if isinstance(name, str) else ""
+
 
 
 def _device(request: web.Request) -> Device:
@@ -176,6 +181,7 @@ def _command_cursor(raw: str | None) -> tuple[int, str] | None:
     if not (millis.isascii() and millis.isdigit() and len(millis) <= 15 and request_id):
         raise bad_field("before", "must be the nextBefore of the previous page")
     return int(millis), request_id
+
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

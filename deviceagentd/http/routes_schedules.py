@@ -8,6 +8,7 @@ from aiohttp import web
 
 from deviceagentd.http.context import context_of
 from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object
+from deviceagentd.http.responses import json_response
 
 if TYPE_CHECKING:
     from deviceagentd.schedules.service import ScheduleService
@@ -38,7 +39,7 @@ async def list_schedules(request: web.Request) -> web.Response:
         schedules = schedules[ids.index(after) + 1:]
     page = schedules[:limit]
     next_after = page[-1].schedule_id if len(schedules) > limit else None
-    return web.json_response({"schedules": [service.to_json(s) for s in page], "nextAfter": next_after,
+    return json_response({"schedules": [service.to_json(s) for s in page], "nextAfter": next_after,
                               "total": service.count, "timezone": str(service.zone)})
 
 
@@ -49,7 +50,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     service = _service(request)
     body = await read_json_object(request, ctx.max_body_bytes)
     schedule = await service.create(body, Origin("http"))
-    return web.json_response(service.to_json(schedule), status=201,
+    return json_response(service.to_json(schedule), status=201,
                              headers={"Location": f"/api/schedules/{schedule.schedule_id}"})
 
 
@@ -60,7 +61,7 @@ async def get_schedule(request: web.Request) -> web.Response:
     if schedule is None:
         raise ApiError(404, "schedule_not_found", f"no schedule {schedule_id!r} (a one-off schedule is gone once it "
                                                   "ran: its outcome is in the events)", {"scheduleId": schedule_id})
-    return web.json_response(service.to_json(schedule))
+    return json_response(service.to_json(schedule))
 
 
 async def delete_schedule(request: web.Request) -> web.Response:
@@ -68,7 +69,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
     schedule_id = request.match_info["scheduleId"]
     if not await service.delete(schedule_id):
         raise ApiError(404, "schedule_not_found", f"no schedule {schedule_id!r}", {"scheduleId": schedule_id})
-    return web.json_response({"deleted": True, "id": schedule_id})
+    return json_response({"deleted": True, "id": schedule_id})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

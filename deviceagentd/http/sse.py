@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from deviceagentd import strictjson
+
 KEEPALIVE_S = 15.0
 
 
 def encode_event(name: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    payload = strictjson.dumps(data)
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 

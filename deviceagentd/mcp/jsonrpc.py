@@ -6,9 +6,10 @@ speak to different peers and change for different reasons.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from deviceagentd import strictjson
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -69,9 +70,9 @@ class Message:
 def parse(raw: bytes) -> Message:
     """The message in `raw`; RpcError (HTTP 400) for anything that is not one JSON-RPC message."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RpcError(PARSE_ERROR, f"Parse error: the body is not valid JSON ({exc})", status=400) from None
+        body = strictjson.loads(raw)
+    except strictjson.JsonInputError as exc:
+        raise RpcError(PARSE_ERROR, f"Parse error: the body is not valid JSON ({exc.detail})", status=400) from None
     if isinstance(body, list):
         raise RpcError(INVALID_REQUEST, "Invalid Request: send one JSON-RPC message per POST (batches are not "
                                         "supported)", status=400)
@@ -100,10 +101,6 @@ def parse(raw: bytes) -> Message:
     return Message(method, params, request_id)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def result_body(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
@@ -113,4 +110,5 @@ def notification_body(method: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    """Strict JSON (never NaN/Infinity or a lone surrogate), like every other answer."""
+    return strictjson.dumps(message)

@@ -2,24 +2,30 @@
 
 Rejections never raise out of here: they are counted and logged (rate limited) and the
 message is acknowledged, because redelivering a malformed message cannot make it valid.
+Telemetry and events wait (unacknowledged) while storage has no room (mqtt/backpressure.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.events import EventRecorder
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry, Rejected
+from deviceagentd.mqtt.backpressure import AckGate
 from deviceagentd.mqtt.codec import DecodeError, decode
 from deviceagentd.mqtt.ntp import NtpResponder
 from deviceagentd.mqtt.rejects import RejectReporter
-from deviceagentd.mqtt.topics import BadTopicId, TopicKind, TopicParser
+from deviceagentd.mqtt.topics import BadTopicId, ParsedTopic, TopicKind, TopicParser
 
 PUBACK_SUCCESS = 0
 TEXT_KINDS = (TopicKind.DEVICE_IN, TopicKind.PRODUCT_IN)
+# Kinds whose messages add rows to the store: they wait for room. Time sync must not wait;
+# command answers and text requests add few rows and must not stall behind a full disk.
+STORED_KINDS = (TopicKind.TELEMETRY, TopicKind.EVENT)
 
 
 class TextRequestSink(Protocol):
@@ -46,6 +52,7 @@ class Ingest:
         rejects: RejectReporter,
         max_payload_bytes: int,
         text_requests: TextRequestSink | None = None,
+        gate: AckGate | None = None,
     ) -> None:
         self._parser = parser
         self._registry = registry
@@ -56,9 +63,12 @@ class Ingest:
         self._rejects = rejects
         self._max_payload = max_payload_bytes
         self._text_requests = text_requests
+        self.gate = gate
         self._received = {kind: metrics.messages_in.labels(kind=kind.value) for kind in TopicKind}
 
-    def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
+        """The PUBACK reason code, or (when the message must wait for storage room) an
+        awaitable of it. Synchronous otherwise: one coroutine per message (gmqtt's) is enough."""
         # Stamp first: serverRecvTime must not include our own parsing.
         recv_ns = time.time_ns()
         try:
@@ -83,6 +93,20 @@ class Ingest:
             else:
                 self._text_requests.submit(kind, parsed.product_id, parsed.device_id, payload, content_type)
             return PUBACK_SUCCESS
+        gate = self.gate
+        if kind in STORED_KINDS and gate is not None and not gate.open_now():
+            return self._when_room(gate, parsed, payload, content_type, topic)
+        return self._apply(parsed, payload, content_type, topic)
+
+    async def _when_room(self, gate: AckGate, parsed: ParsedTopic, payload: bytes, content_type: str | None,
+                         topic: str) -> int:
+        if not await gate.wait():
+            # Not handled and not acknowledged on a live connection: the broker delivers it again.
+            return PUBACK_SUCCESS
+        return self._apply(parsed, payload, content_type, topic)
+
+    def _apply(self, parsed: ParsedTopic, payload: bytes, content_type: str | None, topic: str) -> int:
+        kind = parsed.kind
         try:
             body, encoding = decode(payload, content_type, self._max_payload)
         except DecodeError as exc:

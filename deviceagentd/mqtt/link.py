@@ -18,7 +18,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +34,15 @@ from deviceagentd.core.metrics import Metrics
 
 log = logging.getLogger("deviceagentd.mqtt")
 
-# on_message(topic, payload, qos, properties) -> reason code for the PUBACK (0 = success).
-# Synchronous: handling never waits, and one coroutine per message is all gmqtt needs.
-MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int]
+# on_message(topic, payload, qos, properties) -> reason code for the PUBACK (0 = success), or
+# an awaitable of it when the message must wait (back-pressure, mqtt/backpressure.py): the
+# PUBACK goes out once it is there. Synchronous when it need not wait: gmqtt already runs one
+# coroutine per message, a second one would cost on every message.
+MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int | Awaitable[int]]
+
+# At most this many QoS 1 messages from the broker unacknowledged at a time (MQTT 5 Receive
+# Maximum in CONNECT): while storage holds acknowledgements, this bounds what waits in memory.
+RECEIVE_MAXIMUM = 1000
 
 CONNECT_TIMEOUT_S = 10.0
 PUBACK_WAIT_S = 10.0
@@ -107,8 +113,12 @@ class MqttLink:
         subscriptions: list[str],
         on_message: MessageHandler,
         metrics: Metrics,
+        on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Called once per lost connection (not per failed attempt to connect): commands that
+        # wait for an answer fail at once instead of waiting out their timeout.
+        self._on_connection_lost = on_connection_lost
         self._broker = parse_broker_url(config.url)
         self._subscriptions = subscriptions
         self._on_message = on_message
@@ -202,6 +212,11 @@ class MqttLink:
             self.status.last_error = "connection lost"
             self.status.since_monotonic = loop.time()
             log.warning("lost connection to MQTT broker %s; reconnecting", self._config.url)
+            if self._on_connection_lost is not None:
+                try:
+                    self._on_connection_lost()
+                except Exception:
+                    log.exception("error handling the lost MQTT connection")
             await self._close(client)
         self.status.state = "stopped"
 
@@ -216,10 +231,9 @@ class MqttLink:
     def _connect_properties(self) -> dict[str, Any]:
         if self._version != MQTTv50:
             return {}
-        # No receive_maximum/maximum_packet_size here: gmqtt hands on_connect our CONNECT
-        # properties merged over the broker's CONNACK ones, which would hide the broker's
-        # Receive Maximum that sizes our publish window.
-        return {"session_expiry_interval": self._config.session_expiry_s}
+        # gmqtt hands on_connect our CONNECT properties merged over the broker's CONNACK ones,
+        # so _handle_connect reads the broker's Receive Maximum from the CONNACK itself.
+        return {"session_expiry_interval": self._config.session_expiry_s, "receive_maximum": RECEIVE_MAXIMUM}
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
         if not self._broker.tls:
@@ -276,7 +290,11 @@ class MqttLink:
     def _handle_connect(self, client: _Client, flags: int, rc: int, properties: dict[str, Any]) -> None:
         # CONNACK accepted: usable from here on (connect() itself returns a little later).
         self.status.state = "connected"
-        receive_max = properties.get("receive_maximum") if isinstance(properties, dict) else None
+        # The broker's own CONNACK properties (gmqtt 0.8.0 keeps them apart from the merged ones).
+        broker_properties = getattr(getattr(client, "_package_handler", None), "_connack_properties", None)
+        if not isinstance(broker_properties, dict):
+            broker_properties = properties if isinstance(properties, dict) else {}
+        receive_max = broker_properties.get("receive_maximum")
         capacity = receive_max[0] if isinstance(receive_max, list) and receive_max else 65535
         if self._storage is not None:
             # Keep one id spare: gmqtt raises when every id of the window is in use.
@@ -301,9 +319,12 @@ class MqttLink:
     async def _handle_message(self, client: _Client, topic: str, payload: bytes, qos: int,
                               properties: dict[str, Any]) -> int:
         try:
-            return self._on_message(topic, payload, qos, properties)
+            result = self._on_message(topic, payload, qos, properties)
+            return result if isinstance(result, int) else await result
         except Exception:
             # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
+            # Counted like a reject; the log line is rate-limited with every other kind.
+            self._metrics.rejects.inc({"kind": "message", "reason": "internal_error"})
             log.exception("error handling a message on %s", topic)
             return 0
 

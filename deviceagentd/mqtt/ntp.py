@@ -20,6 +20,7 @@ from deviceagentd.mqtt.rejects import RejectReporter
 from deviceagentd.mqtt.topics import TopicKind, TopicTemplates
 
 MAX_NTP_PAYLOAD = 1024
+MAX_SEND_TIME = 2.0**63
 
 
 class BadNtpRequest(Exception):
@@ -34,6 +35,10 @@ class NtpRequest:
     device_send_time: int
     request_id: Any
     encoding: Encoding
+    float_times: bool = False
+    """The device sent its time as a CBOR float (JavaScript's cbor-x does): the CBOR answer's
+    times are floats too, which cbor-x decodes to numbers; a 64-bit CBOR integer would
+    decode to a BigInt, which the device's arithmetic with Date.now() cannot mix."""
 
 
 def parse_request(payload: bytes, content_type: str | None) -> NtpRequest:
@@ -42,12 +47,18 @@ def parse_request(payload: bytes, content_type: str | None) -> NtpRequest:
     except DecodeError as exc:
         raise BadNtpRequest(exc.reason, exc.detail) from exc
     sent = body.get("deviceSendTime")
+    # JavaScript devices send Date.now(), which cbor-x encodes as a float64 (it is above 2^32):
+    # a whole float is a whole number of milliseconds.
+    float_times = isinstance(sent, float)
+    if isinstance(sent, float) and sent.is_integer() and 0 <= sent < MAX_SEND_TIME:
+        sent = int(sent)
     if isinstance(sent, bool) or not isinstance(sent, int) or sent < 0:
-        raise BadNtpRequest("ntp_without_device_send_time", "deviceSendTime must be a non-negative integer (epoch ms)")
+        raise BadNtpRequest("ntp_without_device_send_time",
+                            "deviceSendTime must be a non-negative whole number (epoch ms)")
     request_id = body.get("requestId")
     if request_id is not None and not isinstance(request_id, str | int):
         raise BadNtpRequest("bad_ntp_request_id", "requestId must be a string or an integer")
-    return NtpRequest(sent, request_id, encoding)
+    return NtpRequest(sent, request_id, encoding, float_times and encoding == "cbor")
 
 
 class NtpResponder:
@@ -80,6 +91,12 @@ class NtpResponder:
             head = json.dumps(body, separators=(",", ":"), ensure_ascii=False)[:-1].encode()
             send_ns = time.time_ns()
             payload_out = head + b',"serverSendTime":' + str(send_ns // 1_000_000).encode() + b"}"
+        elif request.float_times:
+            body["deviceSendTime"] = float(request.device_send_time)
+            body["serverRecvTime"] = float(body["serverRecvTime"])
+            send_ns = time.time_ns()
+            body["serverSendTime"] = float(send_ns // 1_000_000)
+            payload_out = encode(body, "cbor")
         else:
             send_ns = time.time_ns()
             body["serverSendTime"] = send_ns // 1_000_000

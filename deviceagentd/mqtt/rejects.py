@@ -14,6 +14,8 @@ from deviceagentd.core.metrics import Metrics
 
 log = logging.getLogger("deviceagentd.mqtt.rejects")
 MAX_TRACKED_KEYS = 10_000
+MAX_SHOWN_CHARS = 80
+MAX_DETAIL_CHARS = 300
 
 
 @dataclass
@@ -25,6 +27,9 @@ class RejectReporter:
 
     def reject(self, kind: str, reason: str, who: str, detail: str) -> None:
         self.metrics.rejects.inc({"kind": kind, "reason": reason})
+        # Ids and topics come from outside, of any length: cut them for the key and the line.
+        who = who if len(who) <= MAX_SHOWN_CHARS else who[:MAX_SHOWN_CHARS] + "…"
+        detail = detail if len(detail) <= MAX_DETAIL_CHARS else detail[:MAX_DETAIL_CHARS] + "…"
         key = (who, reason)
         now = self.clock.monotonic()
         last = self._last.get(key)

@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
+from deviceagentd.core.ids import device_id_problem
+
 PLACEHOLDERS = ("{productId}", "{deviceId}")
+SHOWN_CHARS = 80
 FORBIDDEN_ID_CHARS = frozenset("+#/")
 
 
@@ -128,11 +131,20 @@ class TopicParser:
             product_id = groups.get("productId", "")
             device_id = groups.get("deviceId", "")
             if not product_id or (kind not in (TopicKind.PRODUCT_IN,) and not device_id):
-                raise BadTopicId(f"empty id in topic {topic!r}")
+                raise BadTopicId(f"empty id in topic {shown(topic)}")
             if FORBIDDEN_ID_CHARS & set(product_id + device_id):
-                raise BadTopicId(f"id with + # or / in topic {topic!r}")
+                raise BadTopicId(f"id with + # or / in topic {shown(topic)}")
+            if kind is not TopicKind.PRODUCT_IN:
+                problem = device_id_problem(device_id)
+                if problem is not None:
+                    raise BadTopicId(f"device id {shown(device_id)} {problem}")
             return ParsedTopic(kind, product_id, device_id)
         return None
+
+
+def shown(text: str) -> str:
+    """`text` quoted for a log line, cut to SHOWN_CHARS: ids come from outside, any length."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
 
 
 def subscription_filter(template: str, shared_group: str = "") -> str:

@@ -136,7 +136,7 @@ def _action(raw: Any, context: Context, errors: list[FieldError]) -> Action | No
         errors.append(FieldError("action", "is required: an object with type command, scene, say or alarm"))
         return None
     kind = raw.get("type")
-    if kind not in ACTION_FIELDS:
+    if not isinstance(kind, str) or kind not in ACTION_FIELDS:
         errors.append(FieldError("action.type", "must be command, scene, say or alarm"))
         return None
     for name in sorted(set(raw) - ACTION_FIELDS[kind]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,8 @@ _log = logging.getLogger("deviceagentd.store")
 # The database's file name inside storage.dir: the daemon opens it, the operator commands
 # (deviceagentd.ops) find it there without loading the daemon.
 DB_FILENAME = "deviceagentd.db"
+# A corrupt database is moved aside as <name>.corrupt-<ms>; health reports it until removed.
+QUARANTINE_INFIX = ".corrupt-"
 
 # Per-connection settings (the header-level ones, auto_vacuum and WAL, are applied first).
 _CONNECTION_PRAGMAS = (
@@ -48,14 +51,17 @@ def open_writer(path: Path, now_ms: int) -> sqlite3.Connection:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if path.exists() and path.stat().st_size == 0:
+            # SQLite would take an empty file as a new database, silently: after a first start
+            # it never is one, so the file was cut short (a power cut, a bad SD card).
+            raise _Corrupt("the file is empty (0 bytes)")
         conn = _connect_checked(path)
     except _Corrupt as exc:
         moved = quarantine(path, now_ms)
-        _log.warning(
-            "database %s is corrupt (%s); moved it aside as %s and starting empty",
-            path,
-            exc,
-            moved,
+        _log.error(
+            "database %s is corrupt (%s); moved it aside as %s and starting empty. Health stays "
+            "degraded until %s is removed from %s (look at it first: sqlite3 %s .recover)",
+            path, exc, moved, moved.name, moved.parent, moved,
         )
         conn = _connect_checked(path)
     try:
@@ -79,13 +85,25 @@ def open_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def quarantined_files(path: Path) -> list[Path]:
+    """Databases that `quarantine` moved aside next to `path` and an operator has not removed
+    yet (their -wal/-shm not counted), oldest first."""
+    prefix = f"{path.name}{QUARANTINE_INFIX}"
+    try:
+        names = [entry.name for entry in os.scandir(path.parent)]
+    except OSError:
+        return []
+    found = [name for name in names if name.startswith(prefix) and name[len(prefix):].isdigit()]
+    return [path.with_name(name) for name in sorted(found)]
+
+
 def quarantine(path: Path, now_ms: int) -> Path:
     """Move the database and its -wal/-shm aside as `<name>.corrupt-<ms>[-wal|-shm]`.
 
     The side files keep SQLite's naming relative to the moved file, so the quarantined
     copy can still be opened with its WAL for a post-mortem.
     """
-    moved = path.with_name(f"{path.name}.corrupt-{now_ms}")
+    moved = path.with_name(f"{path.name}{QUARANTINE_INFIX}{now_ms}")
     for suffix in ("-wal", "-shm", ""):
         source = side_file(path, suffix)
         if source.exists():

@@ -1,9 +1,18 @@
 """Rows accepted but not yet committed: filled by the event loop, drained by the writer.
 
-Two generations: `open` collects new rows; `inflight` is the batch the writer is writing
-(and retrying, if a commit failed). The loop only ever changes `open`, so the writer reads
+Generations, oldest first: `inflight` is the batch the writer is writing (and retrying, if a
+commit failed); `sealed` are full batches waiting their turn; `open` collects new rows. A
+batch is sealed when it holds `batch_max_rows`, so every commit is bounded: a backlog that
+built up while the disk was full is written back in transactions of that size, not in one
+that could fill the disk again. The loop only ever changes `open`, so the writer reads
 `inflight` without holding the lock. Every accepted operation gets a sequence number so
 `flush()` can wait for "everything accepted up to now".
+
+Back-pressure: producers that can wait (device messages, whose acknowledgement can be held)
+ask `has_room()` before adding rows and wait for a commit while more than `backlog_rows` are
+waiting, so the backlog, and the memory it takes, stays bounded without dropping anything.
+Producers that cannot wait are bounded by `max_rows`: past it the oldest waiting events are
+dropped and counted in `dropped_rows` (each one is a loss, shown by health and logged).
 
 The lock is only held for dict/deque operations, never for I/O, so taking it from the loop
 cannot stall it behind a slow commit.
@@ -80,6 +89,8 @@ class Batch:
     """Sum of len() over `sessions`, kept up to date so len(batch) stays O(1) per event."""
     voice_tokens: dict[str, VoiceTokenRow | None] = field(default_factory=dict)
     """A speaker's live token pair: last write per voice_id wins; None deletes the row."""
+    meta: dict[str, int] = field(default_factory=dict)
+    """store_meta values: last write per key wins."""
     schedules: dict[str, ScheduleRow | None] = field(default_factory=dict)
     """Last write per schedule wins; None deletes the row."""
     mcp_calls: deque[McpCallRow] = field(default_factory=deque)
@@ -95,17 +106,21 @@ class Batch:
             + len(self.command_updates)
             + self.session_rows
             + len(self.voice_tokens)
+            + len(self.meta)
             + len(self.schedules)
             + len(self.mcp_calls)
         )
 
 
 class PendingWrites:
-    def __init__(self, *, batch_max_rows: int, max_rows: int) -> None:
+    def __init__(self, *, batch_max_rows: int, max_rows: int, backlog_rows: int | None = None) -> None:
         self._cond = threading.Condition()
         self._batch_max_rows = batch_max_rows
         self._max_rows = max_rows
+        self._backlog_rows = min(max_rows, backlog_rows if backlog_rows is not None else max_rows)
         self._open = Batch()
+        self._sealed: deque[Batch] = deque()
+        self._sealed_rows = 0
         self._inflight: Batch | None = None
         self._accepted_seq = 0
         self._taken_seq = 0
@@ -121,18 +136,14 @@ class PendingWrites:
         with self._cond:
             batch = self._accept()
             batch.events.append(row)
-            if self._rows() > self._max_rows and len(batch.events) > 1:
-                # The inflight batch is the writer's, so the oldest rows we may drop are the
-                # oldest of `open`. Devices and commands are few and never dropped.
-                batch.events.popleft()
-                self.dropped_rows += 1
-                if not self._dropping:
-                    self._dropping = True
-                    _log.warning(
-                        "more than %d rows wait for a commit (commits failing or too slow); "
-                        "dropping the oldest waiting events until a commit succeeds",
-                        self._max_rows,
-                    )
+            if self._rows() > self._max_rows and self._drop_oldest_event() and not self._dropping:
+                self._dropping = True
+                _log.error(
+                    "more than %d rows wait for a commit (commits failing or too slow); dropping the "
+                    "oldest waiting events until a commit succeeds: they are lost (counted in "
+                    "deviceagentd_store_lost_rows_total)",
+                    self._max_rows,
+                )
             self._accepted()
 
     def put_device(self, device_id: str, row: DeviceRecord | None) -> None:
@@ -209,6 +220,14 @@ class PendingWrites:
             self._accept().voice_tokens[voice_id] = row
             self._accepted()
 
+    def put_meta(self, key: str, value: int) -> int:
+        """Set a store_meta value; returns the operation's sequence number (compare with
+        `committed_seq` to know when it is on disk)."""
+        with self._cond:
+            self._accept().meta[key] = value
+            self._accepted()
+            return self._accepted_seq
+
     def put_schedule(self, schedule_id: str, row: ScheduleRow | None) -> None:
         with self._cond:
             self._accept().schedules[schedule_id] = row
@@ -233,9 +252,27 @@ class PendingWrites:
             self._closing = True
             self._cond.notify_all()
 
+    def _drop_oldest_event(self) -> bool:
+        """Drop the oldest waiting event the writer is not writing. Devices and commands are
+        few and never dropped; the newest event is never dropped."""
+        for batch in (*self._sealed, self._open):
+            if batch.events and (batch is not self._open or len(batch.events) > 1):
+                batch.events.popleft()
+                if batch is not self._open:
+                    self._sealed_rows -= 1
+                self.dropped_rows += 1
+                return True
+        return False
+
     def _accept(self) -> Batch:
         if self._closing:
             raise StoreError("store is closed")
+        if len(self._open) >= self._batch_max_rows:
+            # Full: it waits for the writer as it is, and is committed in one bounded transaction.
+            self._sealed.append(self._open)
+            self._sealed_rows += len(self._open)
+            self._open = Batch()
+            self._cond.notify_all()
         if not self._open:
             self._open.first_at = time.monotonic()
         return self._open
@@ -258,12 +295,19 @@ class PendingWrites:
         with self._cond:
             return self._rows()
 
+    def has_room(self) -> bool:
+        """True while fewer than `backlog_rows` wait for a commit. Read without the lock: it is
+        asked for every device message, and a count a moment old is as good for admission."""
+        return self._rows() < self._backlog_rows
+
     def _rows(self) -> int:
-        return len(self._open) + (len(self._inflight) if self._inflight is not None else 0)
+        inflight = len(self._inflight) if self._inflight is not None else 0
+        return len(self._open) + self._sealed_rows + inflight
 
     def _generations(self) -> list[Batch]:
         """Oldest first."""
-        return [self._open] if self._inflight is None else [self._inflight, self._open]
+        waiting = [*self._sealed, self._open]
+        return waiting if self._inflight is None else [self._inflight, *waiting]
 
     def events(
         self,
@@ -391,7 +435,7 @@ class PendingWrites:
         store closes with nothing left to write (False)."""
         with self._cond:
             while True:
-                if self._inflight is not None:
+                if self._inflight is not None or self._sealed:
                     return True
                 now = time.monotonic()
                 n = len(self._open)
@@ -414,11 +458,17 @@ class PendingWrites:
                 self._cond.wait(wake_at - now)
 
     def take(self) -> Batch | None:
-        """The batch to write: the one that failed last time, else everything open."""
+        """The batch to write: the one that failed last time, else the oldest sealed one, else
+        everything open."""
         with self._cond:
-            if self._inflight is None and self._open:
-                self._inflight, self._open = self._open, Batch()
-                self._taken_seq = self._inflight.last_seq
+            if self._inflight is None:
+                if self._sealed:
+                    self._inflight = self._sealed.popleft()
+                    self._sealed_rows -= len(self._inflight)
+                elif self._open:
+                    self._inflight, self._open = self._open, Batch()
+                if self._inflight is not None:
+                    self._taken_seq = self._inflight.last_seq
             return self._inflight
 
     def committed(self, batch: Batch) -> None:
@@ -433,6 +483,8 @@ class PendingWrites:
         with self._cond:
             lost = self._rows()
             self._inflight, self._open = None, Batch()
+            self._sealed.clear()
+            self._sealed_rows = 0
             return lost
 
     def sleep(self, seconds: float) -> None:

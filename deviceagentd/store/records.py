@@ -96,10 +96,11 @@ class SessionMessage:
 
 @dataclass(frozen=True)
 class VoiceTokenRecord:
-    """The live token pair of one voice platform speaker: only SHA-256 hashes of the tokens.
+    """The token pairs of one voice platform speaker: only SHA-256 hashes of the tokens.
 
     One row per speaker (`voice_id`): issuing or refreshing replaces it, so a rotated or
-    revoked token is simply no longer in the table.
+    revoked token is simply no longer in the table. `pending_*` is a pair obtained but not
+    used yet (all None when there is none): it replaces the live pair at its first use.
     """
 
     voice_id: str
@@ -108,6 +109,10 @@ class VoiceTokenRecord:
     issued_at_ms: int
     expires_at_ms: int
     """When the access token stops working; the refresh token does not expire."""
+    pending_access_hash: str | None = None
+    pending_refresh_hash: str | None = None
+    pending_issued_at_ms: int | None = None
+    pending_expires_at_ms: int | None = None
 
 
 @dataclass

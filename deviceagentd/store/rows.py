@@ -94,6 +94,10 @@ class VoiceTokenRow(NamedTuple):
     refresh_hash: str
     issued_at_ms: int
     expires_at_ms: int
+    pending_access_hash: str | None
+    pending_refresh_hash: str | None
+    pending_issued_at_ms: int | None
+    pending_expires_at_ms: int | None
 
 
 class ScheduleRow(NamedTuple):
@@ -299,9 +303,12 @@ def message_record(row: MessageRow) -> SessionMessage:
 
 
 def voice_token_row(record: VoiceTokenRecord) -> VoiceTokenRow:
-    bindable_text(record.voice_id, record.access_hash, record.refresh_hash)
+    bindable_text(record.voice_id, record.access_hash, record.refresh_hash, record.pending_access_hash,
+                  record.pending_refresh_hash)
     return VoiceTokenRow(
-        record.voice_id, record.access_hash, record.refresh_hash, record.issued_at_ms, record.expires_at_ms
+        record.voice_id, record.access_hash, record.refresh_hash, record.issued_at_ms, record.expires_at_ms,
+        record.pending_access_hash, record.pending_refresh_hash, record.pending_issued_at_ms,
+        record.pending_expires_at_ms,
     )
 
 

@@ -153,9 +153,27 @@ _V5_COMMANDS_BY_DEVICE = _statements(
     "CREATE INDEX commands_by_device ON commands (device_id, sent_at_ms, request_id)",
 )
 
+# A speaker's second pair: obtained but not used yet. The live pair keeps working until the
+# new one is first used, so an obtain call (even one with a guessed brand code, or a replay)
+# cannot cut off the speaker holding the live pair. NULL when there is none.
+_V6_VOICE_PENDING_PAIRS = _statements(
+    "ALTER TABLE voice_tokens ADD COLUMN pending_access_hash TEXT",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_refresh_hash TEXT",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_issued_at_ms INTEGER",
+    "ALTER TABLE voice_tokens ADD COLUMN pending_expires_at_ms INTEGER",
+)
+
+# Small facts of the store itself. `event_ids_reserved`: event ids up to it may have been
+# handed out (and served) before their rows were committed; after a crash, new events start
+# above it, so an id a client saw never names another event.
+_V7_STORE_META = _statements(
+    "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
 # Index i holds the step from version i to version i + 1.
 MIGRATIONS: tuple[Migration, ...] = (
     _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS, _V5_COMMANDS_BY_DEVICE,
+    _V6_VOICE_PENDING_PAIRS, _V7_STORE_META,
 )
 
 

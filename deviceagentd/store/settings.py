@@ -18,8 +18,14 @@ class StoreSettings:
     sessions_max_age_days: float = 30.0
     """Sessions (header and messages) not written to for this long are deleted."""
     retention_interval_s: float = 300.0
-    max_pending_rows: int = 200_000
-    """Rows held in memory while commits fail; past it the oldest waiting events are dropped."""
+    max_backlog_rows: int = 20_000
+    """Past this many rows waiting for a commit, `Store.has_room` is False: device messages
+    wait (their acknowledgement held, so the broker queues them) instead of piling up."""
+    max_pending_rows: int = 40_000
+    """Rows held in memory at most (producers that cannot wait); past it the oldest waiting
+    events are dropped and counted as lost."""
+    close_timeout_s: float = 10.0
+    """Closing with commits failing (a full disk), keep trying this long before giving up."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -14,9 +14,19 @@ and on `close()`). The database runs in WAL mode with synchronous=NORMAL, so:
 * Neither ever corrupts the file. If it is corrupt anyway (bad SD card), `open()` moves
   it aside as `<name>.corrupt-<ms>` and starts with an empty database.
 
+* Closing while commits keep failing (a full disk), the writer retries for
+  `close_timeout_s`; rows it still cannot write are counted in `stats().lost_rows` and
+  `close()` says so (the daemon then exits non-zero), never "all stored".
+
 Rows that JSON cannot encode are refused when handed in (TypeError/ValueError from the
-call), never later. If more than `max_pending_rows` are waiting (commits failing), the
-oldest waiting events are dropped and counted in `stats().dropped_rows`.
+call), never later.
+
+Back-pressure: a producer that can wait asks `has_room` (or awaits `wait_for_room()`) before
+adding rows. There is room while fewer than `max_backlog_rows` wait for a commit and the last
+commit did not fail; the MQTT ingest holds a device message's acknowledgement meanwhile, so
+the broker keeps it queued and nothing is dropped. Anything else past `max_pending_rows`
+(commits failing for long) drops the oldest waiting events, counted in
+`stats().dropped_rows`. A backlog is committed in transactions of at most `batch_max_rows`.
 
 Session history follows the same path: messages are accepted in memory, committed in
 batches, and reads merge the waiting ones. A session keeps at most `max_messages` (given
@@ -36,12 +46,13 @@ import contextlib
 import functools
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deviceagentd.store.database import open_reader, open_writer
+from deviceagentd.store.database import open_reader, open_writer, quarantined_files
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.pending import PendingWrites, SessionChange
 from deviceagentd.store.reader import (
@@ -94,6 +105,11 @@ from deviceagentd.store.settings import StoreSettings
 from deviceagentd.store.writer import Writer
 
 DEFAULT_SESSION_MAX_MESSAGES = 50
+ROOM_RECHECK_S = 1.0
+# Event ids reserved on disk ahead of use (see Store._take_event_id): after a crash, ids jump
+# by up to this much.
+EVENT_ID_BLOCK = 1_000_000
+_EVENT_IDS_RESERVED = "event_ids_reserved"
 
 
 def wall_clock_ms() -> int:
@@ -106,10 +122,13 @@ class StoreStats:
     rows_written: int
     pending_rows: int
     dropped_rows: int
+    """Accepted rows dropped or rejected while running (each one lost)."""
     last_commit_ms: int | None
     last_error: str | None
     db_path: str
     db_bytes: int
+    lost_rows: int = 0
+    """Accepted rows given up at close because commits kept failing."""
 
 
 @dataclass
@@ -138,6 +157,9 @@ class Store:
         self._running: _Running | None = None
         self._closed = False
         self._next_event_id = 1
+        self._event_ids_safe = 0
+        self._event_ids_wanted = 0
+        self._event_ids_seq = 0
         self._next_message_id = 1
         self._next_mcp_call_id = 1
 
@@ -158,16 +180,48 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        self._next_event_id = (max_id or 0) + 1
         self._next_message_id = (max_message_id or 0) + 1
+        try:
+            self._reserve_event_ids(conn, max_id or 0)
+        except BaseException:
+            reader.close()
+            conn.close()
+            raise
         self._next_mcp_call_id = (max_mcp_call_id or 0) + 1
         pending = PendingWrites(
             batch_max_rows=self._settings.batch_max_rows,
             max_rows=self._settings.max_pending_rows,
+            backlog_rows=self._settings.max_backlog_rows,
         )
         writer = Writer(conn, pending, self._settings, self._clock_ms)
         writer.start()
         self._running = _Running(pending, writer, reader)
+
+    def _reserve_event_ids(self, conn: sqlite3.Connection, max_id: int) -> None:
+        """Start event ids above every id that may have been handed out before (committed or
+        not), and reserve the next EVENT_ID_BLOCK on disk before handing any out."""
+        row = conn.execute("SELECT value FROM store_meta WHERE key = ?", (_EVENT_IDS_RESERVED,)).fetchone()
+        self._next_event_id = max(max_id, row[0] if row else 0) + 1
+        self._event_ids_safe = self._next_event_id - 1 + EVENT_ID_BLOCK
+        conn.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)",
+                     (_EVENT_IDS_RESERVED, self._event_ids_safe))
+        self._event_ids_wanted = self._event_ids_safe
+        self._event_ids_seq = 0
+
+    def _take_event_id(self, pending: PendingWrites) -> int:
+        """The next event id. Ids are served before their rows are committed, so an id is only
+        handed out below a reservation already on disk: a crash never makes one name another
+        event. The reservation moves on in the background, half a block ahead."""
+        event_id = self._next_event_id
+        if self._event_ids_seq and pending.committed_seq >= self._event_ids_seq:
+            self._event_ids_safe, self._event_ids_seq = self._event_ids_wanted, 0
+        if event_id > self._event_ids_safe:
+            raise StoreError("no event id is reserved on disk yet (commits are failing); event not stored")
+        if not self._event_ids_seq and event_id > self._event_ids_safe - EVENT_ID_BLOCK // 2:
+            self._event_ids_wanted = self._event_ids_safe + EVENT_ID_BLOCK
+            self._event_ids_seq = pending.put_meta(_EVENT_IDS_RESERVED, self._event_ids_wanted)
+        self._next_event_id += 1
+        return event_id
 
     def close(self) -> None:
         """Commit everything accepted, stop the writer, close connections. Blocking."""
@@ -175,6 +229,9 @@ class Store:
             return
         self._closed = True
         if self._running is not None:
+            # A clean stop gives back the unused reservation: the next start goes on from here.
+            with contextlib.suppress(StoreError):
+                self._running.pending.put_meta(_EVENT_IDS_RESERVED, self._next_event_id - 1)
             self._running.writer.stop()
             self._running.reader.close()
 
@@ -188,9 +245,9 @@ class Store:
 
     def add_event(self, event: NewEvent) -> EventRecord:
         pending = self._live().pending
-        event_id = self._next_event_id
-        pending.put_event(event_row(event_id, event))
-        self._next_event_id += 1
+        row = event_row(self._next_event_id, event)  # refuses what JSON cannot encode, first
+        event_id = self._take_event_id(pending)
+        pending.put_event(row)
         return EventRecord(**vars(event), id=event_id)
 
     def add_command(self, record: CommandRecord) -> None:
@@ -441,6 +498,30 @@ class Store:
         target = running.pending.request_flush()
         await running.writer.when_committed(target, asyncio.get_running_loop())
 
+    # --- back-pressure ---
+
+    @property
+    def has_room(self) -> bool:
+        """True when a producer that can wait may add rows now: fewer than max_backlog_rows
+        wait and commits work. False when the store is not open."""
+        running = self._running
+        if running is None or self._closed:
+            return False
+        return running.writer.healthy and running.pending.has_room()
+
+    async def wait_for_room(self) -> bool:
+        """Wait until `has_room`; False (at once) if the store is closed or its writer ended."""
+        loop = asyncio.get_running_loop()
+        while not self.has_room:
+            running = self._running
+            if running is None or self._closed or not running.writer.alive:
+                return False
+            # Woken by every commit; the timeout covers a room that opens without one
+            # (a failed commit's rows dropped, another producer's rows committed first).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running.writer.next_commit(loop), ROOM_RECHECK_S)
+        return True
+
     # --- health ---
 
     @property
@@ -453,6 +534,11 @@ class Store:
         """False once the writer thread is gone (crashed or closed); a failing disk is not
         enough, so a watchdog can tell "stuck for good" from "retrying"."""
         return self._running is not None and self._running.writer.alive
+
+    def recovered_from(self) -> list[str]:
+        """File names of corrupt databases moved aside at a start (now or earlier) that an
+        operator has not removed yet: health reports them until then."""
+        return [moved.name for moved in quarantined_files(self._path)]
 
     def stats(self) -> StoreStats:
         running = self._running
@@ -472,6 +558,7 @@ class Store:
             last_error=writer.last_error,
             db_path=str(self._path),
             db_bytes=db_bytes,
+            lost_rows=writer.lost_rows,
         )
 
     def _live(self) -> _Running:

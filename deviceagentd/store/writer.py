@@ -1,9 +1,12 @@
 """The writer thread: owns the write connection, commits batches, runs retention.
 
 It waits for the first waiting row, lets rows gather for `batch_interval_s` (or until
-`batch_max_rows`, a flush, or close), then writes them all in one transaction. A failed
-commit keeps the batch and retries it with backoff; the thread itself never gives up
-until the store closes.
+`batch_max_rows`, a flush, or close), then writes them in one transaction; a backlog is
+written one sealed batch (at most `batch_max_rows`) per transaction. A failed commit keeps
+the batch and retries it with backoff (at most `_BACKOFF_MAX_S` apart, so a disk that has
+room again is used within seconds); the thread itself never gives up until the store
+closes. Closing, it keeps retrying for `close_timeout_s`; what it still cannot write then
+is counted in `lost_rows` and reported, never passed off as stored.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from deviceagentd.store.settings import StoreSettings
 _log = logging.getLogger("deviceagentd.store")
 
 _BACKOFF_FIRST_S = 0.5
-_BACKOFF_MAX_S = 30.0
-_CLOSE_ATTEMPTS = 3
+_BACKOFF_MAX_S = 5.0
+# Closing with a failing disk: retry this often until close_timeout_s has passed.
+_CLOSE_RETRY_S = 0.5
 
 # Errors that come from one row's values (too-large int, unbindable type, constraint), not
 # from the disk: retrying the batch would fail forever, so the rows are written one by one
@@ -91,6 +95,7 @@ _SET_SESSION_DEVICE = "UPDATE sessions SET product_id = ?, device_id = ? WHERE s
 _INSERT_MESSAGE = _insert("session_messages", MessageRow._fields)
 _UPSERT_VOICE_TOKEN = _insert("voice_tokens", VoiceTokenRow._fields)
 _DELETE_VOICE_TOKEN = "DELETE FROM voice_tokens WHERE voice_id = ?"
+_SET_META = "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)"
 _UPSERT_SCHEDULE = _upsert("schedules", ScheduleRow._fields, "schedule_id")
 _DELETE_SCHEDULE = "DELETE FROM schedules WHERE schedule_id = ?"
 _INSERT_MCP_CALL = _insert("mcp_calls", McpCallRow._fields)
@@ -143,6 +148,7 @@ def _statements(batch: Batch) -> list[tuple[str, Iterable[Sequence[object]]]]:
         *_session_statements(batch),
         (_DELETE_VOICE_TOKEN, [(key,) for key, row in batch.voice_tokens.items() if row is None]),
         (_UPSERT_VOICE_TOKEN, [row for row in batch.voice_tokens.values() if row is not None]),
+        (_SET_META, batch.meta.items()),
         (_DELETE_SCHEDULE, [(key,) for key, row in batch.schedules.items() if row is None]),
         (_UPSERT_SCHEDULE, [row for row in batch.schedules.values() if row is not None]),
         (_INSERT_MCP_CALL, batch.mcp_calls),
@@ -166,17 +172,23 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._waiters_lock = threading.Lock()
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        # Resolved at the next commit (or when the thread ends): producers waiting for room.
+        self._commit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._started = False
         self._finished = False
         self._failing = False
         # Read by the loop for stats; single int/str assignments, so no lock.
         self.commits = 0
         self.rows_written = 0
         self.rejected_rows = 0
+        self.lost_rows = 0
+        """Rows accepted but given up when the store closed while commits kept failing."""
         self.last_commit_ms: int | None = None
         self.last_error: str | None = None
 
     def start(self) -> None:
         self._thread.start()
+        self._started = True
 
     def stop(self) -> None:
         """Commit what is waiting, then end the thread and close the connection."""
@@ -190,7 +202,8 @@ class Writer:
 
     @property
     def healthy(self) -> bool:
-        return self._thread.is_alive() and not self._failing
+        # Flags, not Thread.is_alive(): asked for every device message (Store.has_room).
+        return self._started and not self._finished and not self._failing
 
     def when_committed(self, target: int, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """A future resolved (on `loop`) once operation number `target` is committed."""
@@ -202,6 +215,17 @@ class Writer:
                 future.set_exception(StoreError("store writer has stopped; rows were not saved"))
             else:
                 self._waiters.append((target, loop, future))
+        return future
+
+    def next_commit(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future resolved (on `loop`) after the next successful commit, or when the thread
+        ends; it never fails."""
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if self._finished:
+                future.set_result(None)
+            else:
+                self._commit_waiters.append((loop, future))
         return future
 
     # --- the thread ---
@@ -216,24 +240,35 @@ class Writer:
             with self._waiters_lock:
                 self._finished = True
                 waiters, self._waiters = self._waiters, []
+                commit_waiters, self._commit_waiters = self._commit_waiters, []
             for _, loop, future in waiters:
                 _call_soon(loop, _fail, future)
+            for loop, future in commit_waiters:
+                _call_soon(loop, _resolve, future)
             self._close_connection()
 
     def _serve(self) -> None:
         settings = self._settings
         retention_at = time.monotonic()  # once at start, so frequent restarts still prune
         failures = 0
+        give_up_at: float | None = None
         while True:
             if self._pending.wait_ready(interval_s=settings.batch_interval_s, until=retention_at):
                 batch = self._pending.take()
                 assert batch is not None
                 if not self._commit(batch):
                     failures += 1
-                    if self._pending.closing and failures >= _CLOSE_ATTEMPTS:
-                        lost = self._pending.abandon()
-                        _log.error("store closing: gave up on %d unsaved rows", lost)
-                        return
+                    if self._pending.closing:
+                        now = time.monotonic()
+                        give_up_at = give_up_at or now + settings.close_timeout_s
+                        if now >= give_up_at:
+                            self.lost_rows += self._pending.abandon()
+                            _log.error(
+                                "store closing: %d accepted rows could not be written within %g s (%s); "
+                                "they are LOST", self.lost_rows, settings.close_timeout_s, self.last_error)
+                            return
+                        time.sleep(_CLOSE_RETRY_S)
+                        continue
                     backoff = _BACKOFF_FIRST_S * 2 ** min(failures - 1, 10)
                     self._pending.sleep(min(_BACKOFF_MAX_S, backoff))
                     continue
@@ -318,7 +353,10 @@ class Writer:
         with self._waiters_lock:
             done = [w for w in self._waiters if w[0] <= committed_seq]
             self._waiters = [w for w in self._waiters if w[0] > committed_seq]
+            commit_waiters, self._commit_waiters = self._commit_waiters, []
         for _, loop, future in done:
+            _call_soon(loop, _resolve, future)
+        for loop, future in commit_waiters:
             _call_soon(loop, _resolve, future)
 
     def _close_connection(self) -> None:

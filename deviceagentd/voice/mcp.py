@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from deviceagentd import strictjson
 from deviceagentd.agent.types import ToolCall, ToolResult, ToolSpec, TurnContext
 from deviceagentd.core.spec import CommandSpec, FieldSpec
 from deviceagentd.core.values import check_params
@@ -316,6 +317,6 @@ def _content(result: Any) -> tuple[bool, Any]:
             texts.append(item["text"])
     text = "\n".join(texts)[:MAX_RESULT_CHARS]
     try:
-        return ok, json.loads(text)
-    except ValueError:
+        return ok, strictjson.loads(text)
+    except strictjson.JsonInputError:
         return ok, text

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from deviceagentd.agent.types import valid_session_id
 from deviceagentd.voice.audio import INPUT_RATES, AudioFormatError, AudioParams, parse_audio_params
 from deviceagentd.voice.protocol import DEFAULT_VERSION
 
@@ -190,9 +191,10 @@ def parse_hello(message: dict[str, Any], header_version: int | None, defaults: M
     except AudioFormatError as exc:
         raise BadMessage("unsupported_audio", str(exc)) from None
     session_id = hello_text(message, "sessionId", defaults)
-    if session_id is not None and not session_id.isprintable():
-        raise BadMessage("bad_hello", "sessionId must be printable text")
+    if session_id is not None and not valid_session_id(session_id):
+        raise BadMessage("bad_hello", "sessionId must be text without control characters")
     features = message.get("features")
+
     return Hello(
         version=header_version or version or DEFAULT_VERSION,
         session_id=session_id or f"voice-{uuid.uuid4().hex[:16]}",

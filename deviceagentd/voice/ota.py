@@ -19,14 +19,15 @@ Any body is accepted (the firmware's is its system information, read only for it
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from deviceagentd.http.errors import error_response
+from deviceagentd import strictjson
+from deviceagentd.http.errors import ApiError, error_response, read_body
+from deviceagentd.http.responses import json_response
 from deviceagentd.voice.auth import authorized, presented_token
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ async def ota(request: web.Request, service: VoiceService) -> web.StreamResponse
     log.info("xiaozhi ota: device %s (client %s, firmware %s) from %s pointed at %s",
              request.headers.get("Device-Id", "-")[:64], request.headers.get("Client-Id", "-")[:64], version or "-",
              request.remote or "-", url)
-    return web.json_response(answer)
+    return json_response(answer)
 
 
 def server_time(now_ms: int, zone: tzinfo) -> dict[str, int]:
@@ -76,9 +77,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body or (request.content_length or 0) > MAX_BODY_BYTES:
         return {}
     try:
-        data = await request.content.read(MAX_BODY_BYTES)
-        parsed = json.loads(data) if data else {}
-    except (ValueError, UnicodeDecodeError):
+        data = await read_body(request, MAX_BODY_BYTES)
+        parsed = strictjson.loads(data) if data else {}
+    except (ApiError, strictjson.JsonInputError):
+        # Only the firmware version is read from it: a body we cannot use is no body.
         return {}
     return parsed if isinstance(parsed, dict) else {}
 

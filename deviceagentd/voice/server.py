@@ -2,8 +2,10 @@
 
 Before the upgrade: the bearer token when tokens are configured (`Authorization` header, or the
 `authorization` query parameter for browsers, which cannot set headers: HTTP 401 otherwise).
-After it: a bad `Protocol-Version` (1002) or a full gateway (`voice.max_sessions`, 1013) gets
-an `error` message and the close. Headers `Device-Id` and `Client-Id` (defaulting to Device-Id)
+After it: a bad `Protocol-Version` (1002) or a full gateway (`voice.max_sessions` sessions that
+said hello, 1013) gets an `error` message and the close. A connection takes a voice slot only
+with its hello; of the connections still waiting for theirs (at most twice `max_sessions`, and
+16), the oldest is evicted (1013) when another arrives. Headers `Device-Id` and `Client-Id` (defaulting to Device-Id)
 may also come as the query parameters `device-id` and `client-id`; Device-Id names the speaker
 (announcements find its session by it) and both name the connection in logs. Query parameters
 `sessionId`, `productId`, `deviceId` and `provider` are defaults for the same hello fields.
@@ -80,6 +82,8 @@ async def voice_socket(request: web.Request, service: VoiceService) -> web.Strea
         query={name: request.query[name] for name in QUERY_DEFAULTS if name in request.query},
     )
     session = VoiceSession(ws, service, connection)
+    # Too many connections waiting for their hello evict the oldest (not a speaker, which says
+    # hello at once), so idle connections cannot lock speakers out.
     service.sessions.add(session)
     service.stats.sessions += 1
     try:

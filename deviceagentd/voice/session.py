@@ -21,7 +21,9 @@ Decisions where SPEC §5 is silent:
 - `Protocol-Version` decides the framing; without the header, hello's `version` does (browsers
   cannot set headers), else 3. A hello whose version contradicts the header is refused.
 - Anything but hello before hello: `error hello_required`; the connection keeps waiting for
-  hello, for `hello_timeout_s` (10 s, the firmware's own wait), then closes (1008).
+  hello, for `hello_timeout_s` (5 s: clients send hello as soon as they connect), then closes
+  (1008). Only a hello takes a voice slot (`max_sessions`); if they are all taken by then, the
+  hello gets `too_many_sessions` and the close (1013).
 - A hello we cannot accept (bad audio_params → `unsupported_audio`, bad fields → `bad_hello`,
   an unknown or unconfigured provider → `unknown_provider` / `provider_not_configured`, the
   message naming the configured ones) gets an error and the connection waits for a corrected
@@ -70,6 +72,7 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from deviceagentd import strictjson
 from deviceagentd.voice import messages
 from deviceagentd.voice.audio import FRAME_MS, OPUS, AudioParams
 from deviceagentd.voice.clauses import ClauseSplitter, mostly_chinese
@@ -168,6 +171,14 @@ class VoiceSession:
                     await self._ws.close()
             self._finished.set()
             log.info("voice session %s closed", self.name)
+
+    async def evict(self) -> None:
+        if self._hello is not None or self._closing:
+            return
+        with contextlib.suppress(ClientGone):
+            await self._error("too_many_connections",
+                              "too many connections are waiting to say hello; send hello right after connecting")
+        await self._close(WSCloseCode.TRY_AGAIN_LATER, "too_many_connections")
 
     async def shutdown(self) -> None:
         self._closing = True
@@ -303,9 +314,9 @@ class VoiceSession:
                               f"control messages are limited to {self.settings.max_text_bytes} bytes")
             return
         try:
-            message = json.loads(data)
-        except ValueError:
-            await self._error("bad_json", "the message is not valid JSON")
+            message = strictjson.loads(data)
+        except strictjson.JsonInputError as exc:
+            await self._error("bad_json", f"the message is not valid JSON: {exc.detail}")
             return
         await self._on_message(message)
 
@@ -384,6 +395,11 @@ class VoiceSession:
             codec = self._open_codec(hello.audio)
         except BadMessage as exc:
             await self._error(exc.code, exc.message)
+            return
+        if not service.sessions.promote(self):
+            await self._error("too_many_sessions", f"the gateway already has {service.sessions.max_sessions} "
+                              "voice sessions; try again later")
+            await self._close(WSCloseCode.TRY_AGAIN_LATER, "too_many_sessions")
             return
         try:
             self._start(hello, codec, choice.asr, choice.tts)

@@ -32,8 +32,9 @@ class SessionSettings:
     # What we send: PCM s16le mono at this rate, in frames of this duration.
     output_sample_rate: int = 16000
     output_frame_ms: int = 60
-    # The firmware gives up on our hello after 10 s; a connection without hello is closed then.
-    hello_timeout_s: float = 10.0
+    # Clients say hello as soon as they connect (XiaoZhi firmware, py-xiaozhi, browsers); a
+    # connection that has not within this long is closed, so idle ones do not pile up.
+    hello_timeout_s: float = 5.0
     # Audio is paced in real time after this much has been sent ahead (xiaozhi sends 5 x 60 ms).
     prebuffer_ms: int = 300
     # The microphone is ignored while our TTS plays and this long after (echo, room tail).

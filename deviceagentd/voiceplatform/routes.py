@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from deviceagentd.http.errors import ApiError, read_body
 from deviceagentd.http.responses import json_response
 from deviceagentd.voiceplatform import errors as codes
 from deviceagentd.voiceplatform.errors import VoicePlatformError
@@ -23,26 +24,14 @@ PLATFORM = web.AppKey("voiceplatform", VoicePlatform)
 
 async def _signed(request: web.Request) -> SignedRequest | Envelope:
     """The request as the signature covers it (raw body bytes), or a failure envelope."""
-    # A declared length over the limit is refused before reading; a chunked body once it passes it.
-    too_long = request.content_length is not None and request.content_length > MAX_BODY_BYTES
-    body = b"" if too_long else await _read_body(request, MAX_BODY_BYTES + 1)
-    if too_long or len(body) > MAX_BODY_BYTES:
-        error = VoicePlatformError(codes.PARAM_ILLEGAL, f"the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except ApiError as exc:
+        # Over the limit (declared, or sent chunked) or trickled in too slowly.
+        error = VoicePlatformError(codes.PARAM_ILLEGAL, exc.message)
         return request.app[PLATFORM].failure(error)
     query = {key: value for key, value in request.query.items()}
-    return SignedRequest(request.method, request.path, query, request.headers, body)
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body up to `limit` bytes. One StreamReader.read(n) returns only what has arrived so
-    far, so a body sent in several TCP segments (or chunks) is read until its end."""
-    body = bytearray()
-    while len(body) < limit:
-        chunk = await request.content.read(limit - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
+    return SignedRequest(request.method, request.path, query, request.headers, body, request.remote or "")
 
 
 Work = Callable[[VoicePlatform, SignedRequest], Awaitable[Envelope]]
@@ -80,9 +69,11 @@ async def execute(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, platform: VoicePlatform) -> None:
     app[PLATFORM] = platform
-    app.router.add_get("/v1.0/voice/devices/{voice_id}/token", obtain_token)
+    # Tuya made obtaining and refreshing a token GET calls, though both change state: no HEAD
+    # (aiohttp would answer it by running the GET handler, revoking and burning tokens).
+    app.router.add_get("/v1.0/voice/devices/{voice_id}/token", obtain_token, allow_head=False)
     app.router.add_delete("/v1.0/voice/devices/{voice_id}/token", invalidate_token)
-    app.router.add_get("/v1.0/token/{refresh_token}", refresh_token)
+    app.router.add_get("/v1.0/token/{refresh_token}", refresh_token, allow_head=False)
     # Tuya's current Python connector refreshes with POST, the documentation says GET.
     app.router.add_post("/v1.0/token/{refresh_token}", refresh_token)
     app.router.add_post("/v1.0/voice/execute", execute)

@@ -8,12 +8,15 @@ echoed `message_id`, `version`, `command` and `endpoint` (seeds/003, SPEC §6).
 from __future__ import annotations
 
 import asyncio
-import json
+import hmac
 import logging
+import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deviceagentd import strictjson
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.commands import CommandService
 from deviceagentd.core.errors import (
@@ -32,6 +35,7 @@ from deviceagentd.voiceplatform.idempotency import IdempotencyCache
 from deviceagentd.voiceplatform.profile import VoiceProfile, canonical_intent
 from deviceagentd.voiceplatform.rooms import SCENE_PREFIX, Room, RoomDevice, Rooms, Scene, Speaker
 from deviceagentd.voiceplatform.signing import RequestVerifier
+from deviceagentd.voiceplatform.throttle import FailureThrottle
 from deviceagentd.voiceplatform.tokens import TokenService
 
 log = logging.getLogger("deviceagentd.voiceplatform")
@@ -40,6 +44,11 @@ DISCOVERY = "Tuya.Voice.Platform.Discovery"
 QUERY = "Tuya.Voice.Platform.Query"
 CONTROL = "Tuya.Voice.Platform.Control"
 MAX_MESSAGE_ID_CHARS = 128
+# Failed token requests (obtain, refresh, invalidate) allowed per speaker and per client
+# address in FAILURE_WINDOW_S before further ones are refused unchecked (throttle.py).
+SPEAKER_FAILURES = 5
+CLIENT_FAILURES = 20
+FAILURE_WINDOW_S = 60.0
 # The `api` label of the requests metric.
 _API_NAMES = {DISCOVERY: "discovery", QUERY: "query", CONTROL: "control"}
 
@@ -55,6 +64,8 @@ class SignedRequest:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    remote: str = ""
+    """The client's address, for throttling failed token requests per client."""
 
 
 @dataclass
@@ -86,6 +97,10 @@ class VoicePlatform:
         self.metrics = metrics
         self.settings = settings or VoicePlatformSettings()
         self.clock = clock or Clock()
+        self._speaker_failures = FailureThrottle(SPEAKER_FAILURES, FAILURE_WINDOW_S, self.clock.monotonic)
+        self._client_failures = FailureThrottle(CLIENT_FAILURES, FAILURE_WINDOW_S, self.clock.monotonic)
+        # Compared against when a voice_id is unknown, so that case takes as long as a wrong code.
+        self._decoy_code = secrets.token_hex(16)
 
     # ------------------------------------------------------------------------- envelopes
 
@@ -123,22 +138,51 @@ class VoicePlatform:
         if not industry_type:
             raise VoicePlatformError(codes.PARAM_EMPTY, "industry_type is required")
         speaker = self.rooms.speakers.get(voice_id)
-        if speaker is None:
-            raise VoicePlatformError(codes.DATA_NOT_EXIST, f"no speaker with voice_id {voice_id!r} on this gateway")
-        if code != speaker.code:
-            raise VoicePlatformError(codes.PERMISSION_DENY, f"brand code {code!r} is not the one of {voice_id!r}")
+        # One answer for an unknown voice_id and a wrong code, and a comparison that takes as
+        # long either way: neither may tell a guesser which half was right.
+        expected = speaker.code if speaker is not None else self._decoy_code
+        matches = hmac.compare_digest(code.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+        if speaker is None or not matches:
+            raise VoicePlatformError(codes.PERMISSION_DENY, "voice_id and code do not name a speaker of this gateway")
         if industry_type != speaker.industry_type:
             raise VoicePlatformError(codes.PARAM_ILLEGAL,
                                      f"industry_type must be {speaker.industry_type!r}, got {industry_type!r}")
         return speaker
 
+    def _throttled(self, voice_id: str | None, request: SignedRequest) -> None:
+        """Refuse a token request, unchecked, while its speaker or its client failed too often."""
+        waits = [self._client_failures.retry_after(request.remote)]
+        if voice_id is not None:
+            waits.append(self._speaker_failures.retry_after(voice_id))
+        wait = max((w for w in waits if w is not None), default=None)
+        if wait is not None:
+            raise VoicePlatformError(codes.PERMISSION_DENY,
+                                     f"too many failed token requests; try again in {math.ceil(wait)} s")
+
+    def _token_failed(self, api: str, voice_id: str | None, request: SignedRequest, exc: VoicePlatformError,
+                      *, throttled: bool) -> None:
+        if not throttled and exc.code != codes.SYSTEM_ERROR:
+            self._client_failures.failed(request.remote)
+            if voice_id is not None:
+                self._speaker_failures.failed(voice_id)
+        # Rate-limited with every other line of its kind (deviceagentd.lograte).
+        log.warning("voice platform: %s request for speaker %s from %s refused (%d): %s", api,
+                    (voice_id or "?")[:64], request.remote or "?", exc.code, exc.msg)
+
     async def obtain_token(self, voice_id: str, request: SignedRequest) -> Envelope:
+        throttled = False
         try:
+            try:
+                self._throttled(voice_id, request)
+            except VoicePlatformError:
+                throttled = True
+                raise
             self._verify(request, business=False)
             speaker = self._speaker(voice_id, request.query)
             issued = await self.tokens.issue(speaker.voice_id)
         except VoicePlatformError as exc:
             self._count("token", exc.code)
+            self._token_failed("token", voice_id, request, exc, throttled=throttled)
             return self.failure(exc)
         self._count("token", 0)
         log.info("voice platform: token issued to speaker %s (room %s)", speaker.voice_id, speaker.room_id)
@@ -146,7 +190,13 @@ class VoicePlatform:
                         "expire_time": issued.expires_in_s})
 
     async def refresh_token(self, refresh_token: str, request: SignedRequest) -> Envelope:
+        throttled = False
         try:
+            try:
+                self._throttled(None, request)
+            except VoicePlatformError:
+                throttled = True
+                raise
             self._verify(request, business=False)
             voice_id, issued = await self.tokens.refresh(refresh_token)
             if voice_id not in self.rooms.speakers:
@@ -154,6 +204,7 @@ class VoicePlatform:
                 raise VoicePlatformError(codes.TOKEN_INVALID, f"speaker {voice_id!r} is no longer configured")
         except VoicePlatformError as exc:
             self._count("refresh", exc.code)
+            self._token_failed("refresh", None, request, exc, throttled=throttled)
             return self.failure(exc)
         self._count("refresh", 0)
         # The voice-token call names it `token`, Tuya's generic token API `access_token`:
@@ -163,7 +214,13 @@ class VoicePlatform:
                         "uid": voice_id})
 
     async def invalidate_token(self, voice_id: str, request: SignedRequest) -> Envelope:
+        throttled = False
         try:
+            try:
+                self._throttled(voice_id, request)
+            except VoicePlatformError:
+                throttled = True
+                raise
             self._verify(request, business=True)
             speaker = self._speaker(voice_id, request.query)
             token_owner = self._access(request.headers)
@@ -172,6 +229,7 @@ class VoicePlatform:
             await self.tokens.revoke(speaker.voice_id)
         except VoicePlatformError as exc:
             self._count("invalidate", exc.code)
+            self._token_failed("invalidate", voice_id, request, exc, throttled=throttled)
             return self.failure(exc)
         self._count("invalidate", 0)
         log.info("voice platform: tokens of speaker %s invalidated", voice_id)
@@ -357,9 +415,9 @@ class VoicePlatform:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VoicePlatformError(codes.PARAM_ILLEGAL, f"the body is not valid JSON: {exc}") from None
+        body = strictjson.loads(raw)
+    except strictjson.JsonInputError as exc:
+        raise VoicePlatformError(codes.PARAM_ILLEGAL, f"the body is not valid JSON: {exc.detail}") from None
     if not isinstance(body, dict):
         raise VoicePlatformError(codes.PARAM_ILLEGAL, "the body must be a JSON object")
     return body

@@ -151,10 +151,15 @@ class RequestVerifier:
                 f"(allowed ±{self._settings.skew_s:g} s)",
             )
         nonce = found.get("nonce", "")
+        # A token request is accepted once: without a nonce (tuya-connector-python sends none)
+        # its signature stands in for one, so replaying it within the skew window gets nothing.
+        # Business calls without a nonce may repeat: execute answers a retried message_id
+        # from its idempotency cache.
+        once = nonce or ("" if business else "sign:" + found["sign"])
         nonce_key = b""
-        if nonce:
+        if once:
             # A digest, not the nonce: a header can be kilobytes long, the cache holds many.
-            nonce_key = hashlib.blake2b(nonce.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            nonce_key = hashlib.blake2b(once.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             problem = self._nonces.problem(nonce_key, t_ms, now_ms)
             if problem:
                 raise VoicePlatformError(codes.REQUEST_TIME_INVALID, problem)
@@ -169,7 +174,7 @@ class RequestVerifier:
         ):
             raise VoicePlatformError(codes.SIGN_INVALID)
         # Remembered only once the signature holds: unsigned junk must not fill the cache.
-        if nonce:
+        if once:
             self._nonces.add(nonce_key, t_ms, now_ms)
 
     def _signature_matches(
@@ -227,7 +232,7 @@ class _NonceCache:
     def problem(self, key: bytes, t_ms: int, now_ms: int) -> str | None:
         self._expire(now_ms)
         if key in self._t_by_key:
-            return "this nonce was used already (replayed request)"
+            return "this nonce (or signed token request) was used already (replayed request)"
         if t_ms <= self.floor_ms:
             return "t is too old to be checked for a replay; sign the request again"
         return None

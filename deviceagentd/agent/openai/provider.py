@@ -244,6 +244,8 @@ class OpenAIProvider:
                 if not chunk:
                     break
             if not stream.done and stream.finish_reason is None:
+                if decoder.events_seen == 0:
+                    raise bad_response("the cloud model's answer is not an event stream")
                 raise _StreamBroken("provider_disconnected", "the cloud model's answer was cut off")
             finished = True
         finally:

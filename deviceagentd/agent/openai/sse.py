@@ -2,9 +2,10 @@
 
 Bytes arrive in arbitrary pieces: a line, a CRLF pair or a UTF-8 character may be split
 between two reads. Lines end with LF, CRLF or CR; `:` starts a comment; several `data:`
-lines of one event are joined with LF; a blank line ends an event. Unlike a browser, a line
-that is not one of the four SSE fields is an error (chat-completion servers send only
-`data:`, `event:` and comments), so a stream of garbage is reported instead of ignored.
+lines of one event are joined with LF; a blank line ends an event. A line that is not one of
+the four SSE fields is ignored, as the WHATWG rules and the official `openai` SDK do (proxies
+and compatible servers add their own fields); a stream of garbage then carries no events
+(`events_seen`), which the provider reports as a bad answer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class SSEDecoder:
     _event: str = ""
     # The previous piece ended with CR: an LF at the start of the next one belongs to it.
     _after_cr: bool = False
+    events_seen: int = 0
+    """Events decoded so far: none at the end of a stream of bytes means it was no event stream."""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """The events completed by `chunk`, in order."""
@@ -91,8 +94,7 @@ class SSEDecoder:
         if colon and value.startswith(" "):
             value = value[1:]
         if name not in SSE_FIELDS:
-            shown = line if len(line) <= 80 else line[:80] + "…"
-            raise SSEDecodeError(f"unexpected line in the event stream: {shown!r}")
+            return None
         if name == "data":
             self._data_bytes += len(raw)
             if self._data_bytes > self.max_event_bytes:
@@ -107,6 +109,7 @@ class SSEDecoder:
             self._event = ""
             return None
         event = SSEEvent("\n".join(self._data), self._event or "message")
+        self.events_seen += 1
         self._data = []
         self._data_bytes = 0
         self._event = ""

@@ -84,7 +84,7 @@ class ChatStream:
         """One SSE event's data: the reply text pieces it carries. A data field holding
         several JSON documents on separate lines (servers that forget the blank line between
         events) is taken as that many chunks."""
-        if data.strip() == DONE:
+        if data.startswith(DONE):  # as the openai SDK reads it
             self.done = True
             return []
         try:
@@ -134,6 +134,11 @@ class ChatStream:
             content = delta.get("content")
             if content is not None and not isinstance(content, str):
                 raise bad_response("delta.content is not text")
+            # A model that declines streams its reason in delta.refusal (content stays null):
+            # it is the reply the user must hear, not an empty one.
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal and not content:
+                content = refusal
             if content:
                 self.text.append(content)
                 pieces.append(content)

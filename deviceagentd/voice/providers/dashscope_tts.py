@@ -44,9 +44,9 @@ class DashScopeTtsSettings:
     api_key: str = field(default="", repr=False)
     url: str = DEFAULT_URL
     workspace: str = ""
-    model: str = "cosyvoice-v2"
-    # Voices belong to a model generation: *_v2 voices for cosyvoice-v2, e.g. longanyang for v3.
-    voice: str = "longxiaochun_v2"
+    model: str = "cosyvoice-v3-flash"
+    # Voices belong to a model generation: longanyang for cosyvoice-v3-flash, *_v2 voices for v2.
+    voice: str = "longanyang"
     sample_rate: int = 24000
     volume: int = 50
     rate: float = 1.0

@@ -57,7 +57,7 @@ async def _raise_for_status(resp: aiohttp.ClientResponse, failure_code: str, api
 class OpenAiAsrSettings:
     base_url: str = DEFAULT_BASE_URL
     api_key: str = field(default="", repr=False)
-    model: str = "whisper-1"
+    model: str = "gpt-transcribe"
     # ISO 639-1 used when start() gets no language; empty = let the service detect it.
     language: str = ""
     # Transcription is batch, so a longer utterance is cut here (the session caps it anyway).
@@ -172,7 +172,7 @@ class OpenAiAsrStream:
 class OpenAiTtsSettings:
     base_url: str = DEFAULT_BASE_URL
     api_key: str = field(default="", repr=False)
-    model: str = "tts-1"
+    model: str = "gpt-4o-mini-tts"
     voice: str = "alloy"
     speed: float = 1.0
     # What the server's `pcm` is: 24000 on OpenAI and most compatible servers.
