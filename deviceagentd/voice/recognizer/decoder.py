@@ -1,8 +1,9 @@
 """pocketsphinx on the site's grammar: one utterance at a time, fed as the audio arrives.
 
 The only module that imports pocketsphinx (its C library, acoustic model and dictionary come
-in the `pocketsphinx` wheel; nothing is downloaded). Not thread-safe: the engine gives one
-decoder to one utterance at a time, on a worker thread.
+in the `pocketsphinx` wheel; nothing is downloaded). The engine gives one decoder to one
+utterance at a time; its calls run on worker threads and are serialised by a lock (an utterance
+closed while a worker still feeds it must not end it underneath).
 
 What it heard counts only if it is a whole sentence of the grammar: pocketsphinx's grammar
 search reports the best partial path when no path reached the grammar's end ("what is the" for
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -151,52 +153,63 @@ class GrammarDecoder:
         # match the grammar" for every refused utterance would only be noise there.
         pocketsphinx.set_loglevel("FATAL")
         self._started = False
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ one utterance
 
     def start(self, cmn: str | None = None) -> None:
         """Begin an utterance; `cmn` is the session's cepstral mean from its last utterance."""
-        if cmn:
-            try:
-                self._decoder.set_cmn(cmn)
-            except (RuntimeError, ValueError):
-                log.debug("offline recogniser: ignoring a bad CMN vector")
-        self._decoder.start_utt()
-        self._started = True
+        with self._lock:
+            if cmn:
+                try:
+                    self._decoder.set_cmn(cmn)
+                except (RuntimeError, ValueError):
+                    log.debug("offline recogniser: ignoring a bad CMN vector")
+            self._decoder.start_utt()
+            self._started = True
 
     def feed(self, pcm16k: bytes) -> None:
-        self._decoder.process_raw(pcm16k, False, False)
+        with self._lock:
+            if self._started:
+                self._decoder.process_raw(pcm16k, False, False)
 
     def partial(self) -> str:
         """The best guess so far, as words (may not be a whole sentence yet)."""
-        hyp = self._decoder.hyp()
+        with self._lock:
+            hyp = self._decoder.hyp() if self._started else None
         return hyp.hypstr if hyp is not None else ""
 
     def finish(self) -> Recognition:
-        self._decoder.end_utt()
-        self._started = False
-        hyp = self._decoder.hyp()
-        words = tuple(hyp.hypstr.split()) if hyp is not None else ()
-        recognition = self.judge(words)
-        if recognition.accepted:
-            segments = [(s.word, s.start_frame, s.end_frame) for s in self._decoder.seg() or ()]
-            why = filler_problem(segments)
-            if why:
-                return Recognition(words, "", False, why)
-        return recognition
+        with self._lock:
+            if not self._started:
+                return Recognition((), "", False, "the utterance was abandoned")
+            self._decoder.end_utt()
+            self._started = False
+            hyp = self._decoder.hyp()
+            words = tuple(hyp.hypstr.split()) if hyp is not None else ()
+            recognition = self.judge(words)
+            if recognition.accepted:
+                segments = [(s.word, s.start_frame, s.end_frame) for s in self._decoder.seg() or ()]
+                why = filler_problem(segments)
+                if why:
+                    return Recognition(words, "", False, why)
+            return recognition
 
     def cmn(self) -> str:
         """The cepstral mean after the last utterance, for the session's next one."""
-        return str(self._decoder.get_cmn(False))
+        with self._lock:
+            return str(self._decoder.get_cmn(False))
 
     def abandon(self) -> None:
         """Drop an utterance in progress (the stream was closed early)."""
-        if self._started:
-            self._started = False
-            self._decoder.end_utt()
+        with self._lock:
+            if self._started:
+                self._started = False
+                self._decoder.end_utt()
 
     def frames(self) -> int:
-        return int(self._decoder.n_frames())
+        with self._lock:
+            return int(self._decoder.n_frames())
 
     # ------------------------------------------------------------------ accept or refuse
 

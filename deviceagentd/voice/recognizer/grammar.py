@@ -414,15 +414,19 @@ class _ProductRules:
 
 def _field_names(f: FieldVocab) -> list[str]:
     name = spoken(f.spec.name)
-    # Not the lexicon's truncations ("temp", "humid", "bright"): short, and easily heard in noise.
-    out = [n for n in synonyms(name) if n == name or not name.startswith(n)]
+    out = _full_synonyms(name)
     words = name.split()
     if len(words) > 1:
         # "colour temperature": the lexicon's spelling of each word.
         for i, word in enumerate(words):
-            for alt in synonyms(word)[1:]:
+            for alt in _full_synonyms(word)[1:]:
                 out.append(" ".join([*words[:i], alt, *words[i + 1:]]))
     return out
+
+
+def _full_synonyms(name: str) -> list[str]:
+    """Not the lexicon's truncations ("temp", "humid", "bright"): short, and easily heard in noise."""
+    return [n for n in synonyms(name) if n == name or not name.startswith(n)]
 
 
 def _doing_words(word: str) -> list[str]:
