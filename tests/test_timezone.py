@@ -36,3 +36,15 @@ def test_an_unknown_zone_is_refused_with_its_key() -> None:
         load_config(None, {"DEVICEAGENTD_SITE_TIMEZONE": "Mars/Olympus_Mons"})
     assert [p.key for p in caught.value.problems] == ["site.timezone"]
     assert load_config(None, {"DEVICEAGENTD_SITE_TIMEZONE": "Asia/Shanghai"}).site.timezone == "Asia/Shanghai"
+
+
+def test_zones_load_without_sysconfig_s_build_data() -> None:
+    # ~0.6 MB of the idle daemon's budget: zoneinfo must get its search path another way.
+    import subprocess
+    import sys
+
+    code = ("import sys; from deviceagentd.core.timezone import site_zone; z = site_zone('Asia/Shanghai'); "
+            "print(z.key, any(m.startswith('_sysconfigdata') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["Asia/Shanghai", "False"]
