@@ -193,15 +193,27 @@ async def test_resume_replays_the_stored_events_missed_then_goes_live(gateway: R
     by_query.response.close()
 
 
+async def _events_stored(gateway: RunningDaemon, count: int) -> None:
+    """Wait until the gateway holds `count` events (committed or waiting for their commit)."""
+    async with asyncio.timeout(WAIT_S):
+        while len(await gateway.daemon.store.query_events(None, limit=count)) < count:
+            await asyncio.sleep(0.02)
+
+
 async def test_a_fresh_stream_resumes_from_its_ready_id(gateway: RunningDaemon, sims: Sims) -> None:
     """Its `ready` carries the newest stored id, so a client that drops before any event still
     resumes without a gap."""
     thermostat = await sims.start("thermostat", "thermostat-001")
+    # The simulator is connected before the gateway has heard it: wait for its stored online
+    # event, or a loaded machine opens the stream first and `ready` has no id yet.
+    await _events_stored(gateway, 1)
     stream = await open_stream(gateway)
     ready, _ = await stream.ready()
     assert ready.has_id and ready.data["lastEventId"] == int(ready.last_event_id) > 0
     stream.response.close()
     await thermostat.emit_event("temperature_alert", {"temperature": 35})
+    # Stored (or waiting for its commit) before the client comes back: then it is history.
+    await _events_stored(gateway, 2)
     again = await open_stream(gateway, headers={"Last-Event-ID": ready.last_event_id})
     _, replayed = await again.ready()
     assert [e.data["event"] for e in replayed] == ["temperature_alert"]
