@@ -74,22 +74,6 @@ class _IsoClock:
         return f"{self._prefix}{millis:03d}Z"
 
 
-_iso = _IsoClock()
-
-
-def change_json(change: SiteChange) -> dict[str, Any]:
-    """A change as the stream sends it (docs: the `StreamState`, `StreamLifecycle`, ... schemas)."""
-    if change.kind is ChangeKind.EVENT or change.kind is ChangeKind.COMMAND:
-        return change.data
-    body: dict[str, Any] = {"deviceId": change.device_id, "productId": change.product_id, "ts": _iso(change.ts_ms)}
-    if change.kind is ChangeKind.STATE:
-        body["state"] = change.data
-    else:
-        body.update(change.data)
-        body["eventId"] = change.event_id
-    return body
-
-
 def stored_event(event: EventRecord, as_json: dict[str, Any]) -> tuple[ChangeKind, bytes]:
     """A stored event replayed to a resuming stream, as it was sent live."""
     if event.source == "gateway" and event.event in ("online", "offline"):
@@ -100,25 +84,49 @@ def stored_event(event: EventRecord, as_json: dict[str, Any]) -> tuple[ChangeKin
 
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-# `event: state\ndata: {"deviceId":…,"productId":…,"ts":"` per device: state changes are most of
-# a busy site's changes, and their head only depends on the device.
-_STATE_HEADS: dict[tuple[str, str], str] = {}
 _MAX_STATE_HEADS = 10_000
 
 
-def _state_event(change: SiteChange) -> bytes:
-    """The same bytes as sse_event("state", change_json(change)), made faster."""
-    key = (change.device_id, change.product_id)
-    head = _STATE_HEADS.get(key)
-    if head is None:
-        if len(_STATE_HEADS) >= _MAX_STATE_HEADS:
-            _STATE_HEADS.clear()
-        head = f'event: state\ndata: {{"deviceId":{_DUMPS(key[0])},"productId":{_DUMPS(key[1])},"ts":"'
-        _STATE_HEADS[key] = head
-    try:
-        return f'{head}{_iso(change.ts_ms)}","state":{_DUMPS(change.data)}}}\n\n'.encode()
-    except UnicodeEncodeError:
-        return sse_event(ChangeKind.STATE, change_json(change))
+class ChangeEncoder:
+    """Site changes as the Server-Sent Events the stream sends (docs: the `StreamState`,
+    `StreamLifecycle`, ... schemas), with what repeats between changes kept."""
+
+    def __init__(self) -> None:
+        self._iso = _IsoClock()
+        # `event: state\ndata: {"deviceId":…,"productId":…,"ts":"` per device: state changes are
+        # most of a busy site's changes, and their head only depends on the device.
+        self._state_heads: dict[tuple[str, str], str] = {}
+
+    def change_json(self, change: SiteChange) -> dict[str, Any]:
+        if change.kind is ChangeKind.EVENT or change.kind is ChangeKind.COMMAND:
+            return change.data
+        body: dict[str, Any] = {"deviceId": change.device_id, "productId": change.product_id,
+                                "ts": self._iso(change.ts_ms)}
+        if change.kind is ChangeKind.STATE:
+            body["state"] = change.data
+        else:
+            body.update(change.data)
+            body["eventId"] = change.event_id
+        return body
+
+    def encode(self, change: SiteChange) -> bytes:
+        if change.kind is ChangeKind.STATE:
+            return self._state_event(change)
+        return sse_event(change.kind, self.change_json(change), change.event_id)
+
+    def _state_event(self, change: SiteChange) -> bytes:
+        """The same bytes as sse_event("state", change_json(change)), made faster."""
+        key = (change.device_id, change.product_id)
+        head = self._state_heads.get(key)
+        if head is None:
+            if len(self._state_heads) >= _MAX_STATE_HEADS:
+                self._state_heads.clear()
+            head = f'event: state\ndata: {{"deviceId":{_DUMPS(key[0])},"productId":{_DUMPS(key[1])},"ts":"'
+            self._state_heads[key] = head
+        try:
+            return f'{head}{self._iso(change.ts_ms)}","state":{_DUMPS(change.data)}}}\n\n'.encode()
+        except UnicodeEncodeError:
+            return sse_event(ChangeKind.STATE, self.change_json(change))
 
 
 @dataclass(slots=True)
@@ -126,13 +134,9 @@ class _Entry:
     change: SiteChange
     encoded: bytes | None = None
 
-    def sse(self) -> bytes:
+    def sse(self, encoder: ChangeEncoder) -> bytes:
         if self.encoded is None:
-            change = self.change
-            if change.kind is ChangeKind.STATE:
-                self.encoded = _state_event(change)
-            else:
-                self.encoded = sse_event(change.kind, change_json(change), change.event_id)
+            self.encoded = encoder.encode(self.change)
         return self.encoded
 
 
@@ -163,6 +167,7 @@ class LiveHub:
         # The last range taken by a stream without a filter, encoded: the other unfiltered
         # streams writing on the same tick (see routes_stream) take the same bytes.
         self._shared: tuple[int, int, bytes] = (0, 0, b"")
+        self._encoder = ChangeEncoder()
 
     @property
     def clients(self) -> int:
@@ -238,14 +243,15 @@ class LiveHub:
         skip, stream.skip_upto = stream.skip_upto, None
         if start == end:
             return b"", missed
+        encoder = self._encoder
         if stream.filter.everything and skip is None:
             if self._shared[:2] != (start, end):
-                self._shared = (start, end, b"".join(e.sse() for e in self._entries(start, end)))
+                self._shared = (start, end, b"".join(e.sse(encoder) for e in self._entries(start, end)))
             return self._shared[2], missed
         entries = self._entries(start, end)
         wanted = stream.filter.matches
         return b"".join(
-            e.sse() for e in entries
+            e.sse(encoder) for e in entries
             if wanted(e.change.kind, e.change.product_id, e.change.device_id)
             and (skip is None or e.change.event_id is None or e.change.event_id > skip)), missed
 
