@@ -1,0 +1,21 @@
+"""What the uplink connection hands cloud requests to, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class CloudReply:
+    topic: str
+    payload: bytes
+    correlation_data: bytes | None = None
+    content_type: str = "application/json"
+    device_id: str = ""  # the outbox orders replies with that device's other rows
+
+
+class CloudRequestHandler(Protocol):
+    def subscriptions(self) -> list[str]: ...
+
+    async def handle(self, topic: str, payload: bytes, properties: dict[str, Any]) -> CloudReply | None: ...
