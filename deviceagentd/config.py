@@ -28,16 +28,6 @@ SECRET_KEYS = frozenset(
     {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
      "voiceplatform.client_secret", "mcp.clients"}
 )
-# Keys that existed once. A config that still sets one (in the file or the environment) is told
-# what happened and what to use instead, rather than "unknown key".
-REMOVED_KEYS = {
-    "mqtt.shared_group": (
-        "was removed: gateways sharing one broker's subscriptions each saw only part of the devices "
-        "(404 for the others) and command answers went to whichever gateway the broker picked (504). "
-        "Run one gateway per site and connect the sites to a central MQTT cluster with [uplink] "
-        "(see docs/fleet.md); delete this key"
-    ),
-}
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
 SOURCE_PRODUCTS_DIR = PACKAGE_DIR.parent / "etc" / "deviceagentd" / "products"
@@ -381,6 +371,18 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     if problems:
         raise ConfigError(problems)
     return config
+
+
+# Keys that existed once. A config that still sets one (in the file or the environment) is told
+# what happened and what to use instead, rather than "unknown key".
+REMOVED_KEYS = {
+    "mqtt.shared_group": (
+        "was removed: gateways sharing one broker's subscriptions each saw only part of the devices "
+        "(404 for the others) and command answers went to whichever gateway the broker picked (504). "
+        "Run one gateway per site and connect the sites to a central MQTT cluster with [uplink] "
+        "(see docs/fleet.md); delete this key"
+    ),
+}
 
 
 def _fields_of(obj: Any) -> dict[str, tuple[dataclasses.Field[Any], Any]]:

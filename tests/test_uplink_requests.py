@@ -130,7 +130,7 @@ async def test_a_cloud_command_round_trip_answers_on_the_default_result_topic(
     assert reply.device_id == sim.device_id
     assert answer.pop("latencyMs") >= 0
     assert answer == {"requestId": "cloud-1", "code": 0, "msg": "ok", "data": {"target_temperature": 23.5},
-                      "ok": True, "status": 200}
+                      "ok": True, "httpStatus": 200}
     [received] = sim.commands_received
     assert (received.cmd, received.params, received.request_id) == (
         "set_target_temperature", {"target_temperature": 23.5}, "cloud-1")
@@ -148,7 +148,7 @@ async def test_an_mqtt5_caller_gets_its_response_topic_and_correlation_data(gw: 
                                "content_type": ["application/json; charset=utf-8"], "dup": 0, "retain": 0})
     assert reply.topic == "sites/site-a/replies/console-7"
     assert reply.correlation_data == correlation
-    assert (answer["status"], answer["ok"], answer["data"]) == (200, True, {"mode": "heat"})
+    assert (answer["httpStatus"], answer["ok"], answer["data"]) == (200, True, {"mode": "heat"})
     # No requestId given: the one the gateway made is in the answer, as over HTTP.
     assert answer["requestId"] == sim.commands_received[0].request_id
     assert answer["requestId"].startswith("req-")
@@ -165,7 +165,7 @@ async def test_a_device_that_never_answers_gets_the_timeout_answer(gw: RunningDa
     assert answer == {"error": {"code": "command_timeout",
                                 "message": f"device {sim.device_id!r} did not answer set_mode within 300 ms",
                                 "details": {"requestId": request_id}},
-                      "requestId": request_id, "status": 504}
+                      "requestId": request_id, "httpStatus": 504}
     assert http["error"]["code"] == "command_timeout"
     assert http["error"]["message"] == answer["error"]["message"]
     assert (await gw.daemon.store.get_command(request_id)).status == "timeout"
@@ -182,7 +182,7 @@ async def test_a_requestid_still_pending_is_refused_and_not_sent_twice(gw: Runni
     await wait_until(lambda: sim.commands_received, WAIT_S)
     _, answer = await ask(requests, command_topic(sim.device_id), body)
     assert answer == {"error": {"code": "conflict", "message": "requestId 'dup-1' was already used",
-                                "details": {"requestId": "dup-1"}}, "requestId": "dup-1", "status": 409}
+                                "details": {"requestId": "dup-1"}}, "requestId": "dup-1", "httpStatus": 409}
     _, timed_out = await first
     assert timed_out["error"]["code"] == "command_timeout"
     assert len(sim.commands_received) == 1
@@ -199,7 +199,7 @@ async def test_too_many_waiting_cloud_commands_answer_busy(gw: RunningDaemon, si
     first = asyncio.ensure_future(ask(requests, command_topic(sim.device_id), body))
     await wait_until(lambda: sim.commands_received, WAIT_S)
     _, answer = await ask(requests, command_topic(sim.device_id), {**body, "requestId": "second"})
-    assert (answer["status"], answer["error"]["code"], answer["requestId"]) == (503, "busy", "second")
+    assert (answer["httpStatus"], answer["error"]["code"], answer["requestId"]) == (503, "busy", "second")
     await first
     assert len(sim.commands_received) == 1
     # The slot is free again.
@@ -214,7 +214,7 @@ async def test_an_offline_device_is_refused_as_over_http(gw: RunningDaemon, sims
     payload = json.dumps({"command": "set_mode", "params": {"mode": "off"}, "requestId": "off-1"}).encode()
     _, answer = await ask(handler(gw), command_topic(sim.device_id), payload)
     status, http = await http_answer(gw, sim.device_id, payload)
-    assert answer == {**http, "status": status, "requestId": "off-1"}
+    assert answer == {**http, "httpStatus": status, "requestId": "off-1"}
     assert (status, answer["error"]["code"]) == (409, "device_offline")
 
 
@@ -227,7 +227,7 @@ async def test_a_request_for_another_site_is_refused_and_never_run(gw: RunningDa
                               {"command": "set_mode", "params": {"mode": "heat"}, "requestId": "x-1"})
     # Answered on this site's topic: a gateway writes only under its own prefix.
     assert reply.topic == f"sites/site-a/devices/{sim.device_id}/commands/result"
-    assert (answer["status"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "x-1")
+    assert (answer["httpStatus"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "x-1")
     assert answer["error"]["details"] == {"siteId": "site-b"}
     assert sim.commands_received == []
     assert gw.daemon.metrics.rejects.get({"kind": "cloud_command", "reason": "forbidden"}) == 1
@@ -238,7 +238,7 @@ async def test_a_device_not_on_this_site_is_not_found(gw: RunningDaemon) -> None
     _, answer = await ask(handler(gw), command_topic("thermostat-elsewhere"), payload)
     status, http = await http_answer(gw, "thermostat-elsewhere", payload)
     assert status == 404
-    assert answer == {**http, "status": 404, "requestId": "nf-1"}
+    assert answer == {**http, "httpStatus": 404, "requestId": "nf-1"}
     assert answer["error"]["code"] == "device_not_found"
 
 
@@ -261,7 +261,7 @@ async def test_a_response_topic_outside_the_site_is_refused(gw: RunningDaemon, s
                               {"response_topic": [response_topic], "correlation_data": [b"c-1"]})
     assert reply.topic == f"sites/site-a/devices/{sim.device_id}/commands/result"
     assert reply.correlation_data == b"c-1"
-    assert (answer["status"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "rt-1")
+    assert (answer["httpStatus"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "rt-1")
     assert answer["error"]["details"] == {"responseTopic": response_topic}
     assert sim.commands_received == []
 
@@ -276,7 +276,7 @@ async def test_odd_properties_do_not_escape_handle(gw: RunningDaemon, sims: Sims
     # Bare values instead of gmqtt's lists are read too.
     reply, answer = await ask(handler(gw), command_topic(sim.device_id), body,
                               {"response_topic": "sites/site-a/r", "correlation_data": b"c"})
-    assert (reply.topic, reply.correlation_data, answer["status"]) == ("sites/site-a/r", b"c", 200)
+    assert (reply.topic, reply.correlation_data, answer["httpStatus"]) == ("sites/site-a/r", b"c", 200)
 
 
 # The same bytes to the HTTP route and as a cloud request: the same error, code and details.
@@ -331,7 +331,7 @@ async def test_a_bad_command_gets_the_http_apis_400_answer(gw: RunningDaemon, si
     assert http["error"]["code"] == code
     echoed = answer.pop("requestId")
     assert echoed in (None, 7), echoed  # only a requestId a caller could match on is sent back
-    assert answer.pop("status") == 400
+    assert answer.pop("httpStatus") == 400
     if code == "invalid_json":
         # Same code and reason; the message says "payload" where HTTP says "(request) body".
         assert answer["error"]["code"] == "invalid_json"
@@ -350,7 +350,7 @@ async def test_a_payload_over_the_limit_is_refused_unread(gw: RunningDaemon, sim
     _, answer = await ask(handler(gw, max_payload_bytes=1024), command_topic(sim.device_id), payload)
     assert answer == {"error": {"code": "payload_too_large",
                                 "message": "the payload is larger than the limit of 1024 bytes"},
-                      "requestId": None, "status": 413}
+                      "requestId": None, "httpStatus": 413}
     assert sim.commands_received == []
 
 
@@ -360,7 +360,7 @@ async def test_a_payload_that_is_not_json_by_content_type_is_refused(gw: Running
     sim = await online(sims, gw)
     _, answer = await ask(handler(gw), command_topic(sim.device_id),
                           {"command": "set_mode", "params": {"mode": "heat"}}, {"content_type": [content_type]})
-    assert (answer["status"], answer["error"]["code"]) == (415, "unsupported_media_type")
+    assert (answer["httpStatus"], answer["error"]["code"]) == (415, "unsupported_media_type")
     assert sim.commands_received == []
 
 
@@ -384,13 +384,13 @@ async def test_a_chat_request_gets_the_agents_reply(gw: RunningDaemon, sims: Sim
     reply, answer = await ask(requests, chat_topic(), {"text": "list the devices", "requestId": "chat-1"},
                               {"response_topic": ["sites/site-a/replies/chat"], "correlation_data": [b"k"]})
     assert (reply.topic, reply.correlation_data, reply.device_id) == ("sites/site-a/replies/chat", b"k", "")
-    assert (answer["status"], answer["requestId"]) == (200, "chat-1")
+    assert (answer["httpStatus"], answer["requestId"]) == (200, "chat-1")
     assert sim.device_id in answer["text"]
     session_id = answer["sessionId"]
     # Named session: the turn goes into its history, the next request continues it.
     reply, again = await ask(requests, chat_topic(), {"text": "list the devices", "sessionId": session_id})
     assert reply.topic == "sites/site-a/gateway/chat/result"
-    assert (again["status"], again["sessionId"], again["requestId"]) == (200, session_id, None)
+    assert (again["httpStatus"], again["sessionId"], again["requestId"]) == (200, session_id, None)
     history = await gw.daemon.sessions.history(session_id, 10)
     assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
 
@@ -412,23 +412,23 @@ async def test_a_bad_chat_request_is_refused_naming_the_field(gw: RunningDaemon,
                                                               field: str) -> None:
     reply, answer = await ask(handler(gw), chat_topic(), body)
     assert reply.topic == "sites/site-a/gateway/chat/result"
-    assert (answer["status"], answer["error"]["code"]) == (400, "invalid_request")
+    assert (answer["httpStatus"], answer["error"]["code"]) == (400, "invalid_request")
     assert answer["error"]["details"][0]["field"] == field
     assert gw.daemon.agent.running_turns == 0
 
 
 async def test_chat_for_another_site_and_bad_json_are_refused(gw: RunningDaemon) -> None:
     _, answer = await ask(handler(gw), chat_topic("site-b"), {"text": "list the devices", "requestId": "c-9"})
-    assert (answer["status"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "c-9")
+    assert (answer["httpStatus"], answer["error"]["code"], answer["requestId"]) == (403, "forbidden", "c-9")
     _, answer = await ask(handler(gw), chat_topic(), b'{"text": "\\udfff"}')
-    assert (answer["status"], answer["error"]["code"]) == (400, "invalid_json")
+    assert (answer["httpStatus"], answer["error"]["code"]) == (400, "invalid_json")
     assert "lone UTF-16 surrogate" in answer["error"]["message"]
     assert gw.daemon.metrics.rejects.get({"kind": "cloud_chat", "reason": "forbidden"}) == 1
 
 
 async def test_chat_without_an_agent_is_unavailable(gw: RunningDaemon) -> None:
     _, answer = await ask(handler(gw, agent=None), chat_topic(), {"text": "hello"})
-    assert (answer["status"], answer["error"]["code"]) == (503, "agent_unavailable")
+    assert (answer["httpStatus"], answer["error"]["code"]) == (503, "agent_unavailable")
 
 
 class GatedProvider:
@@ -459,11 +459,12 @@ async def test_a_full_chat_queue_answers_busy_and_the_queued_ones_are_answered(g
     waiting = asyncio.ensure_future(ask(requests, chat_topic(), {"text": "two", "requestId": "q-2"}))
     await wait_until(lambda: provider.started == 1 and requests.chats_in_progress == 2, WAIT_S)
     _, busy = await ask(requests, chat_topic(), {"text": "three", "requestId": "q-3"})
-    assert (busy["status"], busy["error"]["code"], busy["requestId"]) == (503, "busy", "q-3")
+    assert (busy["httpStatus"], busy["error"]["code"], busy["requestId"]) == (503, "busy", "q-3")
     assert provider.started == 1  # one at a time
     provider.gate.set()
     answers = [answer for _, answer in await asyncio.gather(running, waiting)]
-    assert [(a["status"], a["text"], a["requestId"]) for a in answers] == [(200, "done", "q-1"), (200, "done", "q-2")]
+    assert [(a["httpStatus"], a["text"], a["requestId"]) for a in answers] == [
+        (200, "done", "q-1"), (200, "done", "q-2")]
     assert requests.chats_in_progress == 0
     assert gw.daemon.metrics.rejects.get({"kind": "cloud_chat", "reason": "busy"}) == 1
 
@@ -473,5 +474,5 @@ async def test_a_chat_turn_that_does_not_end_is_answered_with_a_timeout(gw: Runn
     requests = handler(gw, gated_agent(gw, provider, turn_timeout_s=0.3))
     _, answer = await ask(requests, chat_topic(), {"text": "hello?", "sessionId": "cloud-slow", "requestId": "t-1"})
     assert answer == {"error": {"code": "turn_timeout", "message": "no answer within 0.3 s"},
-                      "sessionId": "cloud-slow", "requestId": "t-1", "status": 504}
+                      "sessionId": "cloud-slow", "requestId": "t-1", "httpStatus": 504}
     assert requests.chats_in_progress == 0

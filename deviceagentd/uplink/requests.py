@@ -2,10 +2,11 @@
 
 A command for one of this site's devices goes through the same checks and the same
 `CommandService.send` as `POST /api/devices/:deviceId/commands`, and its answer is the body that
-route answers (the outcome, or `{"error": {code, message, details?}}`) plus `status` (the HTTP
-status the route would have used; MQTT has none) and `requestId` (always: MQTT 3.1.1 callers have
-no correlation data to match answers by). A chat request runs one agent turn, as `/api/chat`
-and the LAN's MQTT text requests do.
+route answers (the outcome, or `{"error": {code, message, details?}}`) plus `httpStatus` (the
+status the route would have used; MQTT has none, and `status` is taken: the command outcomes the
+uplink forwards on the same result topic carry the command log's `status`) and `requestId`
+(always: MQTT 3.1.1 callers have no correlation data to match answers by). A chat request runs
+one agent turn, as `/api/chat` and the LAN's MQTT text requests do.
 
 The answer goes to the caller's MQTT 5 response topic with its correlation data, or to the
 site's default result topic. Nothing a request holds escapes `handle` as an exception, and
@@ -205,7 +206,7 @@ class CloudRequests:
                                                 fields.request_id, origin=ORIGIN)
         finally:
             self._pending_commands -= 1
-        return {**outcome.to_json(), "status": 200}
+        return {**outcome.to_json(), "httpStatus": 200}
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         agent = self._agent
@@ -243,7 +244,7 @@ def _chat_answer(outcome: TurnOutcome) -> dict[str, Any]:
         answer = _error(TURN_FAILURE_STATUS.get(failure.code, PROVIDER_FAILURE_STATUS), failure.code, failure.message)
         answer["sessionId"] = outcome.session_id
         return answer
-    answer = {"sessionId": outcome.session_id, "text": outcome.text, "status": 200}
+    answer = {"sessionId": outcome.session_id, "text": outcome.text, "httpStatus": 200}
     if outcome.interrupted:
         answer["interrupted"] = True
     return answer
@@ -253,7 +254,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> dict[st
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    return {"error": error, "status": status}
+    return {"error": error, "httpStatus": status}
 
 
 def _echoed_id(value: Any) -> str | int | None:

@@ -1,4 +1,6 @@
-"""What the uplink connection hands cloud requests to, and what it gets back."""
+"""The extension point for requests from the cloud (commands, chat): the uplink subscribes to
+the handler's topics on its connection and hands it every message that arrives there; a reply
+goes into the outbox (so it survives a WAN loss) and out with its correlation data."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ class CloudReply:
     payload: bytes
     correlation_data: bytes | None = None
     content_type: str = "application/json"
-    device_id: str = ""  # the outbox orders replies with that device's other rows
+    device_id: str = ""   # the outbox orders replies with that device's other rows
 
 
 class CloudRequestHandler(Protocol):
