@@ -53,7 +53,6 @@ class MqttConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_insecure: bool = False
-    shared_group: str = ""
     max_payload_bytes: int = 262144
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 5.0
@@ -374,6 +373,18 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     return config
 
 
+# Keys that existed once. A config that still sets one (in the file or the environment) is told
+# what happened and what to use instead, rather than "unknown key".
+REMOVED_KEYS = {
+    "mqtt.shared_group": (
+        "was removed: gateways sharing one broker's subscriptions each saw only part of the devices "
+        "(404 for the others) and command answers went to whichever gateway the broker picked (504). "
+        "Run one gateway per site and connect the sites to a central MQTT cluster with [uplink] "
+        "(see docs/fleet.md); delete this key"
+    ),
+}
+
+
 def _fields_of(obj: Any) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
     hints = get_type_hints(type(obj))
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(obj) if f.name != "source"}
@@ -383,6 +394,9 @@ def _apply_table(obj: Any, table: dict[str, Any], prefix: str, problems: list[Co
     known = _fields_of(obj)
     for key, value in table.items():
         dotted = f"{prefix}{key}"
+        if dotted in REMOVED_KEYS:
+            problems.append(ConfigProblem(dotted, REMOVED_KEYS[dotted]))
+            continue
         if key not in known:
             problems.append(ConfigProblem(dotted, f"unknown key (known here: {', '.join(known)})"))
             continue
@@ -496,8 +510,13 @@ def _parse_env_value(raw: str, hint: Any) -> Any:
 
 def _apply_env(config: Config, env: Mapping[str, str], problems: list[ConfigProblem]) -> None:
     known = {env_name(dotted): target for dotted, target in _settable(config).items()}
+    removed = {env_name(dotted): dotted for dotted in REMOVED_KEYS}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
+            continue
+        if name in removed:
+            dotted = removed[name]
+            problems.append(ConfigProblem(name, f"sets {dotted}, which {REMOVED_KEYS[dotted]}"))
             continue
         if name not in known:
             problems.append(ConfigProblem(name, "unknown environment override (no such key)"))
@@ -582,8 +601,6 @@ def check(config: Config) -> list[ConfigProblem]:
         bad("mqtt.max_payload_bytes", "must be between 1024 and 16777216")
     if not 0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s:
         bad("mqtt.reconnect_min_s", "must be above 0 and at most mqtt.reconnect_max_s")
-    if any(c in mqtt.shared_group for c in "+#/ "):
-        bad("mqtt.shared_group", "must not contain spaces or + # /")
     for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
         value = getattr(mqtt, attr)
         if value and not Path(value).is_file():

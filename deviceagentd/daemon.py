@@ -131,7 +131,7 @@ class Daemon:
         self.live = LiveHub(self.feed)
         self.rejects = RejectReporter(self.metrics, self.clock)
         topics = cfg.mqtt.topics
-        subscriptions = [subscription_filter(topics.template(k), cfg.mqtt.shared_group) for k in SUBSCRIBED_KINDS]
+        subscriptions = [subscription_filter(topics.template(k)) for k in SUBSCRIBED_KINDS]
         self.link = MqttLink(cfg.mqtt, subscriptions, self._on_message, self.metrics,
                              on_connection_lost=self._on_broker_lost)
         self.commands = CommandService(

@@ -90,7 +90,6 @@ protocol_version = 4
 keepalive_s = 30
 tls_insecure = false
 reconnect_min_s = 2
-shared_group = "gateways"
 
 [mqtt.topics]
 command = "site/{{productId}}/{{deviceId}}/cmd"
@@ -121,7 +120,6 @@ level = "debug"
     assert config.mqtt.protocol_version == 4
     assert config.mqtt.keepalive_s == 30
     assert config.mqtt.reconnect_min_s == 2.0 and isinstance(config.mqtt.reconnect_min_s, float)
-    assert config.mqtt.shared_group == "gateways"
     assert config.mqtt.topics.command == "site/{productId}/{deviceId}/cmd"
     assert config.mqtt.topics.telemetry == TopicTemplates().telemetry  # others keep their default
     assert config.http.listen == "0.0.0.0:8080"
@@ -338,8 +336,6 @@ def test_all_problems_at_once() -> None:
         ({"MQTT_MAX_PAYLOAD_BYTES": str(16 * 1024 * 1024 + 1)}, "mqtt.max_payload_bytes", "between 1024"),
         ({"MQTT_RECONNECT_MIN_S": "0"}, "mqtt.reconnect_min_s", "above 0"),
         ({"MQTT_RECONNECT_MIN_S": "10", "MQTT_RECONNECT_MAX_S": "5"}, "mqtt.reconnect_min_s", "at most"),
-        ({"MQTT_SHARED_GROUP": "a/b"}, "mqtt.shared_group", "must not contain"),
-        ({"MQTT_SHARED_GROUP": "a b"}, "mqtt.shared_group", "must not contain"),
         ({"MQTT_URL": "mqtts://b", "MQTT_TLS_CA_FILE": "/no/such/ca.pem"}, "mqtt.tls_ca_file", "does not exist"),
         ({"MQTT_URL": "mqtts://b", "MQTT_TLS_CERT_FILE": "/no/such/c.pem"}, "mqtt.tls_cert_file", "does not exist"),
         ({"MQTT_URL": "mqtts://b", "MQTT_TLS_KEY_FILE": "/no/such/k.pem"}, "mqtt.tls_key_file", "does not exist"),
@@ -610,6 +606,30 @@ def test_check_config_with_bad_environment(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "DEVICEAGENTD_MQTT_KEEPALIVE_S: must be an integer" in result.stderr
     assert "DEVICEAGENTD_MQTT_PORT: unknown environment override" in result.stderr
+
+
+def test_check_config_refuses_the_removed_shared_group_in_a_file(tmp_path: Path) -> None:
+    """Gateways sharing one broker's subscriptions broke the product (issue 15): an old config
+    that still asks for it is told why and where to go, not merely "unknown key"."""
+    path = write(tmp_path, '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\nshared_group = "gateways"\n')
+    result = run_cli("check-config", "-c", str(path))
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if "shared_group" in line]
+    assert line.strip().startswith("mqtt.shared_group: was removed")
+    assert "unknown key" not in line
+    assert "[uplink]" in line and "docs/fleet.md" in line
+    assert result.stdout == ""
+
+
+def test_check_config_refuses_the_removed_shared_group_in_the_environment() -> None:
+    # Even empty (the old default) it is refused: the variable names a key that no longer exists.
+    for value in ("gateways", ""):
+        result = run_cli("check-config", env={"DEVICEAGENTD_MQTT_SHARED_GROUP": value})
+        assert result.returncode == 1
+        [line] = [line for line in result.stderr.splitlines() if "SHARED_GROUP" in line]
+        assert line.strip().startswith("DEVICEAGENTD_MQTT_SHARED_GROUP: sets mqtt.shared_group, which was removed")
+        assert "unknown environment override" not in line
+        assert "[uplink]" in line and "docs/fleet.md" in line
 
 
 def test_check_config_with_a_bad_product_dir(tmp_path: Path) -> None:

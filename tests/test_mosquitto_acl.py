@@ -320,13 +320,12 @@ async def test_the_gateway_user_cannot_forge_device_telemetry(acl_broker: Mosqui
         assert gateway.got(forged) == []
 
 
-@pytest.mark.parametrize("shared_group", ["", "gateways"], ids=["plain", "shared-subscription"])
-async def test_the_daemon_and_a_device_work_through_the_shipped_acl(acl_broker: MosquittoBroker, tmp_path: Path,
-                                                                    shared_group: str) -> None:
+async def test_the_daemon_and_a_device_work_through_the_shipped_acl(acl_broker: MosquittoBroker,
+                                                                    tmp_path: Path) -> None:
     """The real daemon as user deviceagentd and the simulator as its device: registration,
     events, a command round trip and a time sync all pass the ACL."""
     running = await start_daemon(acl_broker.url, tmp_path / "state", mqtt_username=GATEWAY,
-                                 mqtt_password=PASSWORDS[GATEWAY], mqtt_shared_group=shared_group)
+                                 mqtt_password=PASSWORDS[GATEWAY])
     device = SimulatedDevice(load_spec_file(PRODUCTS_DIR / "thermostat.json"), "acl-dev-a",
                              SimulatorOptions(url=acl_broker.url, username="acl-dev-a",
                                               password=PASSWORDS["acl-dev-a"]))

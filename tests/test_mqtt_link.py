@@ -301,26 +301,3 @@ async def test_custom_topic_templates_end_to_end(broker: MosquittoBroker, tmp_pa
             await old_style.flush()
             await asyncio.sleep(0.5)
             assert gw.daemon.registry.get(old_style.device_id) is None
-
-
-async def test_gateways_in_a_shared_group_split_the_traffic(broker: MosquittoBroker, tmp_path: Path) -> None:
-    group = unique("grp")
-    async with running_gateway(broker.url, tmp_path / "a", mqtt_shared_group=group) as first, \
-            running_gateway(broker.url, tmp_path / "b", mqtt_shared_group=group) as second, \
-            raw_device(broker.url, "thermostat") as device:
-        for index in range(40):
-            await device.send(TopicKind.EVENT, {"type": "event", "data": {"event": "tick", "n": index}})
-        await device.flush()
-
-        def handled() -> float:
-            return sum(gw.daemon.metrics.messages_in.get({"kind": "event"}) for gw in (first, second))
-
-        await wait_until(lambda: handled() >= 40, WAIT_S)
-        await asyncio.sleep(0.5)
-        assert handled() == 40  # each message went to exactly one gateway
-        numbers: list[int] = []
-        for gw in (first, second):
-            numbers += [e.data["n"] for e in await events_of(gw, device.device_id) if e.event == "tick"]
-        numbers.sort()
-        assert numbers == list(range(40))
-        assert all(gw.daemon.metrics.messages_in.get({"kind": "event"}) > 0 for gw in (first, second))

@@ -29,6 +29,7 @@ import deviceagentd
 from deviceagentd.agent.types import MAX_SESSION_ID_LEN
 from deviceagentd.config import AgentConfig, CommandsConfig, HttpConfig, VisionConfig, VoiceConfig
 from deviceagentd.core.catalog import Catalog, load_catalog
+from deviceagentd.core.command_request import COMMAND_FIELDS
 from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, CommandService
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.registry import DeviceRegistry
@@ -38,7 +39,6 @@ from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import HttpContext
 from deviceagentd.http.openapi import OPENAPI_PATH, load_openapi
 from deviceagentd.http.routes_agent import CHAT_FIELDS, FRAME_FIELDS, MAX_VISION_REFS
-from deviceagentd.http.routes_devices import COMMAND_FIELDS
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
 from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes

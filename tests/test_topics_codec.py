@@ -124,11 +124,10 @@ def test_a_template_with_special_regex_characters_is_matched_literally() -> None
     assert parser.parse("aXb/light/(x)/l1/teleee") is None
 
 
-def test_subscription_filters_and_shared_group() -> None:
+def test_subscription_filters() -> None:
     t = TopicTemplates()
     assert subscription_filter(t.telemetry) == "v1/+/+/telemetry"
     assert subscription_filter(t.ntp_request) == "device-agent/+/device/+/ntp/request"
-    assert subscription_filter(t.telemetry, "gw") == "$share/gw/v1/+/+/telemetry"
 
 
 @pytest.mark.parametrize(

@@ -394,17 +394,37 @@ def _mostly_chinese(text: str) -> bool:
     return han * 2 >= len(text.strip() or " ")
 
 
-async def collect_reply(agent: Agent, request: TurnRequest) -> tuple[str, str]:
-    """Run a turn to its end and return (session_id, reply text) — for channels that answer
-    once (MQTT text requests). Failures become a short sentence."""
+@dataclass(frozen=True)
+class TurnOutcome:
+    """How a turn that was run to its end went, for channels that answer once."""
+
+    session_id: str
+    text: str
+    failure: TurnFailed | None = None
+    interrupted: bool = False
+
+
+async def run_turn(agent: Agent, request: TurnRequest) -> TurnOutcome:
+    """Run a turn to its end (MQTT text requests, cloud chat requests). Raises what
+    `Agent.prepare` raises (InvalidInput, NotFound, Conflict) before the turn starts."""
     session_id, images = await agent.prepare(request)
     text = ""
+    interrupted = False
+    failure: TurnFailed | None = None
     async for event in agent.turn(request, session_id, images):
         if isinstance(event, TurnDone):
-            text = event.text
+            text, interrupted = event.text, event.interrupted
         elif isinstance(event, TurnFailed):
-            text = f"Sorry, I could not answer: {event.message}"
-    return session_id, text
+            failure = event
+    return TurnOutcome(session_id, text, failure, interrupted)
+
+
+async def collect_reply(agent: Agent, request: TurnRequest) -> tuple[str, str]:
+    """Run a turn to its end and return (session_id, reply text). Failures become a short sentence."""
+    outcome = await run_turn(agent, request)
+    if outcome.failure is not None:
+        return outcome.session_id, f"Sorry, I could not answer: {outcome.failure.message}"
+    return outcome.session_id, outcome.text
 
 
 def not_found_frame(frame_id: str) -> NotFound:

@@ -6,9 +6,12 @@ from typing import Any
 
 
 class CoreError(Exception):
-    """Base: `code` is a stable snake_case name, the message is for a person."""
+    """Base: `code` is a stable snake_case name, the message is for a person. `status` is the
+    HTTP status the API answers it with; other channels (the uplink's cloud requests) carry it
+    in their replies so one error table serves every caller."""
 
     code = "internal_error"
+    status = 500
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
@@ -18,22 +21,27 @@ class CoreError(Exception):
 
 class InvalidInput(CoreError):
     code = "invalid_request"
+    status = 400
 
 
 class NotFound(CoreError):
     code = "not_found"
+    status = 404
 
 
 class DeviceOffline(CoreError):
     code = "device_offline"
+    status = 409
 
 
 class BrokerUnavailable(CoreError):
     code = "broker_unavailable"
+    status = 503
 
 
 class CommandTimeout(CoreError):
     code = "command_timeout"
+    status = 504
 
     def __init__(self, message: str, request_id: str) -> None:
         super().__init__(message, {"requestId": request_id})
@@ -42,3 +50,4 @@ class CommandTimeout(CoreError):
 
 class Conflict(CoreError):
     code = "conflict"
+    status = 409

@@ -8,29 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from deviceagentd import strictjson
-from deviceagentd.core.errors import (
-    BrokerUnavailable,
-    CommandTimeout,
-    Conflict,
-    CoreError,
-    DeviceOffline,
-    InvalidInput,
-    NotFound,
-)
+from deviceagentd.core import command_request
+from deviceagentd.core.errors import CoreError, InvalidInput
 from deviceagentd.http.responses import json_response
 
 # How long a client has to send a request body once its headers are in.
 BODY_TIMEOUT_S = 15.0
-
-
-STATUS_OF: dict[type[CoreError], int] = {
-    InvalidInput: 400,
-    NotFound: 404,
-    DeviceOffline: 409,
-    Conflict: 409,
-    BrokerUnavailable: 503,
-    CommandTimeout: 504,
-}
 
 
 class ApiError(Exception):
@@ -53,8 +36,7 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 
 def from_core(exc: CoreError) -> ApiError:
-    status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 500)
-    return ApiError(status, exc.code, exc.message, exc.details)
+    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 def bad_field(field: str, reason: str) -> ApiError:
@@ -106,12 +88,11 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(body) - allowed)
-    if extra:
-        details = [{"field": name, "reason": "is not a known field"} for name in extra]
-        raise ApiError(400, "invalid_request",
-                       f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})", details)
+def reject_unknown_fields(body: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    try:
+        command_request.reject_unknown_fields(body, allowed)
+    except InvalidInput as exc:
+        raise from_core(exc) from None
 
 
 def int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:

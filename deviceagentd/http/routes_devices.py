@@ -7,15 +7,15 @@ import time
 from aiohttp import web
 
 from deviceagentd import __version__
+from deviceagentd.core.command_request import parse_command_request
 from deviceagentd.core.commands import command_to_json
 from deviceagentd.core.events import event_to_json
 from deviceagentd.core.registry import Device
 from deviceagentd.core.spec import ProductSpec
 from deviceagentd.http.context import context_of
-from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object, reject_unknown_fields
+from deviceagentd.http.errors import ApiError, bad_field, int_query, read_json_object
 from deviceagentd.http.responses import json_response
 
-COMMAND_FIELDS = {"command", "params", "timeoutMs", "requestId"}
 MAX_SEARCH_CHARS = 128
 
 
@@ -130,22 +130,9 @@ async def send_command(request: web.Request) -> web.Response:
     ctx = context_of(request)
     device = _device(request)
     body = await read_json_object(request, ctx.max_body_bytes)
-    reject_unknown_fields(body, COMMAND_FIELDS)
-    command = body.get("command")
-    if not isinstance(command, str) or not command:
-        raise bad_field("command", "is required and must be a non-empty string")
-    params = body.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise bad_field("params", "must be an object")
-    timeout_ms = body.get("timeoutMs")
-    if timeout_ms is not None and (isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int)):
-        raise bad_field("timeoutMs", "must be an integer number of milliseconds (100..120000)")
-    request_id = body.get("requestId")
-    if request_id is not None and not isinstance(request_id, str):
-        raise bad_field("requestId", "must be a string")
-    outcome = await ctx.commands.send(device.device_id, command, params, timeout_ms, request_id)
+    fields = parse_command_request(body)
+    outcome = await ctx.commands.send(device.device_id, fields.command, fields.params, fields.timeout_ms,
+                                      fields.request_id)
     return json_response(outcome.to_json())
 
 

@@ -147,9 +147,8 @@ def shown(text: str) -> str:
     return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
 
 
-def subscription_filter(template: str, shared_group: str = "") -> str:
-    topic = template.replace("{productId}", "+").replace("{deviceId}", "+")
-    return f"$share/{shared_group}/{topic}" if shared_group else topic
+def subscription_filter(template: str) -> str:
+    return template.replace("{productId}", "+").replace("{deviceId}", "+")
 
 
 def _compile(template: str) -> re.Pattern[str]:
