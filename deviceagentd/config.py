@@ -26,8 +26,8 @@ ENV_PREFIX = "DEVICEAGENTD_"
 # Read by the CLI (which file to load), not a key inside the file.
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset(
-    {"mqtt.password", "uplink.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
-     "voiceplatform.client_secret", "mcp.clients"}
+    {"mqtt.password", "uplink.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key",
+     "voice.openai.api_key", "voiceplatform.client_secret", "mcp.clients"}
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.

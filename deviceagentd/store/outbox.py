@@ -79,9 +79,9 @@ class OutboxBook:
             conn.execute(f"DELETE FROM uplink_outbox WHERE id IN ({marks})", ids)
             change.rows -= count
             change.bytes -= size
-        if change.rows > 0 or self._dropping or self._over(self.rows + change.rows, self.bytes + change.bytes):
-            self._trim(conn, change, now_ms)
-        elif self.rows + change.rows > 0 and self.oldest_ms is not None and self.oldest_ms < now_ms - self._bounds.max_age_ms:
+        too_old = self.oldest_ms is not None and self.oldest_ms < now_ms - self._bounds.max_age_ms
+        if change.rows > 0 or self._dropping or too_old or self._over(self.rows + change.rows,
+                                                                      self.bytes + change.bytes):
             self._trim(conn, change, now_ms)
         return change
 
