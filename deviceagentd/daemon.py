@@ -126,6 +126,9 @@ class Daemon:
                 commands_max_rows=cfg.storage.commands_max_rows,
                 retention_interval_s=cfg.storage.retention_interval_s,
                 sessions_max_age_days=cfg.agent.sessions_max_age_days,
+                outbox_max_rows=cfg.uplink.outbox_max_rows,
+                outbox_max_bytes=cfg.uplink.outbox_max_bytes,
+                outbox_max_age_s=cfg.uplink.outbox_max_age_s,
             ),
             clock_ms=self.clock.wall_ms,
         )
