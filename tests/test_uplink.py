@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import PRODUCTS_DIR, start_daemon, wait_until
-from mosquitto_broker import MosquittoBroker
+from daemon_harness import PRODUCTS_DIR, daemon_env, start_daemon, wait_until
+from mosquitto_broker import MosquittoBroker, free_port
 from uplink_site import CloudBroker, CloudSubscriber, LanDevices, assert_complete_and_ordered, start_cloud
 
+from deviceagentd.config import load_config
+from deviceagentd.core.catalog import load_catalog
 from deviceagentd.core.spec import load_spec_file
+from deviceagentd.daemon import Daemon
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.uplink.requests_api import CloudReply
 
@@ -135,11 +138,11 @@ async def test_outbox_full_drops_the_oldest_non_lifecycle_counted_and_health_say
             lan.event("f-1", n)
         await wait_until(lambda: running.daemon.store.outbox_stats().dropped >= 201, timeout=10)
         await asyncio.sleep(0.3)  # nothing more goes
-        status, health = await running.request("GET", "/api/health")
+        _, health = await running.request("GET", "/api/health")
         outbox = health["uplink"]["outbox"]
         assert outbox["dropped"] == 201 and outbox["rows"] == 100
         assert "dropped" in health["uplink"]["warning"]
-        status, metrics = await running.request("GET", "/metrics")
+        _, metrics = await running.request("GET", "/metrics")
         assert "deviceagentd_uplink_dropped_total 201" in metrics
         sub = CloudSubscriber(cloud.broker.port)
         cloud.broker.start()
@@ -172,12 +175,7 @@ class EchoHandler:
 async def test_a_cloud_request_handler_gets_its_topics_and_replies_carry_correlation_data(
     broker: MosquittoBroker, cloud: CloudBroker, tmp_path: Path
 ) -> None:
-    import aiohttp
-    from daemon_harness import daemon_env, free_port
 
-    from deviceagentd.config import load_config
-    from deviceagentd.core.catalog import load_catalog
-    from deviceagentd.daemon import Daemon
 
     handler = EchoHandler()
     config = load_config(None, daemon_env(broker.url, tmp_path / "state", free_port(), **uplink_overrides(cloud)))
@@ -200,7 +198,6 @@ async def test_a_cloud_request_handler_gets_its_topics_and_replies_carry_correla
     finally:
         await sub.disconnect()
         await daemon.stop()
-    del aiohttp
 
 
 async def test_wrong_credentials_and_untrusted_certificate_retry_with_clear_logs_lan_unaffected(

@@ -92,11 +92,13 @@ class LanDevices:
         await self._client.connect("127.0.0.1", self._port, version=MQTTv50)
 
     async def disconnect(self) -> None:
+        """After the broker acknowledged every publish (else the last ones would be lost here)."""
+        await self.room(0)
         await self._client.disconnect()
 
-    async def room(self) -> None:
-        """Wait while 10 publishes wait for their PUBACK (the broker's window is small)."""
-        while len(self._client._persistent_storage._messages) >= 10:
+    async def room(self, at_most: int = 9) -> None:
+        """Wait while more than `at_most` publishes wait for their PUBACK (the broker's window is small)."""
+        while len(self._client._persistent_storage._messages) > at_most:
             await asyncio.sleep(0.002)
 
     def state(self, device_id: str, **values: Any) -> None:
