@@ -76,3 +76,32 @@ def test_uplink_settings_are_ignored_while_it_is_off() -> None:
     # Half-filled settings do not stop a gateway that does not use the uplink.
     config = load_config(None, {"DEVICEAGENTD_UPLINK_SITE_ID": "a/b"})
     assert not config.uplink.enabled
+
+
+def test_a_running_daemon_without_an_uplink_imports_none_of_it(tmp_path: Path) -> None:
+    """Off means free: the daemon built and started without uplink.url never loads deviceagentd.uplink."""
+    import subprocess
+    import sys
+
+    from mosquitto_broker import free_port
+
+    http, voice = free_port(), free_port()
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from deviceagentd.config import load_config\n"
+        "from deviceagentd.core.catalog import load_catalog\n"
+        "from deviceagentd.daemon import Daemon\n"
+        "async def main():\n"
+        f"    env = {{'DEVICEAGENTD_STORAGE_DIR': {str(tmp_path)!r}, 'DEVICEAGENTD_HTTP_LISTEN': '127.0.0.1:{http}',\n"
+        f"           'DEVICEAGENTD_VOICE_LISTEN': '127.0.0.1:{voice}', 'DEVICEAGENTD_MQTT_URL': 'mqtt://127.0.0.1:9'}}\n"
+        "    config = load_config(None, env)\n"
+        "    daemon = Daemon(config, load_catalog(Path(config.products.dir)), ready_without_broker_s=0.1)\n"
+        "    await daemon.start()\n"
+        "    await asyncio.sleep(0.3)\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('deviceagentd.uplink')), daemon.uplink)\n"
+        "    await daemon.stop()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[] None", out
