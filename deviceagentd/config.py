@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ ENV_PREFIX = "DEVICEAGENTD_"
 # Read by the CLI (which file to load), not a key inside the file.
 CONFIG_PATH_ENV = "DEVICEAGENTD_CONFIG"
 SECRET_KEYS = frozenset(
-    {"mqtt.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key", "voice.openai.api_key",
-     "voiceplatform.client_secret", "mcp.clients"}
+    {"mqtt.password", "uplink.password", "http.tokens", "openai.api_key", "voice.aliyun.api_key",
+     "voice.openai.api_key", "voiceplatform.client_secret", "mcp.clients"}
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Running from a checkout: the shipped examples sit next to the package.
@@ -57,6 +58,75 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 5.0
     topics: TopicTemplates = field(default_factory=TopicTemplates)
+
+
+@dataclass
+class UplinkTopics:
+    """Topics on the cloud broker. Placeholders: {siteId} (every template) and {deviceId} (the
+    per-device ones). The last two are subscribed to by the cloud request handler."""
+
+    state: str = "sites/{siteId}/devices/{deviceId}/state"
+    events: str = "sites/{siteId}/devices/{deviceId}/events"
+    lifecycle: str = "sites/{siteId}/devices/{deviceId}/lifecycle"
+    command_result: str = "sites/{siteId}/devices/{deviceId}/commands/result"
+    gateway_status: str = "sites/{siteId}/gateway/status"
+    gateway_health: str = "sites/{siteId}/gateway/health"
+    commands: str = "sites/{siteId}/devices/{deviceId}/commands"
+    chat: str = "sites/{siteId}/gateway/chat"
+
+
+# The templates that name a device (the others are the gateway's own).
+UPLINK_DEVICE_TOPICS = frozenset({"state", "events", "lifecycle", "command_result", "commands"})
+
+
+@dataclass
+class UplinkConfig:
+    """Store-and-forward to a central MQTT broker or cluster (docs/uplink.md). Off while url is empty."""
+
+    # mqtt://host:port or mqtts://host:port; setting it turns the uplink on.
+    url: str = ""
+    # This site's name on the cloud broker: [A-Za-z0-9_.-], at most 64 characters.
+    site_id: str = ""
+    # Empty: "deviceagentd-<site_id>".
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_insecure: bool = False
+    # 5 = MQTT 5, 4 = MQTT 3.1.1.
+    protocol_version: int = 5
+    keepalive_s: int = 60
+    # How long the cloud broker keeps our session (subscriptions, queued requests) while we are away.
+    session_expiry_s: int = 86400
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    # What to forward.
+    forward_lifecycle: bool = True
+    forward_state: bool = True
+    forward_events: bool = True
+    forward_commands: bool = True
+    forward_health: bool = True
+    # At most one state message per device per interval, carrying the changes merged since the last.
+    state_min_interval_s: float = 5.0
+    health_interval_s: float = 60.0
+    # Outbox bounds: past any of them the oldest rows that are not online/offline are dropped.
+    outbox_max_rows: int = 500000
+    outbox_max_age_s: float = 7 * 86400.0
+    outbox_max_bytes: int = 256 * 1024 * 1024
+    # Catch-up pacing: messages per second at most, and how many wait for their PUBACK at once.
+    max_publish_rate: float = 500.0
+    max_inflight: int = 100
+    topics: UplinkTopics = field(default_factory=UplinkTopics)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def effective_client_id(self) -> str:
+        return self.client_id or f"deviceagentd-{self.site_id}"
 
 
 @dataclass
@@ -298,6 +368,7 @@ class LogConfig:
 @dataclass
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -541,7 +612,8 @@ def _resolve_relative_dirs(config: Config, base: Path) -> None:
         value = getattr(section, attr)
         if value and not Path(value).is_absolute():
             setattr(section, attr, str((base / value).resolve()))
-    files: list[tuple[object, str]] = [(config.mqtt, a) for a in ("tls_ca_file", "tls_cert_file", "tls_key_file")]
+    files: list[tuple[object, str]] = [(broker, a) for broker in (config.mqtt, config.uplink)
+                                       for a in ("tls_ca_file", "tls_cert_file", "tls_key_file")]
     files += [(ports, a) for ports in (config.http, config.voice) for a in ("tls_cert_file", "tls_key_file")]
     for owner, attr in files:
         value = getattr(owner, attr)
@@ -612,6 +684,8 @@ def check(config: Config) -> list[ConfigProblem]:
     for name, value in dataclasses.asdict(mqtt.topics).items():
         for message in template_problems(name, value):
             bad(f"mqtt.topics.{name}", f"{value!r} {message}")
+
+    problems.extend(ConfigProblem(key, message) for key, message in _uplink_problems(config.uplink))
 
     endpoints: dict[str, Endpoint] = {}
     for key, value in (("http.listen", config.http.listen), ("voice.listen", config.voice.listen)):
@@ -763,6 +837,86 @@ def check(config: Config) -> list[ConfigProblem]:
             bad("site.timezone", str(exc))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         bad("log.level", "must be debug, info, warning or error")
+    return problems
+
+
+SITE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _uplink_problems(uplink: UplinkConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not uplink.url:
+        return problems
+    try:
+        broker: BrokerAddress | None = parse_broker_url(uplink.url)
+    except ValueError as exc:
+        problems.append(("uplink.url", f"{uplink.url!r} {exc}"))
+        broker = None
+    if not uplink.site_id:
+        problems.append(("uplink.site_id", "is required when uplink.url is set"))
+    elif not SITE_ID_RE.fullmatch(uplink.site_id):
+        problems.append(("uplink.site_id", f"{uplink.site_id!r} must be 1 to 64 of A-Z a-z 0-9 _ . - "
+                                           "(no spaces or + # /: it is a topic level)"))
+    if uplink.client_id and (any(c in uplink.client_id for c in "+#/ ") or len(uplink.client_id) > 128):
+        problems.append(("uplink.client_id", "must be at most 128 characters, without spaces or + # /"))
+    if uplink.password and not uplink.username:
+        problems.append(("uplink.password", "is set but uplink.username is empty"))
+    if uplink.protocol_version not in (4, 5):
+        problems.append(("uplink.protocol_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)"))
+    if not 5 <= uplink.keepalive_s <= 65535:
+        problems.append(("uplink.keepalive_s", "must be between 5 and 65535 seconds"))
+    if not 0 <= uplink.session_expiry_s <= 0xFFFFFFFF:
+        problems.append(("uplink.session_expiry_s", "must be between 0 and 4294967295 seconds"))
+    if not 0 < uplink.reconnect_min_s <= uplink.reconnect_max_s:
+        problems.append(("uplink.reconnect_min_s", "must be above 0 and at most uplink.reconnect_max_s"))
+    for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        value = getattr(uplink, attr)
+        if value and not Path(value).is_file():
+            problems.append((f"uplink.{attr}", f"file {value} does not exist"))
+    if bool(uplink.tls_cert_file) != bool(uplink.tls_key_file):
+        problems.append(("uplink.tls_cert_file", "a client certificate needs both tls_cert_file and tls_key_file"))
+    if broker is not None and not broker.tls and (uplink.tls_ca_file or uplink.tls_cert_file or uplink.tls_insecure):
+        problems.append(("uplink.url", "TLS settings are set but the URL is mqtt://; use mqtts:// to enable TLS"))
+    if not 0 <= uplink.state_min_interval_s <= 3600:
+        problems.append(("uplink.state_min_interval_s", "must be between 0 (every change) and 3600 seconds"))
+    if not 1 <= uplink.health_interval_s <= 86400:
+        problems.append(("uplink.health_interval_s", "must be between 1 and 86400 seconds"))
+    if not 100 <= uplink.outbox_max_rows <= 10_000_000:
+        problems.append(("uplink.outbox_max_rows", "must be between 100 and 10000000"))
+    if not 60 <= uplink.outbox_max_age_s <= 365 * 86400:
+        problems.append(("uplink.outbox_max_age_s", "must be between 60 seconds and 365 days"))
+    if not 1024 * 1024 <= uplink.outbox_max_bytes <= 64 * 1024**3:
+        problems.append(("uplink.outbox_max_bytes", "must be between 1048576 (1 MiB) and 68719476736 (64 GiB)"))
+    if not 1 <= uplink.max_publish_rate <= 100000:
+        problems.append(("uplink.max_publish_rate", "must be between 1 and 100000 messages per second"))
+    if not 1 <= uplink.max_inflight <= 65535:
+        problems.append(("uplink.max_inflight", "must be between 1 and 65535"))
+    for name, value in dataclasses.asdict(uplink.topics).items():
+        for message in uplink_template_problems(name, value):
+            problems.append((f"uplink.topics.{name}", f"{value!r} {message}"))
+    return problems
+
+
+def uplink_template_problems(name: str, template: str) -> list[str]:
+    """Why an uplink topic template cannot work; empty when it is fine."""
+    problems: list[str] = []
+    if not template or template.startswith("/") or template.endswith("/") or "//" in template:
+        problems.append("must be a non-empty topic without empty levels or a leading or trailing /")
+    rest = template.replace("{siteId}", "").replace("{deviceId}", "")
+    if any(c in rest for c in "+#{}$"):
+        problems.append("may contain only the placeholders {siteId} and {deviceId}, no + # $ or other braces")
+    if "{siteId}" not in template:
+        problems.append("must contain {siteId} (one gateway must never write another site's topics)")
+    if name in UPLINK_DEVICE_TOPICS and "{deviceId}" not in template:
+        problems.append("must contain {deviceId}")
+    if name not in UPLINK_DEVICE_TOPICS and "{deviceId}" in template:
+        problems.append("is the gateway's own topic: it cannot contain {deviceId}")
+    for placeholder in ("{siteId}", "{deviceId}"):
+        levels = template.split("/")
+        if template.count(placeholder) > 1:
+            problems.append(f"uses {placeholder} more than once")
+        elif placeholder in template and placeholder not in levels:
+            problems.append(f"{placeholder} must fill a whole topic level")
     return problems
 
 

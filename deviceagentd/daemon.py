@@ -1,7 +1,8 @@
 """The daemon: builds every part from the config, starts them in order, stops them in reverse.
 
-Start: store (restores devices) → MQTT link → HTTP → READY. Stop: STOPPING → HTTP closed →
-MQTT disconnected → waiting commands failed → store flushed and closed, so every accepted
+Start: store (restores devices) → MQTT link → uplink (if on) → HTTP → READY. Stop: STOPPING →
+HTTP closed → MQTT disconnected → uplink offline and disconnected (its outbox stays in the
+store) → waiting commands failed → store flushed and closed, so every accepted
 event is on disk before the process exits.
 """
 
@@ -15,7 +16,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ from deviceagentd.voice.service import VoiceService
 if TYPE_CHECKING:
     from deviceagentd.schedules.runner import Announcer
     from deviceagentd.schedules.service import ScheduleService
+    from deviceagentd.uplink.requests_api import CloudRequestHandler
+    from deviceagentd.uplink.service import Uplink
     from deviceagentd.voiceplatform.service import VoicePlatform
 
 log = logging.getLogger("deviceagentd")
@@ -101,6 +104,9 @@ class Daemon:
     provider: Provider | None = None
     # What speaks scheduled words on a speaker; normally the voice service.
     announcer: Announcer | None = None
+    # Builds the handler of requests from the cloud (commands, chat) once the daemon's parts
+    # exist; used only with the uplink on. None: the uplink subscribes to nothing.
+    cloud_requests: Callable[[Daemon], CloudRequestHandler] | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -120,6 +126,9 @@ class Daemon:
                 commands_max_rows=cfg.storage.commands_max_rows,
                 retention_interval_s=cfg.storage.retention_interval_s,
                 sessions_max_age_days=cfg.agent.sessions_max_age_days,
+                outbox_max_rows=cfg.uplink.outbox_max_rows,
+                outbox_max_bytes=cfg.uplink.outbox_max_bytes,
+                outbox_max_age_s=cfg.uplink.outbox_max_age_s,
             ),
             clock_ms=self.clock.wall_ms,
         )
@@ -173,6 +182,7 @@ class Daemon:
             )
         self._build_schedules()
         self.started_monotonic = time.monotonic()
+        self.uplink: Uplink | None = self._build_uplink() if cfg.uplink.enabled else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
         self.http_port = 0
@@ -234,6 +244,25 @@ class Daemon:
         self.schedules = LazySchedules(self.site_zone, self._schedule_service,
                                        self._start_schedules)
         self.agent_tools.schedules = self.schedules
+
+    def _build_uplink(self) -> Uplink:
+        # Imported only when uplink.url is set: a gateway without a fleet pays nothing for it.
+        from deviceagentd.uplink.presence import GatewaySnapshot
+        from deviceagentd.uplink.service import Uplink
+
+        def snapshot() -> GatewaySnapshot:
+            return GatewaySnapshot(__version__, time.monotonic() - self.started_monotonic,
+                                   self.registry.online_count, self.registry.total, self.clock.wall_ms())
+
+        def health() -> dict[str, Any]:
+            storage = self._storage_detail()
+            ok = self.link.is_connected and self.store.healthy and bool(storage.get("ok", True))
+            return {"status": "ok" if ok else "degraded", "mqttConnected": self.link.is_connected,
+                    "storage": {"healthy": self.store.healthy, "pendingRows": storage["pendingRows"],
+                                "lostRows": storage["lostRows"]}}
+
+        handler = self.cloud_requests(self) if self.cloud_requests is not None else None
+        return Uplink(self.config.uplink, self.store, self.feed, self.metrics, __version__, snapshot, health, handler)
 
     def _schedule_service(self) -> ScheduleService:
         # Imported when the site first has a schedule (schedules/lazy.py).
@@ -326,6 +355,8 @@ class Daemon:
                         "from %s", moved, self.config.storage.dir)
 
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
+        if self.uplink is not None:
+            self.uplink.start()
         self._tasks.append(asyncio.create_task(self.registry.run(), name="registry"))
         self._tasks.append(asyncio.create_task(self.text_requests.run(), name="text-requests"))
         self._tasks.append(asyncio.create_task(self._purge_frames(), name="frames"))
@@ -357,6 +388,7 @@ class Daemon:
             max_body_bytes=cfg.http.max_body_bytes,
             started_monotonic=self.started_monotonic,
             gateway_detail=self._gateway_detail,
+            uplink_detail=self.uplink.detail if self.uplink is not None else None,
             voice_platform=self._voice_platform_view(),
             live=self.live,
             agent=AgentContext(
@@ -524,6 +556,9 @@ class Daemon:
         await self.link.stop()
         self._gate.let_go()
         await self._gate.stop()
+        if self.uplink is not None:
+            # After the LAN link: what devices said until now is in the outbox, saved by store.close.
+            await self.uplink.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

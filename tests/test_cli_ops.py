@@ -807,8 +807,10 @@ def operations_doc() -> Iterator[str]:
 
 
 def exported_metric_names(tmp_path: Path) -> set[str]:
+    # With the uplink on, so its series (registered only then) are exported too.
     config = load_config(None, {"DEVICEAGENTD_STORAGE_DIR": str(tmp_path),
-                                "DEVICEAGENTD_PRODUCTS_DIR": str(PRODUCTS_DIR)})
+                                "DEVICEAGENTD_PRODUCTS_DIR": str(PRODUCTS_DIR),
+                                "DEVICEAGENTD_UPLINK_URL": "mqtt://127.0.0.1:1", "DEVICEAGENTD_UPLINK_SITE_ID": "s"})
     daemon = Daemon(config, load_catalog(PRODUCTS_DIR))
     return set(re.findall(r"^# TYPE (\S+) ", daemon.metrics.render(), re.M))
 

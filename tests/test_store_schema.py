@@ -62,7 +62,7 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
 
     await write_events(path, 1)
 
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 7
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 8
     assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "auto_vacuum") == 2  # incremental
     assert schema_objects(path) == {
@@ -82,6 +82,8 @@ async def test_fresh_database_gets_schema_and_settings(tmp_path: Path) -> None:
         ("table", "mcp_calls"),
         ("index", "mcp_calls_by_ts"),
         ("table", "store_meta"),
+        ("table", "uplink_outbox"),
+        ("index", "uplink_outbox_droppable"),
     }
     with sqlite3.connect(path) as conn:
         columns = [row[2] for row in conn.execute("PRAGMA index_info(events_by_device)")]

@@ -101,6 +101,8 @@ class HttpContext:
     # What the console needs to know of the gateway beyond health: the voice port and whether it
     # and this port serve TLS, the site's time zone, the agent's provider.
     gateway_detail: Callable[[], dict[str, Any]] = dict
+    # The uplink's health section; None while the uplink is off.
+    uplink_detail: Callable[[], dict[str, Any]] | None = None
     voice_platform: VoicePlatformView | None = None
     # The fan-out of /api/stream (None: the app makes its own, for tests).
     live: LiveHub | None = None

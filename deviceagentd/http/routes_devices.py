@@ -33,6 +33,9 @@ async def health(request: web.Request) -> web.Response:
         "storage": {"healthy": storage_ok, **detail},
         "devices": {"total": ctx.registry.total, "online": ctx.registry.online_count},
     }
+    if ctx.uplink_detail is not None:
+        # A WAN loss does not make the gateway degraded: the site works, the outbox keeps the rest.
+        body["uplink"] = ctx.uplink_detail()
     return json_response(body, status=200 if ok else 503)
 
 

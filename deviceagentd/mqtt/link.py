@@ -1,36 +1,25 @@
-"""The daemon's one connection to the broker, on top of gmqtt 0.8.0 used as a thin transport.
+"""The daemon's one connection to the LAN broker (SPEC §2 "Link").
 
-gmqtt's own behaviour is not what a gateway needs (reference/gateway-anchors.md §2.1), so this
-module owns it:
-- the connect loop: retry from boot with exponential backoff and jitter, forever, including
-  after refusals gmqtt considers permanent (a password file being rewritten is not permanent);
-- a fresh gmqtt client per connection, whose `reconnect` hands every loss back to our loop;
+The connection itself (connect loop with backoff and jitter, a fresh gmqtt client per
+connection, Receive Maximum, acknowledgement after the handler) is mqtt/connection.py's, shared
+with the uplink. This module adds what the LAN side needs on top:
 - subscriptions restored by us whenever the broker reports no session;
-- QoS 1 publishes limited to the broker's Receive Maximum (gmqtt raises past it);
-- incoming QoS 1 messages acknowledged only after our handler returns (async handler → 0).
+- a handler error counted as a reject and acknowledged, so a bug never stalls the broker's window.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
-import socket
-import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311
-from gmqtt.mqtt.handler import MQTTConnectError
-from gmqtt.storage import PersistentStorage
 from gmqtt.subscription import Subscription
 
-from deviceagentd.config import MqttConfig, parse_broker_url
-from deviceagentd.core.errors import BrokerUnavailable
+from deviceagentd.config import MqttConfig
 from deviceagentd.core.metrics import Metrics
+from deviceagentd.mqtt.connection import BrokerConnection, ConnectSettings, LinkStatus
 
 log = logging.getLogger("deviceagentd.mqtt")
 
@@ -44,66 +33,7 @@ MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int | Awaitable[int
 # Maximum in CONNECT): while storage holds acknowledgements, this bounds what waits in memory.
 RECEIVE_MAXIMUM = 1000
 
-CONNECT_TIMEOUT_S = 10.0
-PUBACK_WAIT_S = 10.0
-
-CONNACK_REASONS = {
-    0x80: "unspecified error",
-    0x81: "malformed packet",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-
-class _InflightStorage(PersistentStorage):  # type: ignore[misc]
-    """gmqtt's in-flight store, also counting free Receive-Maximum slots for our publishes.
-
-    gmqtt calls push_message on every QoS>0 publish and remove_message_by_mid on its PUBACK.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.slots = asyncio.Semaphore(20)
-
-    def set_capacity(self, capacity: int) -> None:
-        self.slots = asyncio.Semaphore(capacity)
-
-    def remove_message_by_mid(self, mid: int) -> None:
-        known = mid in self._messages
-        super().remove_message_by_mid(mid)
-        if known:
-            self.slots.release()
-
-
-class _Client(gmqtt.Client):  # type: ignore[misc]
-    """A gmqtt client that never reconnects by itself: every loss goes to `on_lost`."""
-
-    def __init__(self, client_id: str, on_lost: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(client_id, **kwargs)
-        self._on_lost = on_lost
-
-    async def reconnect(self, delay: bool = False) -> None:
-        self._on_lost()
-
-
-@dataclass
-class LinkStatus:
-    state: str = "starting"  # starting | connecting | connected | disconnected | stopped
-    connects: int = 0
-    # Failed connection attempts since start (consecutive ones drive the backoff).
-    failures_seen: int = 0
-    last_error: str = ""
-    since_monotonic: float = 0.0
+__all__ = ["RECEIVE_MAXIMUM", "LinkStatus", "MessageHandler", "MqttLink"]
 
 
 class MqttLink:
@@ -116,198 +46,69 @@ class MqttLink:
         on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
-        # Called once per lost connection (not per failed attempt to connect): commands that
-        # wait for an answer fail at once instead of waiting out their timeout.
-        self._on_connection_lost = on_connection_lost
-        self._broker = parse_broker_url(config.url)
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._metrics = metrics
-        self._client: _Client | None = None
-        self._storage: _InflightStorage | None = None
-        self._lost = asyncio.Event()
-        self._stopping = asyncio.Event()
         self.subscribed = asyncio.Event()
-        self.status = LinkStatus()
-        self._version = MQTTv50 if config.protocol_version == 5 else MQTTv311
-        self._failures = 0
+        self._connection = BrokerConnection(
+            ConnectSettings(
+                url=config.url, client_id=config.client_id, username=config.username, password=config.password,
+                protocol_version=config.protocol_version, keepalive_s=config.keepalive_s,
+                session_expiry_s=config.session_expiry_s, tls_ca_file=config.tls_ca_file,
+                tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file,
+                tls_insecure=config.tls_insecure, reconnect_min_s=config.reconnect_min_s,
+                reconnect_max_s=config.reconnect_max_s, receive_maximum=RECEIVE_MAXIMUM,
+            ),
+            log,
+            on_connect=self._handle_connect,
+            on_message=self._handle_message,
+            on_connection_lost=self._handle_lost,
+        )
+        # Called once per lost connection (not per failed attempt to connect): commands that
+        # wait for an answer fail at once instead of waiting out their timeout.
+        self._on_connection_lost = on_connection_lost
 
     # ------------------------------------------------------------------ state
 
     @property
+    def status(self) -> LinkStatus:
+        return self._connection.status
+
+    @property
     def is_connected(self) -> bool:
-        client = self._client
-        if client is None or self.status.state != "connected":
-            return False
-        connected: bool = client.is_connected
-        return connected
+        return self._connection.is_connected
 
     @property
     def is_mqtt5(self) -> bool:
-        return bool(self._version == MQTTv50)
+        return self._connection.is_mqtt5
 
     # ------------------------------------------------------------------ connect loop
 
     async def run(self) -> None:
         """Keep a connection up until stop(); never returns early, never raises on its own."""
-        loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
-            self.status.state = "connecting"
-            self._lost = asyncio.Event()
-            self.subscribed.clear()
-            lost = self._lost
-            storage = _InflightStorage()
-            client = _Client(
-                self._config.client_id,
-                on_lost=lost.set,
-                clean_session=False,
-                optimistic_acknowledgement=False,
-                persistent_storage=storage,
-                logger=logging.getLogger("deviceagentd.mqtt.gmqtt"),
-                **self._connect_properties(),
-            )
-            client.on_connect = self._handle_connect
-            client.on_message = self._handle_message
-            client.on_subscribe = self._handle_subscribe
-            if self._config.username:
-                client.set_auth_credentials(self._config.username, self._config.password or None)
-            self._client, self._storage = client, storage
-            try:
-                await asyncio.wait_for(
-                    client.connect(
-                        self._broker.host,
-                        self._broker.port,
-                        ssl=self._ssl_context(),
-                        keepalive=self._config.keepalive_s,
-                        version=self._version,
-                        raise_exc=True,
-                    ),
-                    CONNECT_TIMEOUT_S,
-                )
-            except (OSError, TimeoutError, MQTTConnectError, ssl.SSLError) as exc:
-                self._connect_failed(exc)
-                await self._close(client)
-                await self._backoff()
-                continue
-            if lost.is_set():
-                # Refused with a code gmqtt would retry, or dropped right after CONNACK.
-                self._connect_failed(ConnectionError("connection closed by the broker"))
-                await self._close(client)
-                await self._backoff()
-                continue
-            self._failures = 0
-            self.status.connects += 1
-            self.status.state = "connected"
-            self.status.since_monotonic = loop.time()
-            log.info("connected to MQTT broker %s (MQTT %s)", self._config.url,
-                     "5" if self._version == MQTTv50 else "3.1.1")
-            stop_wait = asyncio.ensure_future(self._stopping.wait())
-            lost_wait = asyncio.ensure_future(lost.wait())
-            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            lost_wait.cancel()
-            if self._stopping.is_set():
-                break
-            self.status.state = "disconnected"
-            self.status.last_error = "connection lost"
-            self.status.since_monotonic = loop.time()
-            log.warning("lost connection to MQTT broker %s; reconnecting", self._config.url)
-            if self._on_connection_lost is not None:
-                try:
-                    self._on_connection_lost()
-                except Exception:
-                    log.exception("error handling the lost MQTT connection")
-            await self._close(client)
-        self.status.state = "stopped"
+        await self._connection.run()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        client = self._client
-        if client is not None and client.is_connected:
-            with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(client.disconnect(), 2.0)
-        self.status.state = "stopped"
+        await self._connection.stop()
 
-    def _connect_properties(self) -> dict[str, Any]:
-        if self._version != MQTTv50:
-            return {}
-        # gmqtt hands on_connect our CONNECT properties merged over the broker's CONNACK ones,
-        # so _handle_connect reads the broker's Receive Maximum from the CONNACK itself.
-        return {"session_expiry_interval": self._config.session_expiry_s, "receive_maximum": RECEIVE_MAXIMUM}
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        if not self._broker.tls:
-            return False
-        context = ssl.create_default_context(cafile=self._config.tls_ca_file or None)
-        if self._config.tls_cert_file:
-            context.load_cert_chain(self._config.tls_cert_file, self._config.tls_key_file or None)
-        if self._config.tls_insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def _connect_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, MQTTConnectError):
-            code = getattr(exc, "_code", None)
-            reason = CONNACK_REASONS.get(code, f"code {code}") if isinstance(code, int) else str(exc)
-            message = f"broker refused the connection: {reason}"
-        elif isinstance(exc, TimeoutError):
-            message = f"no answer within {CONNECT_TIMEOUT_S:g} s"
-        elif isinstance(exc, ssl.SSLError):
-            message = f"TLS error: {exc.reason or exc}"
-        elif isinstance(exc, ConnectionRefusedError):
-            message = f"connection refused (is the broker running on {self._broker.host}:{self._broker.port}?)"
-        elif isinstance(exc, socket.gaierror):
-            message = f"cannot resolve the broker host {self._broker.host!r}"
-        elif isinstance(exc, OSError) and exc.strerror:
-            message = exc.strerror.lower()
-        else:
-            message = str(exc) or type(exc).__name__
-        self.status.state = "disconnected"
-        self.status.last_error = message
-        self._failures += 1
-        self.status.failures_seen += 1
-        # The first failure and then every tenth: enough to see in the journal, not a flood.
-        if self._failures == 1 or self._failures % 10 == 0:
-            log.warning("cannot connect to MQTT broker %s: %s (attempt %d, retrying)",
-                        self._config.url, message, self._failures)
-
-    async def _backoff(self) -> None:
-        base = min(self._config.reconnect_max_s, self._config.reconnect_min_s * 2 ** min(self._failures - 1, 16))
-        delay = base * random.uniform(0.8, 1.2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
-
-    @staticmethod
-    async def _close(client: _Client) -> None:
-        try:
-            await asyncio.wait_for(client.disconnect(), 2.0)
-        except Exception:
-            log.debug("ignored error closing a dead MQTT connection", exc_info=True)
+    def _handle_lost(self) -> None:
+        self.subscribed.clear()
+        if self._on_connection_lost is not None:
+            self._on_connection_lost()
 
     # ------------------------------------------------------------------ gmqtt callbacks
 
-    def _handle_connect(self, client: _Client, flags: int, rc: int, properties: dict[str, Any]) -> None:
-        # CONNACK accepted: usable from here on (connect() itself returns a little later).
-        self.status.state = "connected"
-        # The broker's own CONNACK properties (gmqtt 0.8.0 keeps them apart from the merged ones).
-        broker_properties = getattr(getattr(client, "_package_handler", None), "_connack_properties", None)
-        if not isinstance(broker_properties, dict):
-            broker_properties = properties if isinstance(properties, dict) else {}
-        receive_max = broker_properties.get("receive_maximum")
-        capacity = receive_max[0] if isinstance(receive_max, list) and receive_max else 65535
-        if self._storage is not None:
-            # Keep one id spare: gmqtt raises when every id of the window is in use.
-            self._storage.set_capacity(max(1, min(capacity, 65535) - 1))
-        if flags:
+    def _handle_connect(self, client: gmqtt.Client, session_present: bool) -> None:
+        if session_present:
             # The broker kept our session and its subscriptions; re-subscribing would only
             # replay retained messages.
             self.subscribed.set()
             return
-        subs = [Subscription(topic, qos=1) for topic in self._subscriptions]
-        client.subscribe(subs)
+        self.subscribed.clear()
+        client.on_subscribe = self._handle_subscribe
+        client.subscribe([Subscription(topic, qos=1) for topic in self._subscriptions])
 
-    def _handle_subscribe(self, client: _Client, mid: int, qos: Any, properties: Any) -> None:
+    def _handle_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, properties: Any) -> None:
         granted = list(qos) if isinstance(qos, list | tuple) else [qos]
         refused = [topic for topic, code in zip(self._subscriptions, granted, strict=False)
                    if isinstance(code, int) and code >= 0x80]
@@ -316,43 +117,35 @@ class MqttLink:
                       ", ".join(refused), self._config.username)
         self.subscribed.set()
 
-    async def _handle_message(self, client: _Client, topic: str, payload: bytes, qos: int,
-                              properties: dict[str, Any]) -> int:
+    def _handle_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int | Awaitable[int]:
         try:
             result = self._on_message(topic, payload, qos, properties)
-            return result if isinstance(result, int) else await result
         except Exception:
-            # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
-            # Counted like a reject; the log line is rate-limited with every other kind.
-            self._metrics.rejects.inc({"kind": "message", "reason": "internal_error"})
-            log.exception("error handling a message on %s", topic)
-            return 0
+            return self._handler_failed(topic)
+        if isinstance(result, int):
+            return result
+        return self._finish(topic, result)
+
+    async def _finish(self, topic: str, result: Awaitable[int]) -> int:
+        try:
+            return await result
+        except Exception:
+            return self._handler_failed(topic)
+
+    def _handler_failed(self, topic: str) -> int:
+        # A bug in a handler must not stall the broker's window (a missing ack stops delivery).
+        # Counted like a reject; the log line is rate-limited with every other kind.
+        self._metrics.rejects.inc({"kind": "message", "reason": "internal_error"})
+        log.exception("error handling a message on %s", topic)
+        return 0
 
     # ------------------------------------------------------------------ publishing
 
     def publish_now(self, topic: str, payload: bytes, content_type: str | None = None) -> None:
         """QoS 0 publish written to the socket right away (time sync). Raises BrokerUnavailable."""
-        client = self._client
-        if client is None or not self.is_connected:
-            raise BrokerUnavailable("MQTT broker not connected")
-        props = {"content_type": content_type} if content_type and self.is_mqtt5 else {}
-        client.publish(topic, payload, qos=0, **props)
+        self._connection.publish_now(topic, payload, content_type)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, content_type: str | None = None,
                       retain: bool = False) -> None:
         """Publish, waiting for a Receive-Maximum slot for QoS 1. Raises BrokerUnavailable."""
-        client, storage = self._client, self._storage
-        if client is None or storage is None or not self.is_connected:
-            raise BrokerUnavailable("MQTT broker not connected")
-        if qos > 0:
-            try:
-                await asyncio.wait_for(storage.slots.acquire(), PUBACK_WAIT_S)
-            except TimeoutError:
-                raise BrokerUnavailable("the broker is not acknowledging messages") from None
-            if client is not self._client or not self.is_connected:
-                raise BrokerUnavailable("MQTT connection lost while waiting to publish")
-        props = {"content_type": content_type} if content_type and self.is_mqtt5 else {}
-        try:
-            client.publish(topic, payload, qos=qos, retain=retain, **props)
-        except (OSError, OverflowError, AttributeError) as exc:
-            raise BrokerUnavailable(f"publish failed: {exc}") from exc
+        await self._connection.publish(topic, payload, qos, content_type, retain)

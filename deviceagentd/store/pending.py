@@ -34,6 +34,7 @@ from deviceagentd.store.rows import (
     EventRow,
     McpCallRow,
     MessageRow,
+    OutboxRow,
     ScheduleRow,
     SessionRow,
     VoiceTokenRow,
@@ -94,6 +95,10 @@ class Batch:
     schedules: dict[str, ScheduleRow | None] = field(default_factory=dict)
     """Last write per schedule wins; None deletes the row."""
     mcp_calls: deque[McpCallRow] = field(default_factory=deque)
+    outbox: dict[int, OutboxRow] = field(default_factory=dict)
+    """Uplink rows by id, in id order."""
+    outbox_acks: list[int] = field(default_factory=list)
+    """Ids of uplink rows the cloud broker acknowledged that an earlier batch wrote: deleted."""
     first_at: float = 0.0
     """time.monotonic() when the first row arrived; the batch window starts there."""
     last_seq: int = 0
@@ -109,6 +114,8 @@ class Batch:
             + len(self.meta)
             + len(self.schedules)
             + len(self.mcp_calls)
+            + len(self.outbox)
+            + len(self.outbox_acks)
         )
 
 
@@ -238,6 +245,24 @@ class PendingWrites:
             self._accept().mcp_calls.append(row)
             self._accepted()
 
+    def put_outbox(self, row: OutboxRow) -> None:
+        with self._cond:
+            self._accept().outbox[row.id] = row
+            self._accepted()
+
+    def ack_outbox(self, row_id: int) -> None:
+        """The cloud broker has the row: forget it. A row no commit has taken yet is simply
+        dropped from its batch (it never reaches the disk: the SD card is spared while the
+        uplink keeps up); one already written, or being written, is deleted by a later batch."""
+        with self._cond:
+            for batch in (*self._sealed, self._open):
+                if batch.outbox.pop(row_id, None) is not None:
+                    if batch is not self._open:
+                        self._sealed_rows -= 1
+                    return
+            self._accept().outbox_acks.append(row_id)
+            self._accepted()
+
     def request_flush(self) -> int:
         """Ask the writer to commit without waiting out the batch window; returns the target."""
         with self._cond:
@@ -358,6 +383,20 @@ class PendingWrites:
                     ):
                         found.append(row)
         return found
+
+    def outbox_after(self, after: int, *, limit: int) -> tuple[list[OutboxRow], set[int], int]:
+        """Waiting uplink rows with an id above `after` (oldest first, at most `limit`), the ids
+        acknowledged but not deleted on disk yet, and how many uplink rows wait in all."""
+        found: list[OutboxRow] = []
+        acked: set[int] = set()
+        waiting = 0
+        with self._cond:
+            for batch in self._generations():
+                acked.update(batch.outbox_acks)
+                waiting += len(batch.outbox)
+                if len(found) < limit:
+                    found.extend(row for row_id, row in batch.outbox.items() if row_id > after)
+        return found[:limit], acked, waiting
 
     def device_commands(self, device_id: str) -> tuple[list[CommandRow], dict[str, CommandOutcome]]:
         """The device's waiting command inserts (outcomes folded in), and waiting outcomes of

@@ -20,6 +20,7 @@ from deviceagentd.store.rows import (
     EventRow,
     McpCallRow,
     MessageRow,
+    OutboxRow,
     ScheduleRow,
     SessionRow,
     VoiceTokenRow,
@@ -35,6 +36,7 @@ _MESSAGE_COLUMNS = ", ".join(MessageRow._fields)
 _VOICE_TOKEN_COLUMNS = ", ".join(VoiceTokenRow._fields)
 _SCHEDULE_COLUMNS = ", ".join(ScheduleRow._fields)
 _MCP_CALL_COLUMNS = ", ".join(McpCallRow._fields)
+_OUTBOX_COLUMNS = ", ".join(OutboxRow._fields)
 
 
 class Reader:
@@ -189,3 +191,10 @@ def select_mcp_calls(conn: sqlite3.Connection, *, limit: int) -> list[McpCallRow
         McpCallRow._make(row)
         for row in conn.execute(f"SELECT {_MCP_CALL_COLUMNS} FROM mcp_calls ORDER BY id DESC LIMIT ?", (limit,))
     ]
+
+
+def select_outbox(conn: sqlite3.Connection, *, after: int, limit: int) -> list[OutboxRow]:
+    rows = conn.execute(
+        f"SELECT {_OUTBOX_COLUMNS} FROM uplink_outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+    ).fetchall()
+    return [OutboxRow(*row) for row in rows]

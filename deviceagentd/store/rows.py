@@ -119,6 +119,25 @@ class McpCallRow(NamedTuple):
     latency_ms: float
 
 
+class OutboxRow(NamedTuple):
+    """One message waiting for the uplink (store-and-forward); `id` orders it."""
+
+    id: int
+    kind: str
+    device_id: str
+    topic: str
+    payload: bytes
+    content_type: str
+    correlation_data: bytes | None
+    created_ms: int
+    lifecycle: int
+
+    @property
+    def size(self) -> int:
+        """What the row counts against uplink.outbox_max_bytes (the writer's SQL says the same)."""
+        return len(self.payload) + len(self.topic.encode())
+
+
 class MessageRow(NamedTuple):
     id: int
     session_id: str

@@ -170,10 +170,30 @@ _V7_STORE_META = _statements(
     "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
 
+# The uplink's outbox (store-and-forward to a central broker): what waits for the cloud broker's
+# PUBACK, in id order. `lifecycle` rows (online/offline) are the last to go when the outbox is
+# over its bounds; the index serves "the oldest droppable rows" without a scan.
+_V8_UPLINK_OUTBOX = _statements(
+    """
+    CREATE TABLE uplink_outbox (
+        id               INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        device_id        TEXT NOT NULL,
+        topic            TEXT NOT NULL,
+        payload          BLOB NOT NULL,
+        content_type     TEXT NOT NULL,
+        correlation_data BLOB,
+        created_ms       INTEGER NOT NULL,
+        lifecycle        INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX uplink_outbox_droppable ON uplink_outbox (lifecycle, id)",
+)
+
 # Index i holds the step from version i to version i + 1.
 MIGRATIONS: tuple[Migration, ...] = (
     _V1_DEVICES_EVENTS_COMMANDS, _V2_SESSIONS, _V3_VOICE_TOKENS, _V4_SCHEDULES_MCP_CALLS, _V5_COMMANDS_BY_DEVICE,
-    _V6_VOICE_PENDING_PAIRS, _V7_STORE_META,
+    _V6_VOICE_PENDING_PAIRS, _V7_STORE_META, _V8_UPLINK_OUTBOX,
 )
 
 

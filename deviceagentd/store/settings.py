@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from deviceagentd.store.outbox import OutboxBounds
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -26,6 +28,13 @@ class StoreSettings:
     events are dropped and counted as lost."""
     close_timeout_s: float = 10.0
     """Closing with commits failing (a full disk), keep trying this long before giving up."""
+    outbox_max_rows: int = 500_000
+    outbox_max_bytes: int = 256 * 1024 * 1024
+    outbox_max_age_s: float = 7 * 86400.0
+    """The uplink outbox's bounds (store/outbox.py): past one, the oldest rows are dropped."""
+
+    def outbox_bounds(self) -> OutboxBounds:
+        return OutboxBounds(self.outbox_max_rows, self.outbox_max_bytes, int(self.outbox_max_age_s * 1000))
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -64,6 +64,7 @@ from deviceagentd.store.reader import (
     select_events,
     select_events_after,
     select_mcp_calls,
+    select_outbox,
     select_schedules,
     select_session,
     select_session_messages,
@@ -82,6 +83,7 @@ from deviceagentd.store.records import (
 )
 from deviceagentd.store.rows import (
     MessageRow,
+    OutboxRow,
     SessionRow,
     bindable_text,
     command_outcome,
@@ -131,6 +133,18 @@ class StoreStats:
     """Accepted rows given up at close because commits kept failing."""
 
 
+@dataclass(frozen=True)
+class OutboxStats:
+    rows: int
+    """On disk plus waiting for a commit (acknowledged ones not yet deleted included)."""
+    bytes: int
+    """Payload and topic bytes on disk."""
+    oldest_ms: int | None
+    """created_ms of the oldest row on disk (None: none on disk)."""
+    dropped: int
+    """Rows dropped for the bounds since start."""
+
+
 @dataclass
 class _Running:
     pending: PendingWrites
@@ -162,6 +176,7 @@ class Store:
         self._event_ids_seq = 0
         self._next_message_id = 1
         self._next_mcp_call_id = 1
+        self._next_outbox_id = 1
 
     # --- lifecycle ---
 
@@ -194,6 +209,8 @@ class Store:
             backlog_rows=self._settings.max_backlog_rows,
         )
         writer = Writer(conn, pending, self._settings, self._clock_ms)
+        # Uplink ids only grow: an id handed out but lost in a crash was never acknowledged.
+        self._next_outbox_id = writer.outbox.max_id + 1
         writer.start()
         self._running = _Running(pending, writer, reader)
 
@@ -301,6 +318,56 @@ class Store:
         pending = self._live().pending
         pending.put_mcp_call(mcp_call_row(self._next_mcp_call_id, record))
         self._next_mcp_call_id += 1
+
+    def add_outbox(
+        self,
+        kind: str,
+        device_id: str,
+        topic: str,
+        payload: bytes,
+        *,
+        content_type: str = "application/json",
+        correlation_data: bytes | None = None,
+        lifecycle: bool = False,
+    ) -> int:
+        """Queue a message for the uplink, committed with the next batch; returns its id (ids
+        grow, and the uplink publishes in id order)."""
+        pending = self._live().pending
+        row = OutboxRow(self._next_outbox_id, kind, device_id, topic, payload, content_type, correlation_data,
+                        self._clock_ms(), int(lifecycle))
+        pending.put_outbox(row)
+        self._next_outbox_id += 1
+        return row.id
+
+    def ack_outbox(self, row_id: int) -> None:
+        """The cloud broker acknowledged the row: delete it (with the next batch)."""
+        self._live().pending.ack_outbox(row_id)
+
+    async def outbox_after(self, after: int, *, limit: int) -> list[OutboxRow]:
+        """Uplink rows with an id above `after`, oldest first, committed or not, without the
+        acknowledged ones."""
+        running = self._live()
+        if limit <= 0:
+            return []
+        # Waiting rows first, then the disk: a commit in between shows a row twice (deduplicated),
+        # never not at all. Batches commit in id order, so every row on disk is older than every
+        # waiting one, and past the highest committed id the disk has nothing to add.
+        waiting, acked, _ = running.pending.outbox_after(after, limit=limit)
+        by_id = {row.id: row for row in waiting if row.id not in acked}
+        if after < running.writer.outbox.max_id:
+            query = functools.partial(select_outbox, after=after, limit=limit + len(acked))
+            for row in await running.reader.call(query):
+                if row.id not in acked:
+                    by_id.setdefault(row.id, row)
+        return [by_id[key] for key in sorted(by_id)[:limit]]
+
+    def outbox_stats(self) -> OutboxStats:
+        running = self._running
+        if running is None:
+            return OutboxStats(0, 0, None, 0)
+        book = running.writer.outbox
+        _, _, waiting = running.pending.outbox_after(2**62, limit=0)
+        return OutboxStats(book.rows + waiting, book.bytes, book.oldest_ms, book.dropped)
 
     # --- reads ---
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from deviceagentd.store.errors import StoreError
+from deviceagentd.store.outbox import OutboxBook, OutboxChange
 from deviceagentd.store.pending import Batch, PendingWrites
 from deviceagentd.store.retention import prune
 from deviceagentd.store.rows import (
@@ -167,6 +168,7 @@ class Writer:
         self._pending = pending
         self._settings = settings
         self._clock_ms = clock_ms
+        self.outbox = OutboxBook(conn, settings.outbox_bounds())
         # daemon: a caller that forgets close() must not hang interpreter exit; it loses
         # at most the open batch window, the same as a crash.
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -323,11 +325,17 @@ class Writer:
                     except _ROW_ERRORS as exc:
                         rejected += 1
                         _log.debug("store rejected row %r: %s", row, exc)
+            # Uplink rows are built by us (bytes and ints), so they take the batch path either way.
+            outbox: OutboxChange | None = None
+            if batch.outbox or batch.outbox_acks or self.outbox.rows:
+                outbox = self.outbox.write(conn, batch, self._clock_ms())
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if outbox is not None:
+            self.outbox.settle(conn, outbox)
         return rejected
 
     def _prune(self) -> bool:
