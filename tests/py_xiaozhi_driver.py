@@ -11,7 +11,8 @@ Scenarios:
   answering the gateway's MCP requests, holding one tool registered like py-xiaozhi's volume tool
   (`src/mcp/tools/volume/register.py`: name, description, PropertyList) whose callback records.
 
-Incoming audio is decoded the way py-xiaozhi's AudioCodec.write_audio does: the frame size from
+Every text message py-xiaozhi sends is kept in the result's `sent`, every one it receives but
+hello in `json`. Incoming audio is decoded the way py-xiaozhi's AudioCodec.write_audio does: the frame size from
 the packet's TOC byte (parse_opus_toc) at AudioConfig.OUTPUT_SAMPLE_RATE (24 kHz).
 """
 
@@ -36,6 +37,19 @@ from src.utils.config_manager import initialize_config
 TEXT = "set the speaker volume to 40"
 
 
+class RecordingProtocol(WebsocketProtocol):
+    """py-xiaozhi's WebsocketProtocol unchanged, each text message it sends also kept (the test
+    checks them against the AsyncAPI document)."""
+
+    def __init__(self, sent: list[Any]) -> None:
+        super().__init__()
+        self.sent = sent
+
+    async def send_text(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+        await super().send_text(message)
+
+
 async def main(url: str, scenario: str, pcm_file: str, out_file: str) -> None:
     config = initialize_config()
     config.update_config("SYSTEM_OPTIONS.NETWORK.WEBSOCKET_URL", url)
@@ -45,9 +59,9 @@ async def main(url: str, scenario: str, pcm_file: str, out_file: str) -> None:
 
     codec = OpusCodec(AudioConfig.INPUT_SAMPLE_RATE, AudioConfig.OUTPUT_SAMPLE_RATE)
     codec.initialize()
-    protocol = WebsocketProtocol()
     result: dict[str, Any] = {"json": [], "packets": 0, "decoded": [], "decode_errors": 0, "volume": [],
-                              "mcp_sent": []}
+                              "mcp_sent": [], "sent": []}
+    protocol = RecordingProtocol(result["sent"])
     stopped = asyncio.Event()
 
     def on_json(data: dict[str, Any]) -> None:

@@ -21,14 +21,25 @@ import aiohttp
 import cbor2
 import jsonschema
 import pytest
+import voice_samples as vs
 from daemon_harness import RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
 from test_mqtt_support import RawDevice
+from test_voice_session import Rig, ScriptedProvider, said, start_rig
+from test_voice_xiaozhi import offline_agent, tools_listed
+from voice_doubles import AsrScript
+from xiaozhi_firmware import FirmwareDevice
 
 import deviceagentd
+from deviceagentd.agent.types import Delta, TurnContext, TurnEvent
 from deviceagentd.http.routes_console import ASYNCAPI_PATH, load_asyncapi
 from deviceagentd.mqtt.ntp import parse_request
 from deviceagentd.mqtt.topics import TopicKind, TopicTemplates
+from deviceagentd.voice import audio
+from deviceagentd.voice import messages as voice_messages
+from deviceagentd.voice.audio import AudioParams
+from deviceagentd.voice.dialect import WARNINGS, EmqxDialect, XiaozhiDialect
+from deviceagentd.voice.events import ReplyText, SentenceStart, Transcript, TurnOver
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "asyncapi-3.0.0.schema.json.gz"
 WAIT_S = 15.0
@@ -200,15 +211,182 @@ async def speak_the_document(doc: dict[str, Any], broker: MosquittoBroker, gatew
 
 async def test_the_voice_socket_answers_as_documented(doc: dict[str, Any], gateway: RunningDaemon) -> None:
     url = gateway.voice_url.replace("http://", "ws://") + doc["channels"]["voice"]["address"]
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        await ws.send_str(json.dumps({"type": "listen", "mode": "auto"}))  # before hello
-        first = json.loads((await ws.receive(timeout=10)).data)
-        assert_payload(doc, "voiceError", first)
-        [hello] = doc["components"]["messages"]["voiceHello"]["examples"]
-        await ws.send_str(json.dumps(hello["payload"]))
-        answer = json.loads((await ws.receive(timeout=10)).data)
-        # A gateway with speech recognition says hello; one without says why not.
-        assert_payload(doc, "voiceServerHello" if answer["type"] == "hello" else "voiceError", answer)
+    hellos = doc["components"]["messages"]["voiceHello"]["examples"]
+    assert {h["name"] for h in hellos} == {"browser", "xiaozhiFirmware"}
+    for hello in hellos:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"type": "listen", "mode": "auto"}))  # before hello
+            first = json.loads((await ws.receive(timeout=10)).data)
+            assert voice_message(doc, "hear", first) == "voiceError"
+            await ws.send_str(json.dumps(hello["payload"]))
+            answer = json.loads((await ws.receive(timeout=10)).data)
+            # A gateway with speech recognition says hello; one without says why not.
+            assert voice_message(doc, "hear", answer) in ("voiceServerHello", "voiceError")
+            if answer["type"] == "hello":
+                assert answer["audio_params"]["format"] == hello["payload"]["audio_params"]["format"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The voice channel: every message of both dialects, against the code and a real session
+# ---------------------------------------------------------------------------------------------
+
+
+def voice_message(doc: dict[str, Any], operation: str, message: Any) -> str:
+    """The component message of `operation` (speak: client → gateway, hear: gateway → client)
+    that documents this JSON message: the one whose payload's `type` is the message's, which it
+    must validate against, with no field its schema does not name."""
+    names = []
+    for ref in doc["operations"][operation]["messages"]:
+        name = resolve(doc, ref["$ref"])["$ref"].rsplit("/", 1)[1]
+        payload = deref(doc, doc["components"]["messages"][name]["payload"])
+        if payload.get("properties", {}).get("type", {}).get("const") == message.get("type"):
+            names.append(name)
+    assert len(names) == 1, f"{operation}: {len(names)} documented messages of type {message.get('type')!r}"
+    [name] = names
+    assert_payload(doc, name, message)
+    payload = deref(doc, doc["components"]["messages"][name]["payload"])
+    undocumented = set(message) - set(payload["properties"])
+    assert not undocumented, f"{name}: fields {undocumented} are not in the document"
+    return name
+
+
+def voice_schema_accepts(doc: dict[str, Any], schema: str, value: Any) -> bool:
+    validator = jsonschema.Draft7Validator({"$ref": f"#/components/schemas/{schema}", "components": doc["components"]})
+    return validator.is_valid(value)
+
+
+def test_the_voice_vocabulary_is_the_codes(doc: dict[str, Any]) -> None:
+    """Each message type the session accepts, each audio format, rate and duration it serves,
+    and each message the dialects build is in the document; nothing else is."""
+    spoken = set()
+    for ref in doc["operations"]["speak"]["messages"]:
+        name = resolve(doc, ref["$ref"])["$ref"].rsplit("/", 1)[1]
+        payload = deref(doc, doc["components"]["messages"][name]["payload"])
+        if payload.get("type") == "object":
+            spoken.add(payload["properties"]["type"]["const"])
+    assert spoken == set(voice_messages.MESSAGE_TYPES)
+    # Audio: what parse_audio_params accepts is exactly what AudioParams allows.
+    rates = sorted({*audio.INPUT_RATES, *audio.OPUS_RATES, 11025, 22050, 32000, 44100, 96000})
+    for fmt in (*audio.FORMATS, audio.OPUS, "flac"):
+        for rate in rates:
+            for frame_ms in (5, 10, 20, 25, 30, 40, 60, 80, 100, 120, 240, 1000, 1010):
+                for channels in (1, 2):
+                    params = {"format": fmt, "sample_rate": rate, "channels": channels, "frame_duration": frame_ms}
+                    try:
+                        audio.parse_audio_params(params)
+                        served = True
+                    except audio.AudioFormatError:
+                        served = False
+                    assert voice_schema_accepts(doc, "AudioParams", params) == served, params
+    output = doc["components"]["schemas"]["OutputAudioParams"]["properties"]
+    assert output["sample_rate"]["enum"] == list(audio.OUTPUT_RATES)
+    assert output["format"]["enum"] == ["pcm", audio.OPUS]
+    # What the dialects build.
+    codes = doc["components"]["schemas"]["VoiceError"]["properties"]["code"]["examples"]
+    assert set(WARNINGS) <= set(codes)
+    xiaozhi, emqx = XiaozhiDialect(), EmqxDialect()
+    for params in (AudioParams(16000, 60, format=audio.OPUS), AudioParams(24000, 60)):
+        for dialect in (xiaozhi, emqx):
+            assert voice_message(doc, "hear", dialect.hello("s-1", 1, params, "aliyun")) == "voiceServerHello"
+    built = [*xiaozhi.messages(Transcript("hi", True, None)), *xiaozhi.messages(ReplyText("Hi.", False)),
+             *xiaozhi.messages(SentenceStart("Hi.")), *xiaozhi.messages(TurnOver(True)), *xiaozhi.aborted(),
+             *xiaozhi.error("internal_error", "boom"), *xiaozhi.error("bad_audio", "junk"),
+             *emqx.messages(Transcript("hi", False, "t-1")), *emqx.messages(Transcript("hi", True, None)),
+             *emqx.messages(ReplyText("Hi.", True)), *emqx.messages(SentenceStart("Hi.")),
+             *emqx.messages(TurnOver(True)), *emqx.error("no_speech", "quiet")]
+    names = [voice_message(doc, "hear", m) for m in built]
+    assert {"voiceStt", "voiceLlm", "voiceTts", "voiceAlert", "voiceError", "voiceAsr", "voiceAgentReply",
+            "voiceTtsComplete"} <= set(names)
+    assert not voice_schema_accepts(doc, "VoiceTts", {"type": "tts", "state": "sentence_start"})
+    assert not voice_schema_accepts(doc, "VoiceLlm", {"type": "llm", "text": "😶", "emotion": "neutral", "x": 1})
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    the_rig = await start_rig()
+    try:
+        yield the_rig
+    finally:
+        await the_rig.close()
+    assert the_rig.ds.problems == [] and the_rig.oa.problems == []
+
+
+async def test_a_xiaozhi_session_is_documented_message_by_message(doc: dict[str, Any], rig: Rig) -> None:
+    """Stock XiaoZhi firmware, replayed from its code (tests/xiaozhi_firmware.py), through the
+    whole dialect: Opus hello, MCP handshake and a tool call, iot and ping, the wake word and its
+    greeting, a spoken turn in realtime mode, abort, corrupt audio, a failed turn; every message
+    either way must be a documented message that validates, with no undocumented field."""
+    vs.require_espeak()
+    offline_agent(rig)
+    rig.ds.asr = AsrScript(sentences=["set the speaker volume to 40"], bytes_per_sentence=32000)
+    device = FirmwareDevice(rig.url, version=3)
+    assert await device.open()
+    try:
+        await tools_listed(rig, device)
+        await device.send_text('{"session_id":"' + device.session_id + '","type":"iot","update":true,'
+                               '"descriptors":[{"name":"Speaker","methods":{}}]}')
+        await device.send_text('{"type":"ping"}')
+        await device.speak(said("ni hao xiao zhi", lead_s=0.1, tail_s=0.1))
+        await device.wake_word_detected("你好小智")
+        await device.start_listening("auto")
+        greeted = await device.wait_for("tts", state="stop")
+        await device.start_listening("realtime")
+        await device.speak(said())
+        stt = await device.wait_for("stt", after=greeted)
+        await device.wait_for("tts", after=stt, state="stop")
+        assert device.mcp.calls == [("self.audio_speaker.set_volume", {"volume": 40})]
+        mark = len(device.json)
+        await device.abort_speaking(wake_word=True)
+        await device.wait_for("tts", after=mark, state="stop")
+        await device.start_listening("manual")
+        await device.send_packet(b"\xff\xff\xff\xff\xff")
+        await device.wait_for("error", code="bad_audio")
+        await device.stop_listening()
+
+        async def broken(provider: ScriptedProvider, context: TurnContext) -> AsyncIterator[TurnEvent]:
+            raise RuntimeError("boom")
+            yield Delta("")
+
+        rig.agent.provider = rig.agent.fallback = rig.provider
+        rig.provider.script = broken
+        mark = len(device.json)
+        await device.wake_word_detected("what is the current temperature")
+        await device.wait_for("alert", after=mark)
+        await device.wait_for("tts", after=mark, state="stop")
+    finally:
+        await device.close()
+
+    heard = [voice_message(doc, "hear", m) for m in device.received]
+    assert set(heard) == {"voiceServerHello", "voiceMcpRequest", "voiceStt", "voiceLlm", "voiceTts", "voiceError",
+                          "voiceAlert"}
+    assert device.received[0]["audio_params"]["format"] == "opus"
+    assert {m["state"] for m in device.messages("tts")} == {"start", "sentence_start", "stop"}
+    assert {m["payload"]["method"] for m in device.messages("mcp")} == {"initialize", "tools/list", "tools/call"}
+    # The reply audio: one Opus packet of the announced duration per binary message.
+    assert device.played and device.decode_failures == 0
+    sent = [json.loads(text) for text in device.sent]
+    spoken = [voice_message(doc, "speak", m) for m in sent]
+    assert set(spoken) == {"voiceHello", "voiceMcpReply", "voiceIot", "voicePing", "voiceListen", "voiceAbort"}
+    assert {m.get("state") for m in sent if m["type"] == "listen"} == {"detect", "start", "stop"}
+
+
+@pytest.mark.parametrize(("params", "served"), [
+    ({"format": "opus", "sample_rate": 44100, "channels": 1, "frame_duration": 60}, False),
+    ({"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 25}, False),
+    ({"format": "opus", "sample_rate": 24000, "channels": 1, "frame_duration": 20}, True),
+])
+async def test_an_opus_hello_is_refused_exactly_when_the_document_refuses_it(
+        doc: dict[str, Any], rig: Rig, params: dict[str, Any], served: bool) -> None:
+    hello = {"type": "hello", "version": 1, "features": {"mcp": False}, "transport": "websocket",
+             "audio_params": params}
+    assert voice_schema_accepts(doc, "VoiceClientHello", hello) == served
+    conn = await rig.connect(version=1)
+    await conn.send(hello)
+    _, answer = await conn.wait("hello" if served else "alert")
+    names = [voice_message(doc, "hear", m) for m in conn.messages()]
+    assert names == (["voiceServerHello"] if served else ["voiceError", "voiceAlert"]), conn.messages()
+    if served:
+        assert answer["audio_params"] == {**params, "sample_rate": 16000}  # our output rate
 
 
 async def test_the_document_is_served(gateway: RunningDaemon, doc: dict[str, Any]) -> None:

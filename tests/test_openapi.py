@@ -26,9 +26,11 @@ from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker, free_port
 
 import deviceagentd
+from deviceagentd.agent.runner import Agent
 from deviceagentd.agent.types import MAX_SESSION_ID_LEN
 from deviceagentd.config import AgentConfig, CommandsConfig, HttpConfig, VisionConfig, VoiceConfig
 from deviceagentd.core.catalog import Catalog, load_catalog
+from deviceagentd.core.clock import Clock
 from deviceagentd.core.command_request import COMMAND_FIELDS
 from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, CommandService
 from deviceagentd.core.metrics import Metrics
@@ -39,8 +41,10 @@ from deviceagentd.http.app import create_app, create_voice_app
 from deviceagentd.http.context import HttpContext
 from deviceagentd.http.openapi import OPENAPI_PATH, load_openapi
 from deviceagentd.http.routes_agent import CHAT_FIELDS, FRAME_FIELDS, MAX_VISION_REFS
+from deviceagentd.http.routes_console import load_asyncapi
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 from deviceagentd.store.records import CommandRecord, DeviceRecord, EventRecord, NewEvent
+from deviceagentd.voice.service import VoiceService
 from deviceagentd.voiceplatform.routes import add_routes as add_voice_platform_routes
 from deviceagentd.voiceplatform.service import VoicePlatform
 
@@ -606,6 +610,9 @@ def test_error_statuses_documented_per_operation(doc: dict[str, Any]) -> None:
         ("get", "/v1.0/token/{refresh_token}"): {"200"},
         ("post", "/v1.0/token/{refresh_token}"): {"200"},
         ("post", "/v1.0/voice/execute"): {"200"},
+        # Any body is accepted: the firmware's answer is never a refusal but for the token.
+        ("get", "/xiaozhi/ota/"): {"200", "401"},
+        ("post", "/xiaozhi/ota/"): {"200", "401"},
     }
     got = {(method, path): set(op["responses"]) for path, method, op, _ in operations(doc)}
     assert got == expected
@@ -810,15 +817,17 @@ def router_operations(app: web.Application) -> set[tuple[str, str]]:
     return found
 
 
-def test_every_route_is_documented_and_every_documented_route_exists(doc: dict[str, Any]) -> None:
-    in_router = router_operations(minimal_app())
-    in_document = {(method, path) for path, method, _, _ in operations(doc)}
-    assert in_router, "the router has no routes?"
-    assert in_router - in_document == set(), "routes missing from openapi.json"
-    assert in_document - in_router == set(), "openapi.json documents routes the server does not have"
-
-
+MAIN_SERVER = f"http://{HttpConfig().listen}"
 VOICE_SERVER = f"http://{VoiceConfig().listen}"
+
+
+def main_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    """The operations on the main port: those whose path item names no servers of its own, or
+    names the main port among them."""
+    return {
+        (method, path) for path, method, _, item in operations(doc)
+        if "servers" not in item or any(server["url"] == MAIN_SERVER for server in item["servers"])
+    }
 
 
 def voice_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
@@ -829,13 +838,36 @@ def voice_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
+def test_every_route_is_documented_and_every_documented_route_exists(doc: dict[str, Any]) -> None:
+    in_router = router_operations(minimal_app())
+    in_document = main_operations(doc)
+    assert in_router, "the router has no routes?"
+    assert in_router - in_document == set(), "routes missing from openapi.json"
+    assert in_document - in_router == set(), "openapi.json documents routes the server does not have"
+
+
+def minimal_voice_app() -> web.Application:
+    """The voice port as the daemon serves it: the shared agent routes, /ws/voice and /xiaozhi/ota/."""
+    context = minimal_context()
+    voice = VoiceService(VoiceConfig(), cast(Agent, None), context.metrics, Clock(), environ={})
+    return create_voice_app(context, voice)
+
+
 def test_the_voice_port_serves_exactly_the_operations_documented_there(doc: dict[str, Any]) -> None:
-    assert [server["url"] for server in doc["servers"]] == [f"http://{HttpConfig().listen}"]
-    on_voice_port = router_operations(create_voice_app(minimal_context()))
-    assert on_voice_port == voice_operations(doc) == {("post", "/api/chat"), ("post", "/api/vision/frames")}
+    assert [server["url"] for server in doc["servers"]] == [MAIN_SERVER]
+    on_voice_port = router_operations(minimal_voice_app())
+    # The voice WebSocket is the AsyncAPI document's voice channel, on the same port.
+    asyncapi = load_asyncapi()
+    socket = asyncapi["channels"]["voice"]["address"]
+    assert asyncapi["servers"]["voice"]["host"] == VoiceConfig().listen
+    assert ("get", socket) in on_voice_port and socket not in doc["paths"]
+    assert on_voice_port - {("get", socket)} == voice_operations(doc) == {
+        ("post", "/api/chat"), ("post", "/api/vision/frames"), ("get", "/xiaozhi/ota/"), ("post", "/xiaozhi/ota/")}
+    main_port = router_operations(minimal_app())
     for path, method, op, item in operations(doc):
         if (method, path) in on_voice_port:
-            assert [server["url"] for server in item["servers"]] == [doc["servers"][0]["url"], VOICE_SERVER]
+            servers = [server["url"] for server in item["servers"]]
+            assert servers == ([MAIN_SERVER, VOICE_SERVER] if (method, path) in main_port else [VOICE_SERVER])
             assert "voice port" in op["description"], f"{method.upper()} {path}: say it is on the voice port"
 
 
@@ -1145,6 +1177,31 @@ async def check_site_routes(check: Conformance, gw: RunningDaemon) -> None:
     asyncapi = await check.call("GET", "/api/asyncapi.json", 200)
     assert asyncapi["asyncapi"] == "3.0.0"
     await check.call("GET", "/api/asyncapi.json", 401, headers=wrong)
+    await check_xiaozhi_ota(check, gw)
+
+
+async def check_xiaozhi_ota(check: Conformance, gw: RunningDaemon) -> None:
+    """/xiaozhi/ota/ on the voice port, asked as stock XiaoZhi firmware asks it (test_voice_ota has
+    the firmware's side): its system information in the body, the token in the header or the URL."""
+    ota = "/xiaozhi/ota/"
+    firmware = {"Device-Id": "a0:85:e3:11:22:33", "Client-Id": "9c1d8f0e-6a55-4d7e-8d0e-0f5c8a6b1f2a",
+                "Activation-Version": "1", "User-Agent": "bread-compact-wifi/2.0.3", "Accept-Language": "zh-CN"}
+    [example] = doc_example(check.doc, "post", ota)
+    answer = await check.call("POST", ota, 200, voice=True, json_body=example, headers=firmware)
+    voice_host = gw.voice_url.split("//", 1)[1]
+    assert answer["websocket"] == {"url": f"ws://{voice_host}/ws/voice", "token": TOKEN}
+    assert answer["firmware"] == {"version": example["application"]["version"], "url": ""}
+    answer = await check.call("GET", f"{ota}?authorization={TOKEN}", 200, voice=True,
+                              headers={**firmware, "Authorization": "", "Device-Version": "1.9.0"})
+    assert answer["firmware"]["version"] == "1.9.0" and answer["websocket"]["token"] == TOKEN
+    await check.call("POST", ota, 401, voice=True, json_body=example, headers={"Authorization": ""})
+    await check.call("GET", f"{ota}?authorization=wrong-token", 401, voice=True, headers={"Authorization": ""})
+
+
+def doc_example(doc: dict[str, Any], method: str, path: str) -> list[Any]:
+    """The request body examples of one operation."""
+    content = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+    return [example["value"] for example in content["examples"].values()]
 
 
 def b64(data: bytes) -> str:

@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from test_openapi import assert_valid
 from test_voice_session import start_rig
 from xiaozhi_firmware import FirmwareDevice
 
 from deviceagentd.config import VoiceXiaozhiConfig
+from deviceagentd.http.openapi import load_openapi
 
 TOKEN = "speaker-token-0123456789"
 MAC = "a0:85:e3:11:22:33"
@@ -49,7 +51,9 @@ async def check_version(url: str, body: str | None) -> tuple[int, Any]:
 
 
 def read_like_the_firmware(answer: dict[str, Any]) -> dict[str, Any]:
-    """What CheckVersion keeps: websocket settings (strings and numbers), server time, firmware."""
+    """What CheckVersion keeps: websocket settings (strings and numbers), server time, firmware;
+    and the answer is the one the OpenAPI document describes."""
+    assert_valid(load_openapi(), {"$ref": "#/components/schemas/XiaozhiOtaAnswer"}, answer, "OTA answer")
     websocket = answer["websocket"]
     assert isinstance(websocket, dict)
     assert all(isinstance(v, str | int) for v in websocket.values())

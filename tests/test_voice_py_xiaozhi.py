@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import voice_samples as vs
+from test_asyncapi import voice_message
 from test_voice_session import TRANSCRIPT, Rig, said, start_rig
 from test_voice_xiaozhi import offline_agent
+
+from deviceagentd.http.routes_console import load_asyncapi
 
 DRIVER = Path(__file__).resolve().parent / "py_xiaozhi_driver.py"
 
@@ -43,6 +46,15 @@ async def drive(rig: Rig, scenario: str, tmp_path: Path, pcm: bytes = b"") -> di
     return result
 
 
+def documented(result: dict[str, object]) -> tuple[set[str], set[str]]:
+    """Every message py-xiaozhi sent and heard is a message of the AsyncAPI document that
+    validates: the names of the documented messages (sent, heard)."""
+    doc = load_asyncapi()
+    sent, heard = result["sent"], result["json"]
+    assert isinstance(sent, list) and isinstance(heard, list)
+    return {voice_message(doc, "speak", m) for m in sent}, {voice_message(doc, "hear", m) for m in heard}
+
+
 def types(result: dict[str, object]) -> list[str]:
     messages = result["json"]
     assert isinstance(messages, list)
@@ -62,6 +74,9 @@ async def test_py_xiaozhi_speaks_opus_and_hears_the_reply(rig: Rig, tmp_path: Pa
     assert set(result["decoded"]) == {24000 * 20 // 1000}  # type: ignore[arg-type]
     hello = rig.ds.tasks[0]
     assert hello.kind == "asr" and len(hello.audio) > 32000  # the decoded speech reached the ASR
+    sent, heard = documented(result)
+    assert sent == {"voiceHello", "voiceListen", "voiceMcpReply"}
+    assert heard == {"voiceStt", "voiceLlm", "voiceTts", "voiceMcpRequest"}
 
 
 async def test_py_xiaozhi_typed_text_uses_its_mcp_tool(rig: Rig, tmp_path: Path) -> None:
@@ -75,3 +90,6 @@ async def test_py_xiaozhi_typed_text_uses_its_mcp_tool(rig: Rig, tmp_path: Path)
     assert {"type": "stt", "text": "set the speaker volume to 40"} in messages
     spoken = [m["text"] for m in messages if m["type"] == "tts" and m.get("state") == "sentence_start"]
     assert spoken == ["Done, the volume is set to 40."]
+    sent, heard = documented(result)
+    assert sent == {"voiceHello", "voiceListen", "voiceMcpReply"}
+    assert heard == {"voiceStt", "voiceLlm", "voiceTts", "voiceMcpRequest"}

@@ -209,6 +209,8 @@ class FirmwareDevice:
         self.server_frame_duration = 60
         self.speaking = False
         self.json: list[dict[str, Any]] = []  # every JSON message but hello, in order
+        self.received: list[dict[str, Any]] = []  # every JSON message, hello included
+        self.sent: list[str] = []  # every text message sent
         self.unknown: list[str] = []  # types application.cc would log as unknown
         self.played: list[bytes] = []  # decoded PCM per packet while Speaking
         self.dropped_not_speaking = 0
@@ -261,6 +263,7 @@ class FirmwareDevice:
 
     async def send_text(self, text: str) -> None:
         assert self._ws is not None
+        self.sent.append(text)
         await self._ws.send_str(text)
 
     async def send_packet(self, payload: bytes, timestamp: int = 0) -> None:
@@ -353,6 +356,7 @@ class FirmwareDevice:
 
     async def _on_json(self, text: str) -> None:
         root = json.loads(text)
+        self.received.append(root)
         kind = root.get("type")
         if kind == "hello":
             if root.get("transport") != "websocket":
