@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deviceagentd import __version__
 from deviceagentd.config import (
@@ -29,14 +30,15 @@ from deviceagentd.config import (
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.core.spec import EVENT_TYPES, SpecError
 from deviceagentd.lograte import RateLimitFilter
-from deviceagentd.ops.backup import backup_database
-from deviceagentd.ops.database import DatabaseSummary, database_path, format_bytes, format_rows, known_schema_version
-from deviceagentd.ops.errors import OpsError
-from deviceagentd.ops.listing import devices_json, devices_table, events_json, events_table, read_devices, read_events
-from deviceagentd.ops.restore import restore_database
 from deviceagentd.retired_models import retired_models
 from deviceagentd.store.errors import StoreError
 from deviceagentd.systemd import managed_by_systemd
+
+if TYPE_CHECKING:
+    # The operator commands (backup, restore, devices, events) import their modules when run:
+    # `deviceagentd run` does not carry them for its whole life.
+    from deviceagentd.ops.database import DatabaseSummary
+    from deviceagentd.ops.errors import OpsError
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 1
@@ -195,12 +197,18 @@ def _failed(exc: OpsError) -> int:
 
 
 def _print_summary(summary: DatabaseSummary) -> None:
+    from deviceagentd.ops.database import format_bytes, format_rows
+
     print(f"  {format_bytes(summary.bytes)}, schema version {summary.schema_version}, integrity ok; rows:")
     for line in format_rows(summary.rows):
         print(line)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from deviceagentd.ops.backup import backup_database
+    from deviceagentd.ops.database import database_path
+    from deviceagentd.ops.errors import OpsError
+
     config = _load_config_or_exit(_state_config_path(args.config))
     live = database_path(config)
     try:
@@ -213,6 +221,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from deviceagentd.ops.database import database_path, known_schema_version
+    from deviceagentd.ops.errors import OpsError
+    from deviceagentd.ops.restore import restore_database
+
     config = _load_config_or_exit(_state_config_path(args.config))
     live = database_path(config)
     try:
@@ -240,6 +252,10 @@ def _config_option(arg: str | None) -> str:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from deviceagentd.ops.database import database_path
+    from deviceagentd.ops.errors import OpsError
+    from deviceagentd.ops.listing import devices_json, devices_table, read_devices
+
     config = _load_config_or_exit(_state_config_path(args.config))
     try:
         devices = read_devices(database_path(config))
@@ -250,6 +266,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from deviceagentd.ops.database import database_path
+    from deviceagentd.ops.errors import OpsError
+    from deviceagentd.ops.listing import events_json, events_table, read_events
+
     config = _load_config_or_exit(_state_config_path(args.config))
     levels = frozenset(args.level) if args.level else None
     try:
