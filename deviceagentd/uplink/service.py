@@ -25,6 +25,7 @@ from deviceagentd.mqtt.connection import BrokerConnection, ConnectSettings
 from deviceagentd.store.store import Store
 from deviceagentd.uplink import presence
 from deviceagentd.uplink.forwarder import Forwarder
+from deviceagentd.uplink.refusals import Refusals, is_refusal
 from deviceagentd.uplink.requests_api import CloudRequestHandler
 from deviceagentd.uplink.source import OutboxSource
 from deviceagentd.uplink.topics import SiteTopics
@@ -75,7 +76,13 @@ class Uplink:
             on_connection_lost=self._on_lost,
             will_message=gmqtt.Message(self.topics.status, presence.will(version), qos=1, retain=True),
         )
-        self.forwarder = Forwarder(store, self.connection, config.max_publish_rate, time.monotonic)
+        self.refusals = Refusals(
+            metrics.counter("deviceagentd_uplink_refused_total",
+                            "Messages the cloud broker refused (a PUBACK reason code of 0x80 or more, e.g. its ACL), "
+                            "by reason; each was dropped"),
+            self.topics.site_prefix,
+            lambda: int(time.time() * 1000))
+        self.forwarder = Forwarder(store, self.connection, config.max_publish_rate, time.monotonic, self.refusals)
         self.source = OutboxSource(config, self.topics, store, self.forwarder.wake, time.monotonic)
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -102,7 +109,7 @@ class Uplink:
             acked = asyncio.Event()
             try:
                 await self.connection.publish(self.topics.status, presence.offline(self._snapshot()), qos=1,
-                                              retain=True, on_ack=acked.set)
+                                              retain=True, on_ack=self._checked(self.topics.status, acked.set))
                 await asyncio.wait_for(acked.wait(), OFFLINE_PUBACK_WAIT_S)
             except (BrokerUnavailable, TimeoutError) as exc:
                 log.warning("uplink: could not publish offline before stopping (%s); the broker will publish "
@@ -126,7 +133,8 @@ class Uplink:
 
     async def _publish_birth(self) -> None:
         try:
-            await self.connection.publish(self.topics.status, presence.birth(self._snapshot()), qos=1, retain=True)
+            await self.connection.publish(self.topics.status, presence.birth(self._snapshot()), qos=1, retain=True,
+                                          on_ack=self._checked(self.topics.status))
         except BrokerUnavailable as exc:
             log.debug("uplink birth not published: %s", exc)
         await self._publish_health()
@@ -149,6 +157,17 @@ class Uplink:
             self.source.add_reply(reply)
         return 0
 
+    def _checked(self, topic: str, then: Callable[[], None] | None = None) -> Callable[[int], None]:
+        """A presence message's PUBACK: refusals counted like the outbox's."""
+        def on_ack(reason_code: int) -> None:
+            if is_refusal(reason_code):
+                self.refusals.refused(topic, reason_code)
+            else:
+                self.refusals.accepted(topic)
+            if then is not None:
+                then()
+        return on_ack
+
     # ------------------------------------------------------------------ health
 
     async def _health_loop(self) -> None:
@@ -161,7 +180,7 @@ class Uplink:
             return  # never queued: the next one supersedes it
         with contextlib.suppress(BrokerUnavailable):
             await self.connection.publish(self.topics.health, presence.health(self._snapshot(), self._health_detail()),
-                                          qos=1, retain=True)
+                                          qos=1, retain=True, on_ack=self._checked(self.topics.health))
 
     def detail(self) -> dict[str, Any]:
         """The `uplink` section of /api/health."""
@@ -178,9 +197,16 @@ class Uplink:
                        "oldestAgeS": None if oldest_age is None else round(oldest_age, 1),
                        "dropped": stats.dropped},
         }
+        detail["refused"] = self.refusals.detail()
+        warnings = []
         if stats.dropped:
-            detail["warning"] = (f"{stats.dropped} outbox rows were dropped since start (the outbox was over its "
-                                 "bounds while the cloud broker was away)")
+            warnings.append(f"{stats.dropped} outbox rows were dropped since start (the outbox was over its "
+                            "bounds while the cloud broker was away)")
+        refused = self.refusals.warning()
+        if refused is not None:
+            warnings.append(refused)
+        if warnings:
+            detail["warning"] = "; ".join(warnings)
         if status.last_error:
             detail["lastError"] = status.last_error
         return detail
