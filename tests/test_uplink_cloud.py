@@ -7,6 +7,7 @@ outbox. Also: publishes the cloud broker refuses (its ACL) are counted, logged a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from daemon_harness import RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from node_peers import run_node
 from simulated_site import Sims
 from test_mqtt_support import WAIT_S, unique
 from uplink_site import CloudBroker, CloudSubscriber, LanDevices, Received, start_cloud
@@ -272,3 +274,20 @@ async def test_messages_the_cloud_acl_refuses_are_counted_logged_once_and_do_not
         await sub.disconnect()
         await running.stop()
         cloud.broker.stop()
+
+
+# ------------------------------------------------------------------------------------ mqtt.js
+
+
+async def test_an_mqtt_js_back_end_gets_its_reply_with_its_correlation_data(
+        gw: RunningDaemon, sims: Sims, cloud: CloudBroker) -> None:
+    """mqtt.js is what many fleet back ends use: its MQTT 5 request/response properties round trip."""
+    sim = await online(sims, gw)
+    response_topic = f"sites/{SITE}/replies/mqttjs"
+    [out] = await run_node("cloud_request.mjs", cloud.broker.url, commands(sim.device_id), response_topic,
+                           json.dumps({"command": "set_mode", "params": {"mode": "cool"}, "requestId": "js-7"}))
+    assert out.get("timeout") is not True, out
+    assert out["topic"] == response_topic and out["correlation"] == out["sent"]
+    assert out["contentType"] == "application/json"
+    assert (out["body"]["httpStatus"], out["body"]["requestId"], out["body"]["data"]) == (200, "js-7", {"mode": "cool"})
+    assert [c.request_id for c in sim.commands_received] == ["js-7"]
