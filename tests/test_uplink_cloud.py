@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from node_peers import run_node
 from simulated_site import Sims
 from test_mqtt_support import WAIT_S, unique
 from uplink_site import CloudBroker, CloudSubscriber, LanDevices, Received, start_cloud
+
+from deviceagentd.agent.runner import TurnFailed, TurnOutcome
+from deviceagentd.uplink import presence
+from deviceagentd.uplink.requests import _chat_answer
 
 SITE = "site-c"
 REPLY_S = 10.0
@@ -291,3 +296,105 @@ async def test_an_mqtt_js_back_end_gets_its_reply_with_its_correlation_data(
     assert out["contentType"] == "application/json"
     assert (out["body"]["httpStatus"], out["body"]["requestId"], out["body"]["data"]) == (200, "js-7", {"mode": "cool"})
     assert [c.request_id for c in sim.commands_received] == ["js-7"]
+
+
+# ------------------------------------------------------------------------------------ docs/uplink.md
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "uplink.md"
+# Values that are maps of their own (device fields, params, error details): not named in the docs.
+FREE_FORM = frozenset({"state", "data", "params", "details", "origin"})
+
+
+def doc_fields(cell: str) -> tuple[set[str], set[str]]:
+    """The field names in a table cell's `{…}` code spans: (always there, all). `"x"?` is optional."""
+    always: set[str] = set()
+    every: set[str] = set()
+    for span in re.findall(r"`(\{[^`]*\})`", cell):
+        for name, optional in re.findall(r'[{,]\s*"(\w+)"(\?)?', span):
+            every.add(name)
+            if not optional:
+                always.add(name)
+    return always, every
+
+
+def doc_rows(heading: str) -> dict[str, str]:
+    """The first column → the last, of the table under `heading` in docs/uplink.md."""
+    text = DOC.read_text()
+    section = text[text.index(heading):]
+    section = section[: section.find("\n#", 1)] if "\n#" in section[1:] else section
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = re.split(r"(?<!\\)\|", line)[1:-1]
+        if len(cells) >= 2 and "`{" in cells[-1]:  # not the header or the separator
+            rows[cells[0].strip().strip("`")] = cells[-1]
+    return rows
+
+
+def message_fields(value: Any) -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    names = set(value)
+    for key, inner in value.items():
+        if key not in FREE_FORM:
+            names |= message_fields(inner)
+    return names
+
+
+def assert_documented(what: str, cell: str, bodies: list[dict[str, Any]]) -> None:
+    always, every = doc_fields(cell)
+    assert bodies, f"nothing was sent for {what}"
+    seen = set().union(*(message_fields(b) for b in bodies))
+    assert seen <= every, f"{what}: sent but not in docs/uplink.md: {sorted(seen - every)}"
+    assert always <= seen, f"{what}: in docs/uplink.md but never sent: {sorted(always - seen)}"
+
+
+async def test_the_payload_fields_in_docs_uplink_md_are_what_the_gateway_sends(
+        broker: MosquittoBroker, cloud: CloudBroker, sims: Sims, tmp_path: Path) -> None:
+    sub = CloudSubscriber(cloud.broker.port)
+    await sub.connect()
+    running = await start_daemon(broker.url, tmp_path / "state",
+                                 **uplink_settings(cloud, uplink_state_min_interval_s=0, uplink_health_interval_s=1))
+    try:
+        await subscribed(running)
+        sim = await online(sims, running)
+        device = sim.device_id
+        await sim.report_state(target_temperature=21)
+        await sim.emit_event("temperature_alert")
+        await running.request("POST", f"/api/devices/{device}/commands",
+                              json_body={"command": "set_mode", "params": {"mode": "heat"}})
+        sub.publish(commands(device), {"command": "set_mode", "params": {"mode": "eco"}, "requestId": "d-1"})
+        sub.publish(commands(device), {"command": "set_mode", "params": {"mode": "turbo"}, "requestId": "d-2"})
+        sub.publish(f"sites/{SITE}/gateway/chat", {"text": "list the devices", "requestId": "d-3"})
+        result_topic = f"sites/{SITE}/devices/{device}/commands/result"
+        await reply_on(sub, result_topic, 2)
+        await reply_on(sub, f"sites/{SITE}/gateway/chat/result")
+        await wait_until(lambda: sub.on("/gateway/health") and sub.on(f"/devices/{device}/events"), REPLY_S)
+        await sim.stop()
+        await wait_until(lambda: any(m.body.get("status") == "offline" for m in sub.on(f"/devices/{device}/lifecycle")),
+                         REPLY_S)
+    finally:
+        await running.stop()
+    await wait_until(lambda: any(m.body.get("reason") == "shutdown" for m in sub.on("/gateway/status")), REPLY_S)
+    await sub.disconnect()
+
+    def bodies(topic: str, replies_too: bool = False) -> list[dict[str, Any]]:
+        return [m.body for m in sub.messages if m.topic == topic and ("httpStatus" in m.body) == replies_too]
+
+    sent = doc_rows("## Gateway → cloud")
+    for template in ("lifecycle", "state", "events", "commands/result"):
+        assert_documented(template, sent[f"sites/{{siteId}}/devices/{{deviceId}}/{template}"],
+                          bodies(f"sites/{SITE}/devices/{device}/{template}"))
+    will = json.loads(presence.will("1.0"))  # published by the broker, not the gateway
+    assert_documented("gateway/status", sent["sites/{siteId}/gateway/status"],
+                      [*bodies(f"sites/{SITE}/gateway/status"), will])
+    assert_documented("gateway/health", sent["sites/{siteId}/gateway/health"], bodies(f"sites/{SITE}/gateway/health"))
+
+    reply_rows = list(doc_rows("### Reply payloads").values())
+    command_replies = bodies(result_topic, replies_too=True)
+    assert_documented("a command reply", reply_rows[0], [b for b in command_replies if "error" not in b])
+    assert_documented("a refused request", reply_rows[1], [b for b in command_replies if "error" in b])
+    assert_documented("a chat reply", reply_rows[2], bodies(f"sites/{SITE}/gateway/chat/result", replies_too=True))
+    # A chat turn that fails (reply_rows[3]) needs a provider that fails: the body is built by
+    # requests._chat_answer, checked here without one.
+    failed = _chat_answer(TurnOutcome(session_id="s", text="", failure=TurnFailed("turn_timeout", "too slow")))
+    assert_documented("a failed chat turn", reply_rows[3], [{**failed, "requestId": None}])
