@@ -613,4 +613,5 @@ def _site_requests(daemon: Daemon) -> CloudRequestHandler:
     # check-config has refused templates RequestTopics would refuse.
     topics = RequestTopics(uplink.site_id, command=uplink.topics.commands, command_result=uplink.topics.command_result,
                            chat=uplink.topics.chat, chat_result=uplink.topics.chat_result)
-    return CloudRequests(topics, daemon.registry, daemon.commands, daemon.agent, daemon.rejects)
+    return CloudRequests(topics, daemon.registry, daemon.commands, daemon.agent, daemon.rejects,
+                         command_log=daemon.store.get_command)
