@@ -283,6 +283,23 @@ async def test_messages_the_cloud_acl_refuses_are_counted_logged_once_and_do_not
         cloud.broker.stop()
 
 
+async def test_a_refused_request_subscription_is_logged_and_shown_in_health(
+        gw: RunningDaemon, caplog: pytest.LogCaptureFixture) -> None:
+    """EMQX answers a subscription its ACL denies with SUBACK 0x87; Mosquitto 2.0's acl_file grants
+    it and filters on delivery instead, so the SUBACK is handed to the uplink here as gmqtt would."""
+    uplink = gw.daemon.uplink
+    assert uplink is not None
+    _, health = await gw.request("GET", "/api/health")
+    assert "warning" not in health["uplink"] and uplink.subscriptions_refused == []
+    caplog.set_level(logging.WARNING, "deviceagentd.uplink")
+    uplink._on_subscribed(uplink.connection._client, 1, (1, 0x87), {})
+    assert uplink.subscriptions_refused == [f"sites/{SITE}/gateway/chat"]
+    _, health = await gw.request("GET", "/api/health")
+    assert f"refused the subscription to sites/{SITE}/gateway/chat" in health["uplink"]["warning"]
+    [line] = [r.getMessage() for r in caplog.records if "refused the subscription" in r.getMessage()]
+    assert f"subscribe to sites/{SITE}/#" in line
+
+
 # ------------------------------------------------------------------------------------ mqtt.js
 
 

@@ -88,6 +88,8 @@ class Uplink:
         self._tasks: list[asyncio.Task[Any]] = []
         self._birth: asyncio.Task[None] | None = None
         self.requests_failed = 0
+        # Request topics the cloud broker refused to subscribe us to (its SUBACK), since the last connect.
+        self.subscriptions_refused: list[str] = []
         self._register_metrics(metrics)
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,8 +127,18 @@ class Uplink:
     def _on_connect(self, client: gmqtt.Client, session_present: bool) -> None:
         self._birth = asyncio.ensure_future(self._publish_birth())
         if self._subscriptions and not session_present:
+            client.on_subscribe = self._on_subscribed
             client.subscribe([Subscription(topic, qos=1) for topic in self._subscriptions])
         self.forwarder.connected()
+
+    def _on_subscribed(self, client: gmqtt.Client, mid: int, codes: tuple[int, ...], properties: Any) -> None:
+        # A SUBACK code of 0x80 or more: the broker (its ACL) will not deliver requests there.
+        refused = [topic for topic, code in zip(self._subscriptions, codes, strict=False) if code >= 0x80]
+        self.subscriptions_refused = refused
+        if refused:
+            log.warning("uplink: the cloud broker refused the subscription to %s: cloud requests there will not "
+                        "arrive; its ACL must let this gateway subscribe to %s#", ", ".join(refused),
+                        self.topics.site_prefix)
 
     def _on_lost(self) -> None:
         self.forwarder.disconnected()
@@ -205,6 +217,9 @@ class Uplink:
         refused = self.refusals.warning()
         if refused is not None:
             warnings.append(refused)
+        if self.subscriptions_refused:
+            warnings.append(f"the cloud broker refused the subscription to {', '.join(self.subscriptions_refused)}: "
+                            f"cloud requests there do not arrive (its ACL must allow {self.topics.site_prefix}#)")
         if warnings:
             detail["warning"] = "; ".join(warnings)
         if status.last_error:
