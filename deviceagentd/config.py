@@ -63,7 +63,8 @@ class MqttConfig:
 @dataclass
 class UplinkTopics:
     """Topics on the cloud broker. Placeholders: {siteId} (every template) and {deviceId} (the
-    per-device ones). The last two are subscribed to by the cloud request handler."""
+    per-device ones). `commands` and `chat` are subscribed to for cloud requests; their default
+    replies go to `command_result` and `chat_result`."""
 
     state: str = "sites/{siteId}/devices/{deviceId}/state"
     events: str = "sites/{siteId}/devices/{deviceId}/events"
@@ -73,6 +74,7 @@ class UplinkTopics:
     gateway_health: str = "sites/{siteId}/gateway/health"
     commands: str = "sites/{siteId}/devices/{deviceId}/commands"
     chat: str = "sites/{siteId}/gateway/chat"
+    chat_result: str = "sites/{siteId}/gateway/chat/result"
 
 
 # The templates that name a device (the others are the gateway's own).
@@ -891,10 +893,29 @@ def _uplink_problems(uplink: UplinkConfig) -> list[tuple[str, str]]:
         problems.append(("uplink.max_publish_rate", "must be between 1 and 100000 messages per second"))
     if not 1 <= uplink.max_inflight <= 65535:
         problems.append(("uplink.max_inflight", "must be between 1 and 65535"))
-    for name, value in dataclasses.asdict(uplink.topics).items():
-        for message in uplink_template_problems(name, value):
-            problems.append((f"uplink.topics.{name}", f"{value!r} {message}"))
+    template_problems = [(f"uplink.topics.{name}", f"{value!r} {message}")
+                         for name, value in dataclasses.asdict(uplink.topics).items()
+                         for message in uplink_template_problems(name, value)]
+    problems.extend(template_problems)
+    if not template_problems and not any(key == "uplink.site_id" for key, _ in problems):
+        problems.extend(_request_topic_problems(uplink))
     return problems
+
+
+def _request_topic_problems(uplink: UplinkConfig) -> list[tuple[str, str]]:
+    """What the cloud request handler refuses in the request and reply templates (they must share
+    one `sites/{siteId}/` prefix, under which a caller's response topic must lie too)."""
+    # Imported only with the uplink on (this runs after the uplink.url check).
+    from deviceagentd.uplink.request_topics import RequestTopics, TemplateError
+
+    topics = uplink.topics
+    try:
+        RequestTopics(uplink.site_id, command=topics.commands, command_result=topics.command_result,
+                      chat=topics.chat, chat_result=topics.chat_result)
+    except TemplateError as exc:
+        key = "uplink.topics." + ("commands" if exc.name == "command" else exc.name)
+        return [(key, str(exc))]
+    return []
 
 
 def uplink_template_problems(name: str, template: str) -> list[str]:

@@ -105,7 +105,7 @@ class Daemon:
     # What speaks scheduled words on a speaker; normally the voice service.
     announcer: Announcer | None = None
     # Builds the handler of requests from the cloud (commands, chat) once the daemon's parts
-    # exist; used only with the uplink on. None: the uplink subscribes to nothing.
+    # exist; used only with the uplink on. None: the commands and chat of uplink/requests.py.
     cloud_requests: Callable[[Daemon], CloudRequestHandler] | None = None
 
     def __post_init__(self) -> None:
@@ -261,7 +261,8 @@ class Daemon:
                     "storage": {"healthy": self.store.healthy, "pendingRows": storage["pendingRows"],
                                 "lostRows": storage["lostRows"]}}
 
-        handler = self.cloud_requests(self) if self.cloud_requests is not None else None
+        build = self.cloud_requests if self.cloud_requests is not None else _site_requests
+        handler = build(self)
         return Uplink(self.config.uplink, self.store, self.feed, self.metrics, __version__, snapshot, health, handler)
 
     def _schedule_service(self) -> ScheduleService:
@@ -601,3 +602,16 @@ async def run_daemon(config: Config, catalog: Catalog) -> bool:
     finally:
         stored = await daemon.stop()
     return stored
+
+
+def _site_requests(daemon: Daemon) -> CloudRequestHandler:
+    """Cloud commands and chat for this site, through the same command path and agent as HTTP."""
+    from deviceagentd.uplink.request_topics import RequestTopics
+    from deviceagentd.uplink.requests import CloudRequests
+
+    uplink = daemon.config.uplink
+    # check-config has refused templates RequestTopics would refuse.
+    topics = RequestTopics(uplink.site_id, command=uplink.topics.commands, command_result=uplink.topics.command_result,
+                           chat=uplink.topics.chat, chat_result=uplink.topics.chat_result)
+    return CloudRequests(topics, daemon.registry, daemon.commands, daemon.agent, daemon.rejects,
+                         command_log=daemon.store.get_command)

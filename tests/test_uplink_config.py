@@ -105,3 +105,25 @@ def test_a_running_daemon_without_an_uplink_imports_none_of_it(tmp_path: Path) -
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[] None", out
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"DEVICEAGENTD_UPLINK_TOPICS_CHAT": "fleet/{siteId}/chat"}, "uplink.topics.chat"),
+    ({"DEVICEAGENTD_UPLINK_TOPICS_CHAT_RESULT": "replies/{siteId}/chat"}, "uplink.topics.chat_result"),
+    ({"DEVICEAGENTD_UPLINK_TOPICS_COMMAND_RESULT": "out/{siteId}/{deviceId}/result"}, "uplink.topics.command_result"),
+])
+def test_request_topics_that_do_not_share_the_site_prefix_are_refused_by_check_config(
+        env: dict[str, str], key: str) -> None:
+    """The cloud request handler's rule, as `deviceagentd check-config` reports it (a real subprocess)."""
+    from test_config import run_cli
+
+    result = run_cli("check-config", env={**GOOD, **env})
+    assert result.returncode != 0
+    line = next(line for line in result.stderr.splitlines() if key in line)
+    assert "must start like the command template (sites/{siteId}/)" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_the_default_request_topics_pass_and_chat_result_is_a_key() -> None:
+    config = load_config(None, {**GOOD, "DEVICEAGENTD_UPLINK_TOPICS_CHAT_RESULT": "sites/{siteId}/chat/answers"})
+    assert config.uplink.topics.chat_result == "sites/{siteId}/chat/answers"

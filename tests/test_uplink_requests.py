@@ -476,3 +476,46 @@ async def test_a_chat_turn_that_does_not_end_is_answered_with_a_timeout(gw: Runn
     assert answer == {"error": {"code": "turn_timeout", "message": "no answer within 0.3 s"},
                       "sessionId": "cloud-slow", "requestId": "t-1", "httpStatus": 504}
     assert requests.chats_in_progress == 0
+
+
+# ------------------------------------------------------------------------------------ redelivery
+
+
+async def test_a_redelivered_command_is_neither_run_nor_answered_again_but_a_reused_id_is_a_conflict(
+        gw: RunningDaemon, sims: Sims) -> None:
+    """The broker sends a request again (DUP) when our PUBACK was lost with the connection."""
+    sim = await online(sims, gw, answer_delay_ms=300)
+    requests = CloudRequests(RequestTopics(SITE), gw.daemon.registry, gw.daemon.commands, gw.daemon.agent,
+                             gw.daemon.rejects, command_log=gw.daemon.store.get_command)
+    body = {"command": "set_mode", "params": {"mode": "eco"}, "requestId": "dup-1"}
+    first = asyncio.ensure_future(ask(requests, command_topic(sim.device_id), body))
+    await wait_until(lambda: sim.commands_received, WAIT_S)
+    # While the first delivery still waits for the device: its answer will come, not a second one.
+    assert await requests.handle(command_topic(sim.device_id), json.dumps(body).encode(), {"dup": 1}) is None
+    _, answer = await first
+    assert answer["httpStatus"] == 200
+    # After it was answered: that answer is in the outbox already.
+    assert await requests.handle(command_topic(sim.device_id), json.dumps(body).encode(), {"dup": 1}) is None
+    # A gateway restarted since (a new handler): the command log's outcome is sent again.
+    restarted = CloudRequests(RequestTopics(SITE), gw.daemon.registry, gw.daemon.commands, gw.daemon.agent,
+                              gw.daemon.rejects, command_log=gw.daemon.store.get_command)
+    _, replayed = await ask(restarted, command_topic(sim.device_id), body, {"dup": 1})
+    assert {k: v for k, v in replayed.items() if k != "latencyMs"} == {
+        k: v for k, v in answer.items() if k != "latencyMs"}
+    # Not a redelivery: the same requestId used again is a conflict, as over HTTP.
+    _, again = await ask(requests, command_topic(sim.device_id), body)
+    assert (again["httpStatus"], again["error"]["code"]) == (409, "conflict")
+    assert [c.request_id for c in sim.commands_received] == ["dup-1"]
+
+
+async def test_a_redelivered_command_of_another_channel_is_a_conflict(gw: RunningDaemon, sims: Sims) -> None:
+    sim = await online(sims, gw)
+    status, _ = await gw.request("POST", f"/api/devices/{sim.device_id}/commands",
+                                 json_body={"command": "set_mode", "params": {"mode": "eco"}, "requestId": "http-9"})
+    assert status == 200
+    requests = CloudRequests(RequestTopics(SITE), gw.daemon.registry, gw.daemon.commands, gw.daemon.agent,
+                             gw.daemon.rejects, command_log=gw.daemon.store.get_command)
+    _, answer = await ask(requests, command_topic(sim.device_id),
+                          {"command": "set_mode", "params": {"mode": "eco"}, "requestId": "http-9"}, {"dup": 1})
+    assert (answer["httpStatus"], answer["error"]["code"]) == (409, "conflict")
+    assert len(sim.commands_received) == 1

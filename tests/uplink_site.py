@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from mosquitto_broker import MosquittoBroker, free_port, start_broker
 from test_mqtt_tls_auth import make_ca_and_server_cert
 
@@ -45,20 +45,30 @@ class Received:
 
 @dataclass
 class CloudSubscriber:
-    """Subscribes `sites/#` with a persistent session: what arrives while it is away is kept."""
+    """Subscribes `sites/#` with a persistent session: what arrives while it is away is kept.
+    Also the cloud side's requester (`publish`), as MQTT 5 or (protocol 4) MQTT 3.1.1."""
 
     url_port: int
     client_id: str = field(default_factory=lambda: f"cloud-{uuid.uuid4().hex[:8]}")
     messages: list[Received] = field(default_factory=list)
+    protocol: int = 5
     _client: gmqtt.Client | None = None
 
     async def connect(self) -> None:
-        client = gmqtt.Client(self.client_id, clean_session=False, session_expiry_interval=600)
+        mqtt5 = self.protocol == 5
+        client = gmqtt.Client(self.client_id, clean_session=False,
+                              **({"session_expiry_interval": 600} if mqtt5 else {}))
         client.on_message = self._on_message
-        await client.connect("127.0.0.1", self.url_port, version=MQTTv50)
+        await client.connect("127.0.0.1", self.url_port, version=MQTTv50 if mqtt5 else MQTTv311)
         client.subscribe("sites/#", qos=1)
         self._client = client
         await asyncio.sleep(0.2)
+
+    def publish(self, topic: str, body: Any, **properties: Any) -> None:
+        """A QoS 1 request; `properties` (MQTT 5 only): response_topic, correlation_data, …"""
+        assert self._client is not None
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._client.publish(topic, payload, qos=1, **properties)
 
     async def disconnect(self) -> None:
         if self._client is not None:

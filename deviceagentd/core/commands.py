@@ -126,6 +126,9 @@ class CommandService:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    def is_pending(self, request_id: str) -> bool:
+        return request_id in self._pending
+
     def check(self, device_id: str, command: str, params: dict[str, Any] | None = None) -> Device:
         """The device, if `command` with `params` is one it accepts (what `send` checks first).
 

@@ -192,9 +192,16 @@ class Metrics:
         )
     )
     gauges: list[Gauge] = field(default_factory=list)
+    # Counters of parts that exist only when configured (the uplink's).
+    counters: list[Counter] = field(default_factory=list)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge") -> None:
         self.gauges.append(Gauge(name, help_text, read, kind))
+
+    def counter(self, name: str, help_text: str) -> Counter:
+        counter = Counter(name, help_text)
+        self.counters.append(counter)
+        return counter
 
     def render(self) -> str:
         lines: list[str] = []
@@ -213,6 +220,7 @@ class Metrics:
             self.schedule_lateness,
             self.mcp_calls,
             self.mcp_latency,
+            *self.counters,
             *self.gauges,
         )
         for metric in metrics:

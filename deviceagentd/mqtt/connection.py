@@ -8,7 +8,8 @@ class owns it:
   a clear log line for the first failure and every tenth (refused: why; TLS: which check);
 - a fresh gmqtt client per connection, whose `reconnect` hands every loss back to our loop;
 - QoS 1 publishes limited to the broker's Receive Maximum (gmqtt raises past it), with an
-  optional callback when the PUBACK arrives;
+  optional callback when the PUBACK arrives, given the PUBACK's MQTT 5 reason code (gmqtt 0.8.0
+  ignores it, so a publish the broker refused, e.g. by its ACL, would look delivered);
 - incoming QoS 1 messages acknowledged only after our handler returns (async handler → 0).
 What to do once connected (subscribe, publish a birth message) is the owner's `on_connect`.
 """
@@ -21,12 +22,13 @@ import logging
 import random
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.constants import MQTTCommands, MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 from gmqtt.storage import PersistentStorage
 
@@ -37,8 +39,27 @@ from deviceagentd.core.errors import BrokerUnavailable
 # an awaitable of it when the message must wait: the PUBACK goes out once it is there.
 MessageHandler = Callable[[str, bytes, int, dict[str, Any]], int | Awaitable[int]]
 
+# on_ack(reason_code): the PUBACK of a QoS 1 publish arrived; 0 (or any code below 0x80) means
+# the broker took the message, 0x80 and above that it refused it (PUBACK_REASONS).
+AckHandler = Callable[[int], None]
+
 CONNECT_TIMEOUT_S = 10.0
 PUBACK_WAIT_S = 10.0
+
+# MQTT 5 §3.4.2.1: the PUBACK reason codes that say the broker did not take the message.
+PUBACK_REASONS = {
+    0x80: "unspecified error",
+    0x83: "implementation specific error",
+    0x87: "not authorized",
+    0x90: "topic name invalid",
+    0x91: "packet identifier in use",
+    0x97: "quota exceeded",
+    0x99: "payload format invalid",
+}
+
+
+def puback_reason(code: int) -> str:
+    return PUBACK_REASONS.get(code, f"reason code 0x{code:02x}")
 
 CONNACK_REASONS = {
     0x80: "unspecified error",
@@ -83,18 +104,23 @@ class ConnectSettings:
 
 class _InflightStorage(PersistentStorage):  # type: ignore[misc]
     """gmqtt's in-flight store, also counting free Receive-Maximum slots for our publishes and
-    calling a publish's `on_ack` when its PUBACK arrives.
+    calling a publish's `on_ack` with its reason code when its PUBACK arrives.
 
     gmqtt calls push_message on every QoS>0 publish (inside publish()) and
-    remove_message_by_mid on its PUBACK.
+    remove_message_by_mid on its PUBACK; _Client notes the PUBACK's reason code just before.
     """
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self._limit = capacity
         self.slots = asyncio.Semaphore(min(20, capacity))
-        self.next_ack: Callable[[], None] | None = None
-        self._acks: dict[int, Callable[[], None]] = {}
+        self.next_ack: AckHandler | None = None
+        self._acks: dict[int, AckHandler] = {}
+        self._reasons: dict[int, int] = {}
+
+    def note_reason(self, mid: int, code: int) -> None:
+        if mid in self._messages:
+            self._reasons[mid] = code
 
     def set_capacity(self, capacity: int) -> None:
         self.slots = asyncio.Semaphore(max(1, min(capacity, self._limit)))
@@ -108,19 +134,35 @@ class _InflightStorage(PersistentStorage):  # type: ignore[misc]
     def remove_message_by_mid(self, mid: int) -> None:
         known = mid in self._messages
         super().remove_message_by_mid(mid)
+        reason = self._reasons.pop(mid, 0)
         if known:
             self.slots.release()
             on_ack = self._acks.pop(mid, None)
             if on_ack is not None:
-                on_ack()
+                on_ack(reason)
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc]
-    """A gmqtt client that never reconnects by itself: every loss goes to `on_lost`."""
+    """A gmqtt client that never reconnects by itself (every loss goes to `on_lost`) and that
+    reads the reason code of each PUBACK."""
 
-    def __init__(self, client_id: str, on_lost: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(client_id, **kwargs)
+    def __init__(self, client_id: str, on_lost: Callable[[], None], storage: _InflightStorage,
+                 **kwargs: Any) -> None:
+        super().__init__(client_id, persistent_storage=storage, **kwargs)
         self._on_lost = on_lost
+        self._inflight = storage
+        # gmqtt 0.8.0 dispatches packets through this table (MqttPackageHandler.__get_handler__)
+        # and its PUBACK handler drops the MQTT 5 reason code: we note it, then let gmqtt go on.
+        handler = self._package_handler
+        self._gmqtt_puback = handler._handle_puback_packet
+        handler._handler_cache[int(MQTTCommands.PUBACK)] = self._handle_puback
+
+    def _handle_puback(self, cmd: int, packet: bytes) -> None:
+        # §3.4.2.1: no reason code (remaining length 2) means success.
+        if len(packet) >= 3:
+            (mid,) = struct.unpack("!H", packet[:2])
+            self._inflight.note_reason(mid, packet[2])
+        self._gmqtt_puback(cmd, packet)
 
     async def reconnect(self, delay: bool = False) -> None:
         self._on_lost()
@@ -195,9 +237,9 @@ class BrokerConnection:
             client = _Client(
                 settings.client_id,
                 on_lost=lost.set,
+                storage=storage,
                 clean_session=False,
                 optimistic_acknowledgement=False,
-                persistent_storage=storage,
                 will_message=self._will,
                 logger=logging.getLogger(f"{self._log.name}.gmqtt"),
                 **self._connect_properties(),
@@ -358,9 +400,9 @@ class BrokerConnection:
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, content_type: str | None = None,
                       retain: bool = False, correlation_data: bytes | None = None,
-                      on_ack: Callable[[], None] | None = None) -> None:
-        """Publish, waiting for a Receive-Maximum slot for QoS 1; `on_ack` is called on its
-        PUBACK (never if the connection is lost first). Raises BrokerUnavailable."""
+                      on_ack: AckHandler | None = None) -> None:
+        """Publish, waiting for a Receive-Maximum slot for QoS 1; `on_ack` is called with the
+        reason code of its PUBACK (never if the connection is lost first). Raises BrokerUnavailable."""
         client, storage = self._client, self._storage
         if client is None or storage is None or not self.is_connected:
             raise BrokerUnavailable("MQTT broker not connected")

@@ -5,6 +5,9 @@ After every (re)connect the forwarder starts again from the head of the outbox: 
 flight when the connection dropped is sent again (QoS 1 allows duplicates; nothing is lost),
 and because one connection delivers in order, each device's rows arrive in order.
 
+A row the broker refuses (a PUBACK reason code of 0x80 or more: its ACL, a quota) is deleted
+too, and counted and logged by `Refusals` (refusals.py says why it is not kept).
+
 Catch-up is paced: at most `max_publish_rate` messages per second (a token bucket with a
 burst of a tenth of a second), read from the store a page at a time, yielding to the event loop
 between publishes, so the LAN ingest, time sync and commands keep their latency while a long
@@ -23,6 +26,7 @@ from deviceagentd.mqtt.connection import BrokerConnection
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.rows import OutboxRow
 from deviceagentd.store.store import Store
+from deviceagentd.uplink.refusals import Refusals, is_refusal
 
 log = logging.getLogger("deviceagentd.uplink")
 
@@ -53,8 +57,9 @@ class Pacer:
 
 class Forwarder:
     def __init__(self, store: Store, connection: BrokerConnection, max_publish_rate: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], refusals: Refusals) -> None:
         self._store = store
+        self._refusals = refusals
         self._connection = connection
         self._rate = max_publish_rate
         self._clock = clock
@@ -110,10 +115,15 @@ class Forwarder:
 
     async def _publish(self, row: OutboxRow) -> None:
         store = self._store
-        row_id = row.id
+        refusals = self._refusals
+        row_id, topic = row.id, row.topic
 
-        def acked() -> None:
-            self.acked += 1
+        def acked(reason_code: int) -> None:
+            if is_refusal(reason_code):
+                refusals.refused(topic, reason_code)
+            else:
+                self.acked += 1
+                refusals.accepted(topic)
             with contextlib.suppress(StoreError):  # closing: the row is sent again next start
                 store.ack_outbox(row_id)
 

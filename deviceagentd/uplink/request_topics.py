@@ -17,6 +17,15 @@ DEVICE = "{deviceId}"
 MAX_TOPIC_BYTES = 65535
 
 
+class TemplateError(ValueError):
+    """A template the handler cannot work with; `name` says which (command, command_result, chat,
+    chat_result)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class RequestKind(Enum):
     COMMAND = "command"
     CHAT = "chat"
@@ -48,15 +57,15 @@ class RequestTopics:
                                                                                  False)):
             levels = template.split("/")
             if SITE not in levels:
-                raise ValueError(f"{name} template {template!r} needs {SITE} as a whole topic level")
+                raise TemplateError(name, f"{name} template {template!r} needs {SITE} as a whole topic level")
             if needs_device and DEVICE not in levels:
-                raise ValueError(f"{name} template {template!r} needs {DEVICE} as a whole topic level")
+                raise TemplateError(name, f"{name} template {template!r} needs {DEVICE} as a whole topic level")
             if not needs_device and DEVICE in template:
-                raise ValueError(f"{name} template {template!r} cannot hold {DEVICE}")
+                raise TemplateError(name, f"{name} template {template!r} cannot hold {DEVICE}")
             if any(c in template for c in "+#\0") or "" in levels:
-                raise ValueError(f"{name} template {template!r} must have no + # and no empty level")
+                raise TemplateError(name, f"{name} template {template!r} must have no + # and no empty level")
             if _prefix_template(template) != _prefix_template(self.command):
-                raise ValueError(f"{name} template {template!r} must start like the command template "
+                raise TemplateError(name, f"{name} template {template!r} must start like the command template "
                                  f"({_prefix_template(self.command)}): a site's topics share one prefix")
         object.__setattr__(self, "_patterns", ((RequestKind.COMMAND, _compile(self.command)),
                                                (RequestKind.CHAT, _compile(self.chat))))

@@ -11,22 +11,32 @@ one agent turn, as `/api/chat` and the LAN's MQTT text requests do.
 The answer goes to the caller's MQTT 5 response topic with its correlation data, or to the
 site's default result topic. Nothing a request holds escapes `handle` as an exception, and
 every request is answered within its command timeout or the agent's turn timeout.
+
+A command request the broker delivers again (DUP set: it never got our PUBACK because the link
+dropped while the command ran) is not run again and not answered `conflict`: if this handler
+answered it, that answer is already in the outbox and nothing more is sent; if it is still
+running, its answer will be; after a restart, the outcome in the command log is sent again.
+That needs the caller's `requestId`: without one, a redelivered command cannot be told from a
+new one and runs again (QoS 1 promises at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deviceagentd import strictjson
 from deviceagentd.agent.runner import Agent, TurnOutcome, TurnRequest, run_turn
 from deviceagentd.core.command_request import bad_field, parse_command_request, reject_unknown_fields
-from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, CommandService
+from deviceagentd.core.commands import MAX_REQUEST_ID_LEN, CommandOutcome, CommandService
 from deviceagentd.core.errors import CommandTimeout, CoreError, InvalidInput
 from deviceagentd.core.registry import Device
 from deviceagentd.mqtt.rejects import RejectReporter
+from deviceagentd.store.records import CommandRecord
 from deviceagentd.uplink.request_topics import ParsedRequestTopic, RequestKind, RequestTopics
 from deviceagentd.uplink.requests_api import CloudReply
 
@@ -41,6 +51,10 @@ TURN_FAILURE_STATUS = {"internal_error": 500, "turn_timeout": 504, "provider_una
 PROVIDER_FAILURE_STATUS = 502
 # Who sent a command, as the command log keeps it (HTTP commands carry none).
 ORIGIN = {"channel": "uplink"}
+# Command request ids answered by this handler, remembered to recognise a redelivery.
+REMEMBERED_ANSWERS = 4096
+
+CommandLookup = Callable[[str], Awaitable[CommandRecord | None]]
 
 
 class Devices(Protocol):
@@ -64,6 +78,10 @@ class RequestLimits:
         if self.chat_concurrency < 1 or self.chat_queue_limit < 0 or self.max_pending_commands < 1:
             raise ValueError("chat_concurrency and max_pending_commands must be at least 1, "
                              "chat_queue_limit at least 0")
+
+
+class _AlreadyAnswered(Exception):
+    """A redelivered command whose answer is queued, or will be by the handling still running."""
 
 
 class Refused(CoreError):
@@ -109,8 +127,12 @@ class CloudRequests:
     """The uplink's `CloudRequestHandler` (requests_api.py): commands and chat for one site."""
 
     def __init__(self, topics: RequestTopics, devices: Devices, commands: CommandService, agent: Agent | None,
-                 rejects: RejectReporter, limits: RequestLimits | None = None) -> None:
+                 rejects: RejectReporter, limits: RequestLimits | None = None,
+                 command_log: CommandLookup | None = None) -> None:
         self._topics = topics
+        # The command log (Store.get_command): the outcome a redelivered request already got.
+        self._command_log = command_log
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self._devices = devices
         self._commands = commands
         self._agent = agent
@@ -155,9 +177,11 @@ class CloudRequests:
                 assert caller.response_topic is not None
                 reply_topic = caller.response_topic
             if parsed.kind is RequestKind.COMMAND:
-                answer = await self._command(parsed, body)
+                answer = await self._command(parsed, body, redelivered=bool(_first(properties, "dup")))
             else:
                 answer = await self._chat(body)
+        except _AlreadyAnswered:
+            return None
         except CoreError as exc:
             if isinstance(exc, CommandTimeout):
                 request_id = exc.request_id
@@ -191,12 +215,16 @@ class CloudRequests:
             raise Refused(400, "invalid_json", "the payload must be a JSON object")
         return body
 
-    async def _command(self, parsed: ParsedRequestTopic, body: dict[str, Any]) -> dict[str, Any]:
+    async def _command(self, parsed: ParsedRequestTopic, body: dict[str, Any], redelivered: bool) -> dict[str, Any]:
         device = self._devices.get(parsed.device_id)
         if device is None:
             raise Refused(404, "device_not_found", f"device {parsed.device_id!r} is not registered",
                           {"deviceId": parsed.device_id})
         fields = parse_command_request(body)
+        if redelivered and isinstance(fields.request_id, str):
+            replay = await self._replay(device.device_id, fields.request_id)
+            if replay is not None:
+                return replay
         if self._pending_commands >= self._limits.max_pending_commands:
             raise Refused(503, "busy", f"{self._pending_commands} cloud commands are already waiting for their "
                                        "devices; try again in a moment")
@@ -204,9 +232,42 @@ class CloudRequests:
         try:
             outcome = await self._commands.send(device.device_id, fields.command, fields.params, fields.timeout_ms,
                                                 fields.request_id, origin=ORIGIN)
+        except CommandTimeout as exc:
+            self._remember(exc.request_id)
+            raise
         finally:
             self._pending_commands -= 1
+        self._remember(outcome.request_id)
         return {**outcome.to_json(), "httpStatus": 200}
+
+    def _remember(self, request_id: str | None) -> None:
+        if request_id is None:
+            return
+        self._answered[request_id] = None
+        while len(self._answered) > REMEMBERED_ANSWERS:
+            self._answered.popitem(last=False)
+
+    async def _replay(self, device_id: str, request_id: str) -> dict[str, Any] | None:
+        """What a redelivered command request gets instead of running again, or None when it is not
+        one of ours (then it goes the normal way, where a used requestId is a `conflict`)."""
+        if request_id in self._answered or self._commands.is_pending(request_id):
+            log.info("cloud command %s delivered again by the broker: already answered or being answered", request_id)
+            raise _AlreadyAnswered
+        if self._command_log is None:
+            return None
+        record = await self._command_log(request_id)
+        if record is None or record.device_id != device_id or record.extra.get("origin") != ORIGIN:
+            return None
+        log.info("cloud command %s delivered again by the broker: its outcome (%s) is sent again", request_id,
+                 record.status)
+        if record.status in ("ok", "error") and record.code is not None:
+            latency_ms = float((record.answered_at_ms or record.sent_at_ms) - record.sent_at_ms)
+            outcome = CommandOutcome(request_id, record.code, record.msg or "", record.data, latency_ms)
+            return {**outcome.to_json(), "httpStatus": 200}
+        if record.status == "timeout":
+            return _error(504, "command_timeout", f"device {device_id!r} did not answer {record.command} within "
+                                                  f"{record.timeout_ms} ms", {"requestId": request_id})
+        return None
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         agent = self._agent

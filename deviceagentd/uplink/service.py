@@ -25,6 +25,7 @@ from deviceagentd.mqtt.connection import BrokerConnection, ConnectSettings
 from deviceagentd.store.store import Store
 from deviceagentd.uplink import presence
 from deviceagentd.uplink.forwarder import Forwarder
+from deviceagentd.uplink.refusals import Refusals, is_refusal
 from deviceagentd.uplink.requests_api import CloudRequestHandler
 from deviceagentd.uplink.source import OutboxSource
 from deviceagentd.uplink.topics import SiteTopics
@@ -75,12 +76,20 @@ class Uplink:
             on_connection_lost=self._on_lost,
             will_message=gmqtt.Message(self.topics.status, presence.will(version), qos=1, retain=True),
         )
-        self.forwarder = Forwarder(store, self.connection, config.max_publish_rate, time.monotonic)
+        self.refusals = Refusals(
+            metrics.counter("deviceagentd_uplink_refused_total",
+                            "Messages the cloud broker refused (a PUBACK reason code of 0x80 or more, e.g. its ACL), "
+                            "by reason; each was dropped"),
+            self.topics.site_prefix,
+            lambda: int(time.time() * 1000))
+        self.forwarder = Forwarder(store, self.connection, config.max_publish_rate, time.monotonic, self.refusals)
         self.source = OutboxSource(config, self.topics, store, self.forwarder.wake, time.monotonic)
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._birth: asyncio.Task[None] | None = None
         self.requests_failed = 0
+        # Request topics the cloud broker refused to subscribe us to (its SUBACK), since the last connect.
+        self.subscriptions_refused: list[str] = []
         self._register_metrics(metrics)
 
     # ------------------------------------------------------------------ lifecycle
@@ -102,7 +111,7 @@ class Uplink:
             acked = asyncio.Event()
             try:
                 await self.connection.publish(self.topics.status, presence.offline(self._snapshot()), qos=1,
-                                              retain=True, on_ack=acked.set)
+                                              retain=True, on_ack=self._checked(self.topics.status, acked.set))
                 await asyncio.wait_for(acked.wait(), OFFLINE_PUBACK_WAIT_S)
             except (BrokerUnavailable, TimeoutError) as exc:
                 log.warning("uplink: could not publish offline before stopping (%s); the broker will publish "
@@ -118,15 +127,26 @@ class Uplink:
     def _on_connect(self, client: gmqtt.Client, session_present: bool) -> None:
         self._birth = asyncio.ensure_future(self._publish_birth())
         if self._subscriptions and not session_present:
+            client.on_subscribe = self._on_subscribed
             client.subscribe([Subscription(topic, qos=1) for topic in self._subscriptions])
         self.forwarder.connected()
+
+    def _on_subscribed(self, client: gmqtt.Client, mid: int, codes: tuple[int, ...], properties: Any) -> None:
+        # A SUBACK code of 0x80 or more: the broker (its ACL) will not deliver requests there.
+        refused = [topic for topic, code in zip(self._subscriptions, codes, strict=False) if code >= 0x80]
+        self.subscriptions_refused = refused
+        if refused:
+            log.warning("uplink: the cloud broker refused the subscription to %s: cloud requests there will not "
+                        "arrive; its ACL must let this gateway subscribe to %s#", ", ".join(refused),
+                        self.topics.site_prefix)
 
     def _on_lost(self) -> None:
         self.forwarder.disconnected()
 
     async def _publish_birth(self) -> None:
         try:
-            await self.connection.publish(self.topics.status, presence.birth(self._snapshot()), qos=1, retain=True)
+            await self.connection.publish(self.topics.status, presence.birth(self._snapshot()), qos=1, retain=True,
+                                          on_ack=self._checked(self.topics.status))
         except BrokerUnavailable as exc:
             log.debug("uplink birth not published: %s", exc)
         await self._publish_health()
@@ -149,6 +169,17 @@ class Uplink:
             self.source.add_reply(reply)
         return 0
 
+    def _checked(self, topic: str, then: Callable[[], None] | None = None) -> Callable[[int], None]:
+        """A presence message's PUBACK: refusals counted like the outbox's."""
+        def on_ack(reason_code: int) -> None:
+            if is_refusal(reason_code):
+                self.refusals.refused(topic, reason_code)
+            else:
+                self.refusals.accepted(topic)
+            if then is not None:
+                then()
+        return on_ack
+
     # ------------------------------------------------------------------ health
 
     async def _health_loop(self) -> None:
@@ -161,7 +192,7 @@ class Uplink:
             return  # never queued: the next one supersedes it
         with contextlib.suppress(BrokerUnavailable):
             await self.connection.publish(self.topics.health, presence.health(self._snapshot(), self._health_detail()),
-                                          qos=1, retain=True)
+                                          qos=1, retain=True, on_ack=self._checked(self.topics.health))
 
     def detail(self) -> dict[str, Any]:
         """The `uplink` section of /api/health."""
@@ -178,9 +209,19 @@ class Uplink:
                        "oldestAgeS": None if oldest_age is None else round(oldest_age, 1),
                        "dropped": stats.dropped},
         }
+        detail["refused"] = self.refusals.detail()
+        warnings = []
         if stats.dropped:
-            detail["warning"] = (f"{stats.dropped} outbox rows were dropped since start (the outbox was over its "
-                                 "bounds while the cloud broker was away)")
+            warnings.append(f"{stats.dropped} outbox rows were dropped since start (the outbox was over its "
+                            "bounds while the cloud broker was away)")
+        refused = self.refusals.warning()
+        if refused is not None:
+            warnings.append(refused)
+        if self.subscriptions_refused:
+            warnings.append(f"the cloud broker refused the subscription to {', '.join(self.subscriptions_refused)}: "
+                            f"cloud requests there do not arrive (its ACL must allow {self.topics.site_prefix}#)")
+        if warnings:
+            detail["warning"] = "; ".join(warnings)
         if status.last_error:
             detail["lastError"] = status.last_error
         return detail

@@ -22,6 +22,13 @@ class SiteTopics:
         return render(template, self.site_id, device_id)
 
     @property
+    def site_prefix(self) -> str:
+        """`sites/<siteId>/` by default: the status topic's levels up to the site id (check-config
+        makes {siteId} a whole level of every template)."""
+        levels = self.templates.gateway_status.split("/")
+        return "/".join(levels[: levels.index("{siteId}") + 1]).replace("{siteId}", self.site_id) + "/"
+
+    @property
     def status(self) -> str:
         return render(self.templates.gateway_status, self.site_id)
 
