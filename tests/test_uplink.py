@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ def uplink_overrides(cloud: CloudBroker, **more: Any) -> dict[str, Any]:
             **more}
 
 
+ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
 async def test_site_changes_reach_the_cloud_in_order_with_a_retained_birth(
     broker: MosquittoBroker, cloud: CloudBroker, tmp_path: Path
 ) -> None:
@@ -67,6 +71,9 @@ async def test_site_changes_reach_the_cloud_in_order_with_a_retained_birth(
         state = sub.on("/devices/u-1/state")
         assert state[-1].body["state"]["temperature"] == 24  # coalesced: the latest value
         assert len(state) < 5
+        # Every time on the uplink is written as the HTTP API writes it.
+        for message in (birth[0], state[-1], sub.on("/devices/u-1/lifecycle")[0], sub.on("/devices/u-1/events")[0]):
+            assert ISO_MS.fullmatch(message.body["ts"]), message.body
         status, health = await running.request("GET", "/api/health")
         assert status == 200
         assert health["uplink"]["connected"] is True and health["uplink"]["siteId"] == SITE

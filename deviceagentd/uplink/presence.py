@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deviceagentd.core.clock import iso_ms
 from deviceagentd.uplink.source import encode
 
 
@@ -28,13 +29,13 @@ class GatewaySnapshot:
 def birth(snapshot: GatewaySnapshot) -> bytes:
     return encode({"status": "online", "version": snapshot.version, "uptimeS": round(snapshot.uptime_s, 1),
                    "devicesOnline": snapshot.devices_online, "devicesTotal": snapshot.devices_total,
-                   "ts": snapshot.ts_ms})
+                   "ts": iso_ms(snapshot.ts_ms)})
 
 
 def offline(snapshot: GatewaySnapshot) -> bytes:
     return encode({"status": "offline", "reason": "shutdown", "version": snapshot.version,
                    "uptimeS": round(snapshot.uptime_s, 1), "devicesOnline": snapshot.devices_online,
-                   "devicesTotal": snapshot.devices_total, "ts": snapshot.ts_ms})
+                   "devicesTotal": snapshot.devices_total, "ts": iso_ms(snapshot.ts_ms)})
 
 
 def will(version: str) -> bytes:
@@ -45,4 +46,4 @@ def will(version: str) -> bytes:
 def health(snapshot: GatewaySnapshot, detail: dict[str, Any]) -> bytes:
     return encode({"version": snapshot.version, "uptimeS": round(snapshot.uptime_s, 1),
                    "devicesOnline": snapshot.devices_online, "devicesTotal": snapshot.devices_total,
-                   **detail, "ts": snapshot.ts_ms})
+                   **detail, "ts": iso_ms(snapshot.ts_ms)})

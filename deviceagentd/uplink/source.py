@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deviceagentd.config import UplinkConfig
+from deviceagentd.core.clock import iso_ms
 from deviceagentd.core.feed import ChangeKind, SiteChange
 from deviceagentd.store.errors import StoreError
 from deviceagentd.store.store import Store
@@ -88,7 +89,7 @@ class OutboxSource:
                 self._add("lifecycle", change.device_id, cfg.topics.lifecycle, {
                     "deviceId": change.device_id, "productId": change.product_id,
                     "status": change.data.get("status"), "reason": change.data.get("reason"),
-                    "eventId": change.event_id, "ts": change.ts_ms,
+                    "eventId": change.event_id, "ts": iso_ms(change.ts_ms),
                 }, lifecycle=True)
         elif kind is ChangeKind.EVENT:
             if cfg.forward_events:
@@ -137,7 +138,8 @@ class OutboxSource:
             return
         self._last_state[device_id] = self._monotonic()
         self._add("state", device_id, self._config.topics.state, {
-            "deviceId": device_id, "productId": pending.product_id, "state": pending.values, "ts": pending.ts_ms,
+            "deviceId": device_id, "productId": pending.product_id, "state": pending.values,
+            "ts": iso_ms(pending.ts_ms),
         })
 
     async def run(self) -> None:
