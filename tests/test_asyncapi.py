@@ -1,7 +1,8 @@
-"""The AsyncAPI 3.0 document of the device side and the voice WebSocket
+"""The AsyncAPI 3.0 document of the device side, the voice WebSocket and the fleet uplink
 (deviceagentd/http/asyncapi.json, served at /api/asyncapi.json): valid against the official
 AsyncAPI 3.0.0 JSON Schema, tied to the code's topic templates, and true: what a real gateway
-accepts and sends over a real Mosquitto validates against it, and its examples are accepted.
+accepts and sends over a real Mosquitto (the site's, and a TLS "cloud" one for the uplink)
+validates against it, and its examples are accepted.
 
 tests/data/asyncapi-3.0.0.schema.json.gz is `schemas/3.0.0-without-$id.json` of the npm package
 @asyncapi/specs 6.11.1 (Apache-2.0), the schema AsyncAPI's own parser validates with.
@@ -13,7 +14,8 @@ import asyncio
 import copy
 import gzip
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,25 @@ import aiohttp
 import cbor2
 import jsonschema
 import pytest
+import test_uplink_cloud
 import voice_samples as vs
 from daemon_harness import RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
+from simulated_site import Sims
 from test_mqtt_support import RawDevice
 from test_voice_session import Rig, ScriptedProvider, said, start_rig
 from test_voice_xiaozhi import offline_agent, tools_listed
+from uplink_site import CloudBroker, CloudSubscriber, start_cloud
 from voice_doubles import AsrScript
 from xiaozhi_firmware import FirmwareDevice
 
 import deviceagentd
-from deviceagentd.agent.types import Delta, TurnContext, TurnEvent
+from deviceagentd.agent.types import Delta, ProviderError, TurnContext, TurnEvent
+from deviceagentd.config import UplinkConfig, UplinkTopics
 from deviceagentd.http.routes_console import ASYNCAPI_PATH, load_asyncapi
 from deviceagentd.mqtt.ntp import parse_request
 from deviceagentd.mqtt.topics import TopicKind, TopicTemplates
+from deviceagentd.uplink import presence
 from deviceagentd.voice import audio
 from deviceagentd.voice import messages as voice_messages
 from deviceagentd.voice.audio import AudioParams
@@ -49,6 +56,17 @@ CHANNEL_OF_KIND = {
     "deviceIn": TopicKind.DEVICE_IN, "deviceOut": TopicKind.DEVICE_OUT, "productIn": TopicKind.PRODUCT_IN,
     "productOut": TopicKind.PRODUCT_OUT,
 }
+# The uplink's channels (on the cloud broker) → their UplinkTopics template.
+UPLINK_CHANNEL_OF_TOPIC = {
+    "uplinkLifecycle": "lifecycle", "uplinkState": "state", "uplinkEvents": "events",
+    "uplinkCommandResult": "command_result", "uplinkGatewayStatus": "gateway_status",
+    "uplinkGatewayHealth": "gateway_health", "uplinkCommands": "commands", "uplinkChat": "chat",
+    "uplinkChatResult": "chat_result",
+}
+# The channel whose address is the caller's MQTT 5 response topic (no fixed address).
+RESPONSE_CHANNEL = "uplinkResponseTopic"
+# The channels the gateway takes requests on → their request message.
+REQUEST_CHANNELS = {"uplinkCommands": "uplinkCommandRequest", "uplinkChat": "uplinkChatRequest"}
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +140,48 @@ def test_every_ref_resolves_and_operations_use_their_channels_messages(doc: dict
         assert set(channel["messages"]) <= used, f"{channel_name} has messages no operation sends or receives"
 
 
+def channels_on(doc: dict[str, Any], server: str) -> set[str]:
+    return {name for name, channel in doc["channels"].items()
+            if {"$ref": f"#/servers/{server}"} in channel.get("servers", [])}
+
+
 def test_the_addresses_are_the_default_topic_templates(doc: dict[str, Any]) -> None:
     templates = TopicTemplates()
     for channel, kind in CHANNEL_OF_KIND.items():
         assert doc["channels"][channel]["address"] == templates.template(kind), channel
+    assert channels_on(doc, "broker") == set(CHANNEL_OF_KIND)
     assert doc["info"]["version"] == deviceagentd.__version__
     assert load_asyncapi() == doc  # what the server loads is the file
+
+
+def test_the_uplink_addresses_are_the_default_uplink_topics(doc: dict[str, Any]) -> None:
+    """Every uplink.topics template is a channel on the cloud server with that address and its
+    {siteId}/{deviceId} parameters; the cloud server has no other channel but the response topic's."""
+    uplink = UplinkTopics()
+    templates = {name: getattr(uplink, name) for name in uplink.__dataclass_fields__}
+    assert set(UPLINK_CHANNEL_OF_TOPIC.values()) == set(templates)
+    assert channels_on(doc, "cloud") == {*UPLINK_CHANNEL_OF_TOPIC, RESPONSE_CHANNEL}
+    for channel, name in UPLINK_CHANNEL_OF_TOPIC.items():
+        address = doc["channels"][channel]["address"]
+        assert address == templates[name], channel
+        assert set(doc["channels"][channel]["parameters"]) == set(re.findall(r"\{(\w+)\}", address)), channel
+    assert doc["channels"][RESPONSE_CHANNEL]["address"] is None
+    # The server's MQTT binding: the connection the uplink really makes.
+    config = UplinkConfig()
+    cloud = doc["servers"]["cloud"]
+    binding = cloud["bindings"]["mqtt"]
+    assert (binding["keepAlive"], binding["sessionExpiryInterval"], binding["cleanSession"]) == (
+        config.keepalive_s, config.session_expiry_s, False)
+    assert binding["clientId"] == UplinkConfig(site_id="{siteId}").effective_client_id
+    will = binding["lastWill"]
+    assert (will["topic"], will["qos"], will["retain"]) == (uplink.gateway_status, 1, True)
+    assert will["message"] == presence.will(deviceagentd.__version__).decode()
+    assert_payload(doc, "uplinkWill", json.loads(will["message"]))
+    assert cloud["protocol"] in ("mqtt", "mqtts") and cloud["protocolVersion"] == str(config.protocol_version)
+    # Retained exactly where the gateway publishes with retain (presence.py): status and health.
+    retained = {op["channel"]["$ref"].rsplit("/", 1)[1] for op in doc["operations"].values()
+                if op.get("bindings", {}).get("mqtt", {}).get("retain")}
+    assert retained == {"uplinkGatewayStatus", "uplinkGatewayHealth"}
 
 
 def test_every_example_validates(doc: dict[str, Any]) -> None:
@@ -400,3 +454,173 @@ def test_cbor_example_round_trips(doc: dict[str, Any]) -> None:
     encoded = cbor2.dumps(request["payload"])
     assert cbor2.loads(encoded) == request["payload"]
     assert parse_request(encoded, None).encoding == "cbor"
+
+
+# ---------------------------------------------------------------------------------------------
+# The uplink: what a running gateway publishes on the cloud broker, and the requests it takes
+# ---------------------------------------------------------------------------------------------
+
+CLOUD_SITE = test_uplink_cloud.SITE
+# Sent by the gateway but optional, and not sent by this test: shown only when a turn is interrupted.
+NEVER_SENT_HERE = {("uplinkChatReply", "interrupted")}
+
+
+def uplink_channel(doc: dict[str, Any], topic: str) -> str:
+    """The uplink channel of a topic on the cloud broker: the one whose address (with this site and
+    any device) matches it, or the response topic's for a topic under the site's replies."""
+    found = []
+    for name in channels_on(doc, "cloud"):
+        address = doc["channels"][name]["address"]
+        if address is None:
+            continue
+        pattern = re.escape(address).replace(r"\{siteId\}", re.escape(CLOUD_SITE)).replace(r"\{deviceId\}", "[^/]+")
+        if re.fullmatch(pattern, topic):
+            found.append(name)
+    if not found and topic.startswith(f"sites/{CLOUD_SITE}/replies/"):
+        found.append(RESPONSE_CHANNEL)
+    assert len(found) == 1, f"{topic}: channels {found}"
+    return found[0]
+
+
+def uplink_message(doc: dict[str, Any], topic: str, body: Any) -> str:
+    """The one documented message of the topic's channel that `body` validates against (the
+    gateway's schemas are closed: an undocumented field fails)."""
+    channel = uplink_channel(doc, topic)
+    names = [name for name in doc["channels"][channel]["messages"] if payload_validator(doc, name).is_valid(body)]
+    assert len(names) == 1, f"{topic}: {body!r} validates against {names} of {channel}"
+    return names[0]
+
+
+def failing_provider() -> ScriptedProvider:
+    """Answers every turn, except one asking to fail: a provider error (a 502 chat reply)."""
+
+    async def script(provider: ScriptedProvider, context: TurnContext) -> AsyncIterator[TurnEvent]:
+        if "fail" in context.message:
+            raise ProviderError("provider_auth", "the cloud model rejected the API key")
+        yield Delta("All devices are fine.")
+
+    return ScriptedProvider(script=script)
+
+
+@pytest.fixture()
+def cloud_broker(tmp_path: Path) -> Iterator[CloudBroker]:
+    cloud = start_cloud(tmp_path / "cloud")
+    try:
+        yield cloud
+    finally:
+        cloud.broker.stop()
+
+
+async def test_what_the_gateway_publishes_on_the_cloud_broker_is_documented_message_by_message(
+        doc: dict[str, Any], broker: MosquittoBroker, cloud_broker: CloudBroker, sims: Sims,
+        tmp_path: Path) -> None:
+    """A gateway with its uplink through a TLS cloud Mosquitto: a device's lifecycle, state and
+    event, a command's outcome, cloud commands and chats answered (on the MQTT 5 response topic
+    and on the default result topics, with and without errors), birth, health, the last will (the
+    connection cut without a DISCONNECT) and the clean offline. Every message must be exactly one
+    of its channel's documented messages; every request body sent is a documented request."""
+    sub = CloudSubscriber(cloud_broker.broker.port)
+    await sub.connect()
+    running = await start_daemon(broker.url, tmp_path / "state", provider=failing_provider(),
+                                 **test_uplink_cloud.uplink_settings(cloud_broker, uplink_state_min_interval_s=0,
+                                                                     uplink_health_interval_s=1))
+    requests: list[tuple[str, dict[str, Any]]] = []
+
+    def request(topic: str, body: dict[str, Any], **properties: Any) -> None:
+        requests.append((topic, body))
+        sub.publish(topic, body, **properties)
+
+    try:
+        await test_uplink_cloud.subscribed(running)
+        sim = await test_uplink_cloud.online(sims, running)
+        device = sim.device_id
+        commands = test_uplink_cloud.commands(device)
+        chat = f"sites/{CLOUD_SITE}/gateway/chat"
+        await sim.report_state(target_temperature=21)
+        await sim.emit_event("temperature_alert")
+        await running.request("POST", f"/api/devices/{device}/commands",
+                              json_body={"command": "set_mode", "params": {"mode": "heat"}})
+        replies = f"sites/{CLOUD_SITE}/replies/console-1"
+        request(commands, {"command": "set_target_temperature", "params": {"target_temperature": 22.5},
+                           "requestId": "a-1", "timeoutMs": 10000}, response_topic=replies, correlation_data=b"\x01a")
+        request(commands, {"command": "set_mode", "params": {"mode": "eco"}, "requestId": "a-2"})
+        request(commands, {"command": "set_mode", "params": {"mode": "turbo"}, "requestId": "a-3"})
+        request(test_uplink_cloud.commands("ghost-1"), {"command": "set_mode", "params": {"mode": "eco"},
+                                                        "requestId": "a-4"}, response_topic=replies,
+                correlation_data=b"g")
+        sub.publish(commands, b"{not json", response_topic=replies, correlation_data=b"j")
+        request(chat, {"text": "list the devices", "requestId": "a-5"})
+        request(chat, {"text": "please fail", "sessionId": "ops-1", "requestId": "a-6"}, response_topic=replies,
+                correlation_data=b"c")
+        request(chat, {"text": "   ", "requestId": "a-7"})
+        result = f"sites/{CLOUD_SITE}/devices/{device}/commands/result"
+        await test_uplink_cloud.reply_on(sub, result, 2)
+        await test_uplink_cloud.reply_on(sub, replies, 4)
+        await test_uplink_cloud.reply_on(sub, f"sites/{CLOUD_SITE}/gateway/chat/result", 2)
+        await wait_until(lambda: sub.on("/gateway/health") and sub.on(f"/devices/{device}/events"), WAIT_S)
+        # Cut the uplink's TCP connection without a DISCONNECT: the broker publishes the will, and
+        # the gateway reconnects and says online again.
+        uplink = running.daemon.uplink
+        assert uplink is not None and uplink.connection._client is not None
+        births = len(sub.on("/gateway/status"))
+        uplink.connection._client._connection._transport.abort()
+        await wait_until(lambda: any(m.body.get("reason") == "connection lost" for m in sub.on("/gateway/status")),
+                         WAIT_S)
+        await wait_until(lambda: len(sub.on("/gateway/status")) >= births + 2, WAIT_S)
+        await sim.stop()
+        await wait_until(lambda: any(m.body.get("status") == "offline"
+                                     for m in sub.on(f"/devices/{device}/lifecycle")), WAIT_S)
+    finally:
+        await running.stop()
+    await wait_until(lambda: any(m.body.get("reason") == "shutdown" for m in sub.on("/gateway/status")), WAIT_S)
+    await sub.disconnect()
+
+    seen: dict[str, list[Any]] = {}
+    for received in sub.messages:
+        if uplink_channel(doc, received.topic) in REQUEST_CHANNELS:
+            continue  # this test's own requests (its subscription is sites/#)
+        name = uplink_message(doc, received.topic, received.body)
+        seen.setdefault(name, []).append(received.body)
+        assert received.properties.get("content_type") in (None, ["application/json"]), received
+        if uplink_channel(doc, received.topic) == RESPONSE_CHANNEL:
+            assert received.properties.get("correlation_data"), received  # the request's, as the binding says
+    assert set(seen) == {"uplinkLifecycle", "uplinkState", "uplinkEvent", "uplinkCommandOutcome",
+                         "uplinkCommandReply", "uplinkErrorReply", "uplinkChatReply", "uplinkChatErrorReply",
+                         "uplinkBirth", "uplinkOffline", "uplinkWill", "uplinkHealth"}
+    codes = {b["error"]["code"] for b in seen["uplinkErrorReply"] + seen["uplinkChatErrorReply"]}
+    assert codes == {"invalid_request", "device_not_found", "invalid_json", "provider_auth"}
+    assert None in {b["requestId"] for b in seen["uplinkErrorReply"]}  # the payload that was not JSON
+    assert {"channel": "uplink"} in [b.get("origin") for b in seen["uplinkCommandOutcome"]]
+    assert_every_field_is_needed(doc, seen)
+
+    # The requests: the valid ones are documented requests, the blank chat is not.
+    for topic, body in requests:
+        name = REQUEST_CHANNELS[uplink_channel(doc, topic)]
+        assert payload_validator(doc, name).is_valid(body) == (body["text"].strip() != "" if "text" in body
+                                                               else True), body
+    for name in ("uplinkCommandRequest", "uplinkChatRequest"):
+        for example in doc["components"]["messages"][name]["examples"]:
+            assert_payload(doc, name, example["payload"])
+    assert not payload_validator(doc, "uplinkCommandRequest").is_valid({"command": "set_mode", "priority": 1})
+    assert not payload_validator(doc, "uplinkChatRequest").is_valid({"text": "hi", "metadata": {}})
+
+
+def assert_every_field_is_needed(doc: dict[str, Any], seen: dict[str, list[Any]]) -> None:
+    """Each documented field of what the gateway sends was sent, and is needed: the document
+    without it rejects a message the gateway really published."""
+    for name, bodies in seen.items():
+        schema = payload_schema(doc, name)
+        for prop in schema["properties"]:
+            if (name, prop) in NEVER_SENT_HERE:
+                continue
+            assert any(prop in body for body in bodies), f"{name}.{prop} is documented but was never sent"
+            broken = copy.deepcopy(doc)
+            del payload_schema(broken, name)["properties"][prop]
+            validator = payload_validator(broken, name)
+            assert not all(validator.is_valid(body) for body in bodies), f"{name} without {prop} still validates"
+
+
+def payload_schema(doc: dict[str, Any], message: str) -> Any:
+    schema = deref(doc, doc["components"]["messages"][message]["payload"])
+    assert schema.get("additionalProperties") is False, f"{message}: what the gateway sends has a closed schema"
+    return schema

@@ -279,6 +279,23 @@ async def test_odd_properties_do_not_escape_handle(gw: RunningDaemon, sims: Sims
     assert (reply.topic, reply.correlation_data, answer["httpStatus"]) == ("sites/site-a/r", b"c", 200)
 
 
+@pytest.mark.parametrize(("payload", "content_type", "code"), [
+    (b"{not json", None, "invalid_json"), (b"", None, "invalid_json"),
+    (b'{"command": "set_mode"}', "text/plain", "unsupported_media_type"),
+    (b'{"command": "' + b"x" * 2000 + b'"}', None, "payload_too_large")])
+async def test_a_payload_that_cannot_be_read_is_answered_on_the_callers_response_topic(
+        gw: RunningDaemon, sims: Sims, payload: bytes, content_type: str | None, code: str) -> None:
+    """The caller waits on its response topic: the answer to what it could not send right goes there."""
+    sim = await online(sims, gw)
+    properties: dict[str, Any] = {"response_topic": ["sites/site-a/r/1"], "correlation_data": [b"c-1"]}
+    if content_type is not None:
+        properties["content_type"] = [content_type]
+    reply, answer = await ask(handler(gw, max_payload_bytes=1024), command_topic(sim.device_id), payload, properties)
+    assert (reply.topic, reply.correlation_data) == ("sites/site-a/r/1", b"c-1")
+    assert answer["error"]["code"] == code and answer["requestId"] is None
+    assert sim.commands_received == []
+
+
 # The same bytes to the HTTP route and as a cloud request: the same error, code and details.
 BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("empty", b"", "invalid_json"),

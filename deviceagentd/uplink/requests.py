@@ -160,6 +160,14 @@ class CloudRequests:
         caller = _Caller.of(properties)
         reply_topic = self._topics.result_topic(parsed.kind, parsed.device_id)
         request_id: str | int | None = None
+        # Where the answer goes is settled first: a payload that cannot be read is answered on the
+        # caller's response topic too, where the caller waits for it.
+        problem = None
+        if caller.response_topic_given:
+            problem = ("must be text" if caller.response_topic is None
+                       else self._topics.response_topic_problem(caller.response_topic))
+            if problem is None and caller.response_topic is not None:
+                reply_topic = caller.response_topic
         try:
             body = self._decode(payload, caller.content_type)
             request_id = _echoed_id(body.get("requestId"))
@@ -167,15 +175,10 @@ class CloudRequests:
                 raise Refused(403, "forbidden", f"this gateway serves site {self._topics.site_id!r}, not "
                                                 f"{parsed.site_id!r}: the request was not run",
                               {"siteId": parsed.site_id})
-            if caller.response_topic_given:
-                problem = ("must be text" if caller.response_topic is None
-                           else self._topics.response_topic_problem(caller.response_topic))
-                if problem is not None:
-                    raise Refused(403, "forbidden", f"the response topic {problem}; the request was not run "
-                                                    f"and this answer went to {reply_topic}",
-                                  {"responseTopic": caller.response_topic})
-                assert caller.response_topic is not None
-                reply_topic = caller.response_topic
+            if problem is not None:
+                raise Refused(403, "forbidden", f"the response topic {problem}; the request was not run "
+                                                f"and this answer went to {reply_topic}",
+                              {"responseTopic": caller.response_topic})
             if parsed.kind is RequestKind.COMMAND:
                 answer = await self._command(parsed, body, redelivered=bool(_first(properties, "dup")))
             else:
