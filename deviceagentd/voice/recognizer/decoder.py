@@ -148,8 +148,8 @@ class GrammarDecoder:
                 features.write_text(feature_params(model, s), encoding="utf-8")
                 config = pocketsphinx.Config(
                     hmm=str(model.acoustic_model), featparams=str(features), dict=str(dictionary), fsg=str(fsg),
-                    loglevel="ERROR", lw=s.language_weight, wip=s.word_insertion, beam=s.beam, wbeam=s.word_beam, pbeam=s.beam,
-                    dither=s.dither, seed=DITHER_SEED,
+                    loglevel="ERROR", lw=s.language_weight, wip=s.word_insertion, beam=s.beam, wbeam=s.word_beam,
+                    pbeam=s.beam, dither=s.dither, seed=DITHER_SEED,
                 )
                 self._decoder: Any = pocketsphinx.Decoder(config)
             except (RuntimeError, ValueError, OSError) as exc:
