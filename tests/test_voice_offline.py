@@ -29,7 +29,7 @@ from deviceagentd.voice.recognizer import decoder as decoder_module
 from deviceagentd.voice.recognizer.decoder import ModelFiles, RecogniserUnavailable
 from deviceagentd.voice.recognizer.engine import EngineSettings, OfflineEngine
 from deviceagentd.voice.recognizer.fsg import GrammarError, compile_rules
-from deviceagentd.voice.recognizer.grammar import build_grammar, spoken
+from deviceagentd.voice.recognizer.grammar import SiteGrammar, build_grammar, spoken
 from deviceagentd.voice.recognizer.numbers import say, say_all, say_decimal, to_digits
 from deviceagentd.voice.recognizer.pronounce import build_lexicon, ipa_to_cmu
 from deviceagentd.voice.recognizer.site import DeviceNames, Site
@@ -111,6 +111,34 @@ def test_a_new_product_brings_its_own_words(tmp_path: Path, catalog: Catalog) ->
     assert grammar.automaton.accepts(["turn", "on", "the", "zorbex", "heater"])
     assert grammar.automaton.accepts(["turn", "off", "the", "snug", "kwazimodo", "radiator"])
     assert not grammar.automaton.accepts(["turn", "on", "the", "light"])
+
+
+def test_questions_name_any_device_of_the_site_from_one_copy_of_its_names(tmp_path: Path, catalog: Catalog) -> None:
+    names = (*SITE_NAMES, DeviceNames("light", ("Kwazimodo lamp",), ("snug",)))
+    grammar = build_grammar(catalog, names)
+    accepts = grammar.automaton.accepts
+    # A question about one product's field may name any device or place; the agent answers it.
+    for sentence in ("what is the humidity in the snug", "what is the humidity of the kwazimodo lamp",
+                     "how warm is the kitchen", "what brightness is the office thermostat set to",
+                     "check the state of the snug kwazimodo lamp"):
+        assert accepts(sentence.split()), sentence
+    # Commands still name only devices of a product that has the command.
+    assert accepts(["set", "the", "target", "temperature", "of", "the", "office", "thermostat", "to", "twenty"])
+    assert not accepts(["set", "the", "target", "temperature", "of", "the", "kwazimodo", "lamp", "to", "twenty"])
+
+    def copies(grammar: SiteGrammar) -> int:
+        return sum("kwazimodo" in arcs for arcs in grammar.automaton.arcs)
+
+    # Three more fields to ask about add no copy of the device names (each copy is recogniser memory).
+    spec = json.loads((PRODUCTS / "thermostat.json").read_text())
+    for field in ("pressure", "voltage", "noise_level"):
+        spec["telemetry"][field] = {"type": "int", "description": f"The {field}.", "min": 0, "max": 100}
+    for source in PRODUCTS.glob("*.json"):
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / "thermostat.json").write_text(json.dumps(spec))
+    wider = build_grammar(load_catalog(tmp_path), names)
+    assert wider.automaton.accepts(["what", "is", "the", "voltage", "in", "the", "snug"])
+    assert copies(wider) == copies(grammar)
 
 
 async def test_a_product_whose_names_are_not_in_the_dictionary_is_heard(tmp_path: Path, speech_cache: Path) -> None:

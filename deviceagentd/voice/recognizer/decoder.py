@@ -73,8 +73,13 @@ class ModelFiles:
 class DecoderSettings:
     """pocketsphinx search settings (see docs/benchmarks.md for how they were chosen)."""
 
-    # Language weight: how much the grammar's branching counts against the acoustics.
-    language_weight: float = 6.5
+    # Language weight: how much the grammar's branching counts against the acoustics. Low: with
+    # every state's choices equally likely, a high weight made the wide branches (a hundred
+    # values, every device name) cost the right path more than noise did (docs/benchmarks.md).
+    language_weight: float = 2.0
+    # Word insertion probability: below pocketsphinx's 0.65, so that noise is not read as a
+    # string of short words.
+    word_insertion: float = 0.2
     beam: float = 1e-48
     word_beam: float = 7e-29
     # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
@@ -143,8 +148,8 @@ class GrammarDecoder:
                 features.write_text(feature_params(model, s), encoding="utf-8")
                 config = pocketsphinx.Config(
                     hmm=str(model.acoustic_model), featparams=str(features), dict=str(dictionary), fsg=str(fsg),
-                    loglevel="ERROR", lw=s.language_weight, beam=s.beam, wbeam=s.word_beam, pbeam=s.beam,
-                    dither=s.dither, seed=DITHER_SEED,
+                    loglevel="ERROR", lw=s.language_weight, wip=s.word_insertion, beam=s.beam, wbeam=s.word_beam,
+                    pbeam=s.beam, dither=s.dither, seed=DITHER_SEED,
                 )
                 self._decoder: Any = pocketsphinx.Decoder(config)
             except (RuntimeError, ValueError, OSError) as exc:
