@@ -259,6 +259,7 @@ class Phase:
     ntp: list[NtpProbe] = field(default_factory=list)
     ingest: list[IngestRun] = field(default_factory=list)
     backlog: list[tuple[float, float]] = field(default_factory=list)  # outbox rows before / after each burst
+    t_end: float = 0.0  # when the last measurement ended (monotonic)
 
 
 async def steady_phase(site: Bench, gateway: Gateway, plan: Plan) -> Phase:
@@ -282,6 +283,7 @@ async def catchup_phase(site: Bench, gateway: Gateway, plan: Plan, threshold: fl
         phase.ntp.append(await ntp_probe(site, gateway, plan.ntp_count))
         phase.ingest.append(await ingest_daemon(site, gateway.api, plan.ingest_messages))
         phase.backlog.append((before, (await gateway.sampler.read()).rows))
+    phase.t_end = time.monotonic()
     return phase
 
 
@@ -409,13 +411,20 @@ def report(b: Bench, plan: Plan, r: Results) -> None:
         raise RuntimeError("uplink: the outbox never drained")
     span = window(r.points, r.t_connected, drained)
     catchup_rate = rate(span[0], span[-1], "acked")
+    busy = window(r.points, r.t_connected, r.catchup.t_end)
+    quiet = window(r.points, r.catchup.t_end, drained)
+    split = (f"; {rate(busy[0], busy[-1], 'acked'):.0f} msg/s while the NTP probes and ingest bursts ran "
+             f"({busy[-1].t - busy[0].t:.1f} s)" if len(busy) > 1 else "")
+    if len(quiet) > 2:
+        split += f", {rate(quiet[0], quiet[-1], 'acked'):.0f} msg/s after them ({quiet[-1].t - quiet[0].t:.1f} s)"
     drain_s = drained - r.t_connected
     ideal = ideal_drain_s(backlog, plan.max_publish_rate, inflow)
     b.report.add(Row(f"uplink: catch-up rate after a {label} outage", catchup_rate, "msg/s", plan.max_publish_rate,
                      catchup_rate / plan.max_publish_rate,
                      note=f"PUBACKs/s from reconnect until drained, {backlog:,.0f} rows waiting at the reconnect "
                      f"({queued:,.0f} queued during the outage, {queued / plan.outage_s:.0f} rows/s); baseline: "
-                     f"uplink.max_publish_rate (product default); TLS to a local Mosquitto with no subscriber"))
+                     f"uplink.max_publish_rate (product default); TLS to a local Mosquitto with no subscriber"
+                     + split))
     b.report.add(Row(f"uplink: time to drain after a {label} outage", drain_s, "s", ideal, drain_s / ideal,
                      note=f"reconnect → outbox back at its connected level (≤ {r.threshold:,.0f} rows); broker "
                      f"back → reconnected {r.t_connected - r.t_back:.1f} s (backoff capped at 2 s for the bench); "
