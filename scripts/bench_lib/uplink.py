@@ -84,8 +84,8 @@ class Plan:
         if quick:
             return cls(outage, steady_s=20.0, ingest_messages=5_000, baseline_rounds=1, catchup_rounds=1,
                        ntp_count=200)
-        return cls(outage, steady_s=60.0, ingest_messages=20_000, baseline_rounds=2,
-                   catchup_rounds=max(2, min(5, int(outage // 60))), ntp_count=500)
+        return cls(outage, steady_s=60.0, ingest_messages=20_000, baseline_rounds=3,
+                   catchup_rounds=max(3, min(5, int(outage // 60))), ntp_count=500)
 
 
 # --------------------------------------------------------------------------- readings
