@@ -74,7 +74,9 @@ class Plan:
     devices_per_product: int = 200
     state_interval_s: float = 10.0  # per device: 1,000 devices → 100 state reports/s
     sample_s: float = 0.5
-    max_publish_rate: float = UplinkConfig().max_publish_rate
+    # The product default unless DEVICEAGENTD_UPLINK_MAX_PUBLISH_RATE (passed on to the daemon) says otherwise.
+    max_publish_rate: float = field(default_factory=lambda: float(
+        os.environ.get("DEVICEAGENTD_UPLINK_MAX_PUBLISH_RATE", UplinkConfig().max_publish_rate)))
 
     @classmethod
     def for_run(cls, quick: bool, outage_s: float | None) -> Plan:
@@ -436,7 +438,7 @@ def report(b: Bench, plan: Plan, r: Results) -> None:
                      catchup_rate / plan.max_publish_rate,
                      note=f"PUBACKs/s from reconnect until drained, {backlog:,.0f} rows waiting at the reconnect "
                      f"({queued:,.0f} queued during the outage, {queued / plan.outage_s:.0f} rows/s); baseline: "
-                     f"uplink.max_publish_rate (product default); TLS to a local Mosquitto with no subscriber"
+                     f"uplink.max_publish_rate; TLS to a local Mosquitto with no subscriber"
                      + split))
     b.report.add(Row(f"uplink: time to drain after a {label} outage", drain_s, "s", ideal, drain_s / ideal,
                      note=f"reconnect → outbox back at its connected level (≤ {r.threshold:,.0f} rows); broker "
