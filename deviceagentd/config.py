@@ -118,7 +118,8 @@ class UplinkConfig:
     outbox_max_age_s: float = 7 * 86400.0
     outbox_max_bytes: int = 256 * 1024 * 1024
     # Catch-up pacing: messages per second at most, and how many wait for their PUBACK at once.
-    max_publish_rate: float = 500.0
+    # 200, not 500: at 500 a catch-up cost LAN ingest headroom up to 0.63x (docs/benchmarks.md §15).
+    max_publish_rate: float = 200.0
     max_inflight: int = 100
     topics: UplinkTopics = field(default_factory=UplinkTopics)
 

@@ -45,14 +45,19 @@ class Pacer:
         self._at = clock()
 
     async def take(self) -> None:
+        self._refill()
+        if self._tokens < 1:
+            await asyncio.sleep((1 - self._tokens) / self._rate)
+            # A sleep overshoots (timer granularity, a busy loop): refilling by the time that really
+            # passed credits the overshoot. Setting one token instead lost it on every wait, which
+            # held a catch-up at about half of max_publish_rate (scripts/bench --only uplink).
+            self._refill()
+        self._tokens -= 1
+
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
-        if self._tokens < 1:
-            await asyncio.sleep((1 - self._tokens) / self._rate)
-            self._tokens = 1.0
-            self._at = self._clock()
-        self._tokens -= 1
 
 
 class Forwarder:
