@@ -76,10 +76,10 @@ class DecoderSettings:
     # Language weight: how much the grammar's branching counts against the acoustics. Low: with
     # every state's choices equally likely, a high weight made the wide branches (a hundred
     # values, every device name) cost the right path more than noise did (docs/benchmarks.md).
-    language_weight: float = 2.0
+    language_weight: float = 6.5
     # Word insertion probability: below pocketsphinx's 0.65, so that noise is not read as a
     # string of short words.
-    word_insertion: float = 0.2
+    word_insertion: float = 0.65
     beam: float = 1e-48
     word_beam: float = 7e-29
     # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
