@@ -105,6 +105,20 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = DEFAULT_MAX_DEPTH) 
     return value
 
 
+def loads_object(data: bytes | bytearray | str, what: str) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object (an HTTP body, an MQTT payload), or
+    raise JsonInputError whose detail names `what` (reasons: empty, not_object, and those of loads)."""
+    if not data:
+        raise JsonInputError("empty", f"the {what} is empty; send a JSON object")
+    try:
+        value = loads(data)
+    except JsonInputError as exc:
+        raise JsonInputError(exc.reason, f"the {what} is not valid JSON: {exc.detail}") from exc
+    if not isinstance(value, dict):
+        raise JsonInputError("not_object", f"the {what} must be a JSON object")
+    return value
+
+
 def lone_surrogate_path(value: Any, path: str) -> str | None:
     """The path of the first string (or key) holding a lone surrogate, or None."""
     if isinstance(value, str):

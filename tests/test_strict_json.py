@@ -135,3 +135,23 @@ def test_no_route_serves_json_with_aiohttp_json_response() -> None:
         if re.search(r"\bweb\.json_response\(|\bjson_response\(.*dumps=", line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(("data", "reason", "says"), [
+    (b"", "empty", "the payload is empty; send a JSON object"),
+    (b"[1, 2]", "not_object", "the payload must be a JSON object"),
+    (b"42", "not_object", "the payload must be a JSON object"),
+    (b"{", "not_json", "the payload is not valid JSON: not valid JSON"),
+    (b"[" * 1000 + b"]" * 1000, "too_deep", "the payload is not valid JSON: arrays and objects may nest"),
+    (b'{"a": "\\ud800"}', "lone_surrogate", "the payload is not valid JSON: $.a holds a lone UTF-16 surrogate"),
+    (b"\xff{}", "not_utf8", "the payload is not valid JSON: the text is not UTF-8"),
+])
+def test_a_body_that_is_not_one_json_object_is_refused_naming_what_it_is(data: bytes, reason: str, says: str) -> None:
+    with pytest.raises(strictjson.JsonInputError) as caught:
+        strictjson.loads_object(data, "payload")
+    assert caught.value.reason == reason and caught.value.detail.startswith(says)
+
+
+def test_one_json_object_is_decoded() -> None:
+    assert strictjson.loads_object(b'{"command": "on", "params": {"level": 5}}', "body") == {
+        "command": "on", "params": {"level": 5}}

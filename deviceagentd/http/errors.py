@@ -77,15 +77,10 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json (got {content_type or 'no content type'})")
     raw = await read_body(request, limit)
-    if not raw:
-        raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        body = strictjson.loads(raw)
+        return strictjson.loads_object(raw, "body")
     except strictjson.JsonInputError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc.detail}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    return body
+        raise ApiError(400, "invalid_json", exc.detail) from exc
 
 
 def reject_unknown_fields(body: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:

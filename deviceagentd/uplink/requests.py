@@ -208,15 +208,10 @@ class CloudRequests:
         limit = self._limits.max_payload_bytes
         if len(payload) > limit:
             raise Refused(413, "payload_too_large", f"the payload is larger than the limit of {limit} bytes")
-        if not payload:
-            raise Refused(400, "invalid_json", "the payload is empty; send a JSON object")
         try:
-            body = strictjson.loads(payload)
+            return strictjson.loads_object(payload, "payload")
         except strictjson.JsonInputError as exc:
-            raise Refused(400, "invalid_json", f"the payload is not valid JSON: {exc.detail}") from exc
-        if not isinstance(body, dict):
-            raise Refused(400, "invalid_json", "the payload must be a JSON object")
-        return body
+            raise Refused(400, "invalid_json", exc.detail) from exc
 
     async def _command(self, parsed: ParsedRequestTopic, body: dict[str, Any], redelivered: bool) -> dict[str, Any]:
         device = self._devices.get(parsed.device_id)
