@@ -9,10 +9,12 @@ ships a top-level ``tests`` package in site-packages.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from mosquitto_broker import MosquittoBroker, start_broker
 from simulated_site import Sims
+from uplink_site import CloudBroker, start_cloud
 
 # --------------------------------------------------------------------------
 # MQTT brokers (real mosquitto processes, 127.0.0.1, free port, anonymous)
@@ -38,6 +40,16 @@ def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[CloudBroker]:
+    """A "cloud" broker for the uplink: a plain listener for the test, a TLS one for the gateway."""
+    cloud = start_cloud(tmp_path / "cloud")
+    try:
+        yield cloud
+    finally:
+        cloud.broker.stop()
 
 
 # --------------------------------------------------------------------------

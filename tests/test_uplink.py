@@ -6,14 +6,20 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_harness import PRODUCTS_DIR, daemon_env, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker, free_port
-from uplink_site import CloudBroker, CloudSubscriber, LanDevices, assert_complete_and_ordered, start_cloud
+from uplink_site import (
+    CloudBroker,
+    CloudSubscriber,
+    LanDevices,
+    assert_complete_and_ordered,
+    start_cloud,
+    uplink_settings,
+)
 
 from deviceagentd.config import load_config
 from deviceagentd.core.catalog import load_catalog
@@ -25,19 +31,9 @@ from deviceagentd.uplink.requests_api import CloudReply
 SITE = "site-7"
 
 
-@pytest.fixture()
-def cloud(tmp_path: Path) -> Iterator[CloudBroker]:
-    cloud = start_cloud(tmp_path / "cloud")
-    try:
-        yield cloud
-    finally:
-        cloud.broker.stop()
-
 
 def uplink_overrides(cloud: CloudBroker, **more: Any) -> dict[str, Any]:
-    return {"uplink_url": cloud.uplink_url, "uplink_site_id": SITE, "uplink_tls_ca_file": str(cloud.ca),
-            "uplink_reconnect_min_s": 0.2, "uplink_reconnect_max_s": 0.5, "uplink_state_min_interval_s": 0.3,
-            **more}
+    return uplink_settings(cloud, SITE, uplink_state_min_interval_s=0.3, **more)
 
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

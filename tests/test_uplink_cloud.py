@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from node_peers import run_node
 from simulated_site import Sims
 from test_mqtt_support import WAIT_S, unique
 from uplink_site import CloudBroker, CloudSubscriber, LanDevices, Received, start_cloud
+from uplink_site import uplink_settings as site_uplink_settings
 
 from deviceagentd.agent.runner import TurnFailed, TurnOutcome
 from deviceagentd.uplink import presence
@@ -30,18 +31,9 @@ SITE = "site-c"
 REPLY_S = 10.0
 
 
-@pytest.fixture()
-def cloud(tmp_path: Path) -> Iterator[CloudBroker]:
-    cloud = start_cloud(tmp_path / "cloud")
-    try:
-        yield cloud
-    finally:
-        cloud.broker.stop()
-
 
 def uplink_settings(cloud: CloudBroker, **more: Any) -> dict[str, Any]:
-    return {"uplink_url": cloud.uplink_url, "uplink_site_id": SITE, "uplink_tls_ca_file": str(cloud.ca),
-            "uplink_reconnect_min_s": 0.2, "uplink_reconnect_max_s": 0.5, **more}
+    return site_uplink_settings(cloud, SITE, **more)
 
 
 async def subscribed(running: RunningDaemon) -> None:

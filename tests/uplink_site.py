@@ -35,6 +35,12 @@ def start_cloud(directory: Path, extra_conf: str = "") -> CloudBroker:
     return CloudBroker(start_broker(directory / "cloud", extra_conf=extra), tls_port, ca)
 
 
+def uplink_settings(cloud: CloudBroker, site_id: str, **more: Any) -> dict[str, Any]:
+    """Config overrides that point a test daemon's uplink at `cloud`, reconnecting quickly."""
+    return {"uplink_url": cloud.uplink_url, "uplink_site_id": site_id, "uplink_tls_ca_file": str(cloud.ca),
+            "uplink_reconnect_min_s": 0.2, "uplink_reconnect_max_s": 0.5, **more}
+
+
 @dataclass
 class Received:
     topic: str
