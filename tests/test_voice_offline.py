@@ -411,3 +411,16 @@ async def test_the_engine_unloads_when_nobody_talks_and_reloads_for_a_new_site(c
         assert engine.loaded is None and engine.decoders == 0
     finally:
         await engine.close()
+
+
+@module_loop
+async def test_the_result_does_not_depend_on_how_the_audio_was_batched(offline: OfflineAsr,
+                                                                       speech_cache: Path) -> None:
+    # A loaded worker gets much audio in one go: that must decode exactly like 30 ms at a time
+    # (big batches once turned "close the curtains" into a refusal).
+    first = espeak_pcm(speech_cache, "what is the current temperature")
+    pcm = espeak_pcm(speech_cache, "close the curtains")
+    for session, paced in (("batching-paced", True), ("batching-whole", False)):
+        await recognise(offline, first, session=session, paced=paced)  # the session's mean carries over
+        results = await recognise(offline, pcm, session=session, paced=paced)
+        assert results[-1] == AsrResult("close the curtains", final=True), session

@@ -183,10 +183,15 @@ class OfflineAsrStream:
             self._results.put_nowait(VoiceProviderError(ASR_FAILED, f"the offline recogniser failed ({exc})"))
 
 
+# What the decoder is fed at a time, whatever queued up: how much audio one call carries moves
+# pocketsphinx's live feature state, so fixed pieces make a result independent of scheduling.
+FEED_BYTES = 960  # 30 ms at 16 kHz
+
+
 def _feed(decoder: GrammarDecoder, data: bytes, want_partial: bool) -> str:
     """Worker thread."""
-    if data:
-        decoder.feed(data)
+    for start in range(0, len(data), FEED_BYTES):
+        decoder.feed(data[start:start + FEED_BYTES])
     return decoder.partial() if want_partial else ""
 
 
