@@ -1,9 +1,10 @@
 """ASR provider `offline`: the site-grammar recogniser (voice/recognizer/), on the gateway.
 
-The stream takes a decoder when the utterance starts, feeds it every chunk on a worker thread
-as it arrives (chunks that queue up while the decoder is busy are fed together), sends a partial
-result whenever the best guess changes, and gives the final right after `finish()`: only the
-last chunk and the end of the search are left to do then.
+The stream takes a decoder when the utterance starts, starts it once the first second is in
+(with the frequency warp for the voice heard in it: recognizer/pitch.py), then feeds it every
+chunk on a worker thread as it arrives (chunks that queue up while the decoder is busy are fed
+together), sends a partial result whenever the best guess changes, and gives the final right
+after `finish()`: only the last chunk and the end of the search are left to do then.
 
 A final that is not a whole sentence of the site's grammar is refused: `AsrResult(text="",
 final=True, refused=True)`, never the nearest command. English only: another language

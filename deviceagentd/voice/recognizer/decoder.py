@@ -10,7 +10,8 @@ search reports the best partial path when no path reached the grammar's end ("wh
 "what is the weather tomorrow"), and that is how speech outside the vocabulary shows itself.
 A few trailing words that extend a complete sentence into nothing ("… the temperature and",
 the noise after the last word read as the start of a second request) are cut back to the
-sentence; anything else incomplete is refused.
+sentence; anything else incomplete is refused. So is a whole sentence whose words were laid over
+the audio implausibly: mostly fillers, or one word held for seconds.
 """
 
 from __future__ import annotations
