@@ -1,9 +1,10 @@
 """ASR provider `offline`: the site-grammar recogniser (voice/recognizer/), on the gateway.
 
-The stream takes a decoder when the utterance starts, feeds it every chunk on a worker thread
-as it arrives (chunks that queue up while the decoder is busy are fed together), sends a partial
-result whenever the best guess changes, and gives the final right after `finish()`: only the
-last chunk and the end of the search are left to do then.
+The stream takes a decoder when the utterance starts, starts it once the first second is in
+(with the frequency warp for the voice heard in it: recognizer/pitch.py), then feeds it every
+chunk on a worker thread as it arrives (chunks that queue up while the decoder is busy are fed
+together), sends a partial result whenever the best guess changes, and gives the final right
+after `finish()`: only the last chunk and the end of the search are left to do then.
 
 A final that is not a whole sentence of the site's grammar is refused: `AsrResult(text="",
 final=True, refused=True)`, never the nearest command. English only: another language
@@ -29,6 +30,7 @@ from deviceagentd.voice.providers.base import (
 from deviceagentd.voice.providers.tasks import end_queue, stop_tasks
 from deviceagentd.voice.recognizer.decoder import GrammarDecoder, RecogniserUnavailable, Recognition
 from deviceagentd.voice.recognizer.engine import OfflineEngine
+from deviceagentd.voice.recognizer.pitch import voice_pitch_hz
 
 log = logging.getLogger("deviceagentd.voice")
 
@@ -36,6 +38,9 @@ NAME: Final = "offline"
 LANGUAGES: Final = ("en",)
 # A partial is looked at after at least this much new audio (16 kHz s16le: 32 bytes per ms).
 PARTIAL_EVERY_BYTES: Final = 32 * 250
+# The decoder starts once this much of the utterance is in, with the frequency warp for the voice
+# heard in it (pitch.py): partial results start this much later; the final one does not wait.
+PITCH_BYTES: Final = 32 * 1000
 
 
 class OfflineAsr:
@@ -53,11 +58,6 @@ class OfflineAsr:
         except RecogniserUnavailable as exc:
             raise VoiceProviderError(PROVIDER_UNAVAILABLE, f"the offline recogniser is unavailable: {exc}") from None
         stream = OfflineAsrStream(self.engine, decoder, session)
-        try:
-            await self.engine.run(decoder.start, self.engine.session_cmn(session))
-        except BaseException:
-            await stream.close()
-            raise
         stream.begin()
         return stream
 
@@ -142,24 +142,41 @@ class OfflineAsrStream:
                 await self._engine.run(decoder.abandon)
             self._engine.release(decoder)
 
+    async def _next_audio(self) -> tuple[bytes, bool]:
+        """The audio that queued up (all of it, in one piece) and whether the utterance ended."""
+        chunk = await self._audio.get()
+        chunks = [chunk] if chunk is not None else []
+        ended = chunk is None
+        while not ended and not self._audio.empty():
+            more = self._audio.get_nowait()
+            if more is None:
+                ended = True
+            else:
+                chunks.append(more)
+        return b"".join(chunks), ended
+
+    async def _start(self, decoder: GrammarDecoder) -> tuple[bytes, bool]:
+        """Start the decoder for the voice heard in the first PITCH_BYTES of the utterance;
+        returns that audio (not yet fed) and whether the utterance already ended."""
+        heard = bytearray()
+        ended = False
+        while len(heard) < PITCH_BYTES and not ended:
+            data, ended = await self._next_audio()
+            heard += data
+        await self._engine.run(_begin, decoder, self._engine.session_cmn(self._session), bytes(heard))
+        return bytes(heard), ended
+
     async def _decode(self) -> None:
         decoder = self._decoder
         assert decoder is not None
         last_partial = ""
         since_partial = 0
         try:
+            data, ended = await self._start(decoder)
             while True:
-                chunk = await self._audio.get()
-                chunks = [chunk] if chunk is not None else []
-                ended = chunk is None
-                # Whatever queued up while the decoder was busy goes in one call.
-                while not ended and not self._audio.empty():
-                    more = self._audio.get_nowait()
-                    if more is None:
-                        ended = True
-                    else:
-                        chunks.append(more)
-                data = b"".join(chunks)
+                if not data and not ended:
+                    # Whatever queued up while the decoder was busy goes in one call.
+                    data, ended = await self._next_audio()
                 since_partial += len(data)
                 want_partial = not ended and since_partial >= PARTIAL_EVERY_BYTES
                 partial = await self._engine.run(_feed, decoder, data, want_partial)
@@ -170,6 +187,7 @@ class OfflineAsrStream:
                         self._results.put_nowait(AsrResult(decoder.grammar.transcript(partial.split()), False))
                 if ended:
                     break
+                data = b""
             recognition, cmn = await self._engine.run(_finish, decoder)
             self.recognition = recognition
             self._engine.remember_cmn(self._session, cmn)
@@ -186,6 +204,11 @@ class OfflineAsrStream:
 # What the decoder is fed at a time, whatever queued up: how much audio one call carries moves
 # pocketsphinx's live feature state, so fixed pieces make a result independent of scheduling.
 FEED_BYTES = 960  # 30 ms at 16 kHz
+
+
+def _begin(decoder: GrammarDecoder, cmn: str | None, heard: bytes) -> None:
+    """Worker thread."""
+    decoder.start(cmn, decoder.settings.warp.warp(voice_pitch_hz(heard)))
 
 
 def _feed(decoder: GrammarDecoder, data: bytes, want_partial: bool) -> str:

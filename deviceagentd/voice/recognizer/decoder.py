@@ -10,7 +10,8 @@ search reports the best partial path when no path reached the grammar's end ("wh
 "what is the weather tomorrow"), and that is how speech outside the vocabulary shows itself.
 A few trailing words that extend a complete sentence into nothing ("… the temperature and",
 the noise after the last word read as the start of a second request) are cut back to the
-sentence; anything else incomplete is refused.
+sentence; anything else incomplete is refused. So is a whole sentence whose words were laid over
+the audio implausibly: mostly fillers, or one word held for seconds.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import importlib.util
 import logging
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from deviceagentd.voice.recognizer.grammar import SiteGrammar
+from deviceagentd.voice.recognizer.pitch import WarpSettings
 from deviceagentd.voice.recognizer.pronounce import Lexicon
 
 log = logging.getLogger("deviceagentd.voice")
@@ -40,6 +43,10 @@ MAX_INNER_FILLER_S: Final = 1.0
 # After the last word the segmenter ends the utterance within its silence window: more "silence"
 # than this after the last word was speech nobody recognised.
 MAX_TRAILING_FILLER_S: Final = 3.0
+# A word held for longer than this per phone of its pronunciation (0.25 s: slow speech is about
+# 0.1 s) was not said: it is speech outside the grammar stretched onto a short sentence ("aircon
+# on" over two seconds of "set an alarm for seven tomorrow").
+MAX_FRAMES_PER_PHONE: Final = 25
 FRAMES_PER_S: Final = 100
 FILLERS: Final = frozenset({"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"})
 # Dither (1/2 bit of noise, so digital silence has a spectrum) from a fixed seed: the same audio
@@ -81,7 +88,7 @@ class DecoderSettings:
     # string of short words.
     word_insertion: float = 0.65
     beam: float = 1e-48
-    word_beam: float = 7e-29
+    word_beam: float = 1e-35
     # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
     # utterance of a session (the model's own `batch` would wait for the end of speech).
     cmn: str = "live"
@@ -89,6 +96,8 @@ class DecoderSettings:
     # the final grammar it helped at 10 dB SNR and cost nothing clean (docs/benchmarks.md).
     remove_noise: bool = True
     dither: bool = True
+    # Vocal tract length normalisation by the pitch of the voice (pitch.py).
+    warp: WarpSettings = field(default_factory=WarpSettings)
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,16 @@ def feature_params(model: ModelFiles, settings: DecoderSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def filler_problem(segments: list[tuple[str, int, int]]) -> str:
-    """Why a word segmentation looks like speech outside the grammar ("" if it does not)."""
+def segmentation_problem(segments: list[tuple[str, int, int]], phones: Mapping[str, int]) -> str:
+    """Why a word segmentation looks like speech outside the grammar ("" if it does not).
+    `phones`: the number of phones of each pronunciation, by the name the search reports it
+    under ("to", "to(2)")."""
     spoken = [i for i, (word, _, _) in enumerate(segments) if word not in FILLERS]
     if not spoken:
         return ""
+    for word, start, end in segments:
+        if word not in FILLERS and end - start + 1 > MAX_FRAMES_PER_PHONE * phones.get(word, 1):
+            return f"{word!r} was held for {(end - start + 1) / FRAMES_PER_S:.1f} s"
     first, last = spoken[0], spoken[-1]
     span = segments[last][2] - segments[first][1] + 1
     inner = sum(end - start + 1 for word, start, end in segments[first:last + 1] if word in FILLERS)
@@ -149,7 +163,8 @@ class GrammarDecoder:
                 config = pocketsphinx.Config(
                     hmm=str(model.acoustic_model), featparams=str(features), dict=str(dictionary), fsg=str(fsg),
                     loglevel="ERROR", lw=s.language_weight, wip=s.word_insertion, beam=s.beam, wbeam=s.word_beam,
-                    pbeam=s.beam, dither=s.dither, seed=DITHER_SEED,
+                    pbeam=s.beam, dither=s.dither, seed=DITHER_SEED, warp_type="inverse_linear",
+                    warp_params="1.0",
                 )
                 self._decoder: Any = pocketsphinx.Decoder(config)
             except (RuntimeError, ValueError, OSError) as exc:
@@ -157,14 +172,23 @@ class GrammarDecoder:
         # Loading errors went to the log above; from here on the search's "final result does not
         # match the grammar" for every refused utterance would only be noise there.
         pocketsphinx.set_loglevel("FATAL")
+        self._phones = lexicon.phone_counts()
         self._started = False
+        self._warp = 1.0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ one utterance
 
-    def start(self, cmn: str | None = None) -> None:
-        """Begin an utterance; `cmn` is the session's cepstral mean from its last utterance."""
+    def start(self, cmn: str | None = None, warp: float = 1.0) -> None:
+        """Begin an utterance; `cmn` is the session's cepstral mean from its last utterance,
+        `warp` the frequency warp for the speaker's voice (pitch.py)."""
         with self._lock:
+            if warp != self._warp:
+                # The warp is part of the feature extraction, which is rebuilt for it (cheap: the
+                # filterbank, not the model); the cepstral mean is set again below.
+                self._decoder.config["warp_params"] = f"{warp:g}"
+                self._decoder.reinit_feat()
+                self._warp = warp
             if cmn:
                 try:
                     self._decoder.set_cmn(cmn)
@@ -195,7 +219,7 @@ class GrammarDecoder:
             recognition = self.judge(words)
             if recognition.accepted:
                 segments = [(s.word, s.start_frame, s.end_frame) for s in self._decoder.seg() or ()]
-                why = filler_problem(segments)
+                why = segmentation_problem(segments, self._phones)
                 if why:
                     return Recognition(words, "", False, why)
             return recognition

@@ -240,8 +240,8 @@ class _SiteRefs:
         places = [part.place for part in parts if part.place]
         place = rules.add("any_place", _alt(places)) if places else None
         if place:
-            in_place = rules.add("any_in", f"(in | of | on) (the {place} | {device})")
-            ref = rules.add("any_ref", f"({device} [in the {place}] | it)")
+            in_place = rules.add("any_in", f"(in | of | on) ([the] {place} | {device})")
+            ref = rules.add("any_ref", f"({device} [in [the] {place}] | it)")
         else:
             in_place = rules.add("any_in", f"(of | on) {device}")
             ref = rules.add("any_ref", f"({device} | it)")
@@ -266,9 +266,9 @@ class _ProductRules:
         self.place = rules.add(f"{self.key}_place", _alt(places)) if places else None
         where = f"[{self.place}] " if self.place else ""
         self.device = rules.add(f"{self.key}_device", f"[the | all the] {where}{name}")
-        in_place = f"(in | of | on) (the {self.place} | {self.device})" if self.place else f"(of | on) {self.device}"
+        in_place = f"(in | of | on) ([the] {self.place} | {self.device})" if self.place else f"(of | on) {self.device}"
         self.in_place = rules.add(f"{self.key}_in", in_place)
-        self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in the {self.place}] | it)" if self.place
+        self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in [the] {self.place}] | it)" if self.place
                              else f"({self.device} | it)")
         # The rarer phrasings name the device by its product or "it" only: each template that
         # carries every device's name and place copies all of them (grammar size is recogniser
@@ -371,7 +371,7 @@ class _ProductRules:
         ref, name = self.ref, self.device
         for key in sorted(keys & {"on", "off"}):
             verbs = _alt(ON_OFF_VERBS)
-            out += [f"{verbs} {key} {ref}", f"{verbs} {ref} [back] {key}", f"{name} {key} [in the {self.place}]"
+            out += [f"{verbs} {key} {ref}", f"{verbs} {ref} [back] {key}", f"{name} {key} [in [the] {self.place}]"
                     if self.place else f"{self.short_device} {key}"]
         others = sorted(keys - {"on", "off"})
         if others:

@@ -52,11 +52,15 @@ class Lexicon:
     spelled: tuple[str, ...] = ()
 
     def dictionary_text(self) -> str:
-        lines: list[str] = []
-        for word in sorted(self.entries):
-            for i, phones in enumerate(self.entries[word]):
-                lines.append(f"{word} {phones}" if i == 0 else f"{word}({i + 1}) {phones}")
-        return "\n".join(lines) + "\n"
+        return "".join(f"{name} {phones}\n" for name, phones in self._named())
+
+    def phone_counts(self) -> dict[str, int]:
+        """Phones per pronunciation, under the name the decoder reports it by ("to(2)")."""
+        return {name: len(phones.split()) for name, phones in self._named()}
+
+    def _named(self) -> list[tuple[str, str]]:
+        return [(word if i == 0 else f"{word}({i + 1})", phones)
+                for word in sorted(self.entries) for i, phones in enumerate(self.entries[word])]
 
 
 def build_lexicon(words: Iterable[str], dictionary: Path, espeak: str | None = "espeak-ng",
