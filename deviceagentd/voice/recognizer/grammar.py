@@ -266,9 +266,9 @@ class _ProductRules:
         self.place = rules.add(f"{self.key}_place", _alt(places)) if places else None
         where = f"[{self.place}] " if self.place else ""
         self.device = rules.add(f"{self.key}_device", f"[the | all the] {where}{name}")
-        in_place = f"(in | of | on) ([the] {self.place} | {self.device})" if self.place else f"(of | on) {self.device}"
+        in_place = f"(in | of | on) (the {self.place} | {self.device})" if self.place else f"(of | on) {self.device}"
         self.in_place = rules.add(f"{self.key}_in", in_place)
-        self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in [the] {self.place}] | it)" if self.place
+        self.ref = rules.add(f"{self.key}_ref", f"({self.device} [in the {self.place}] | it)" if self.place
                              else f"({self.device} | it)")
         # The rarer phrasings name the device by its product or "it" only: each template that
         # carries every device's name and place copies all of them (grammar size is recogniser

@@ -38,8 +38,10 @@ _LONGEST: Final = max(len(key) for key in IPA_TO_CMU)
 # Marks that carry no phone: stress, length left over, syllable breaks, ties, joiners.
 _IGNORED: Final = frozenset("ˈˌː.‿͡‍̩̃ ")
 ESPEAK_TIMEOUT_S: Final = 30.0
-# espeak-ng accents whose pronunciations are added to the dictionary's own.
-ACCENTS: Final = ("en-us", "en-gb")
+# espeak-ng accents whose pronunciations are added to the dictionary's own. Not its American one:
+# the dictionary is American already, and those variants cost 2.8 MB of decoder for a 1,000-device
+# site with no intent gained (docs/benchmarks.md).
+ACCENTS: Final = ("en-gb",)
 
 
 @dataclass(frozen=True)
