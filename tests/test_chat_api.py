@@ -18,7 +18,7 @@ import pytest
 from daemon_harness import PRODUCTS_DIR, RunningDaemon, start_daemon, wait_until
 from mosquitto_broker import MosquittoBroker
 
-from deviceagentd.agent.types import Delta, Tools, TurnContext, TurnEvent
+from deviceagentd.agent.types import Delta, ProviderError, Tools, TurnContext, TurnEvent
 from deviceagentd.core.spec import load_spec_file
 from deviceagentd.simulator import SimulatedDevice, SimulatorOptions
 
@@ -41,6 +41,16 @@ class SlowProvider:
             self.cancelled.set()
             raise
         yield Delta(" done")
+
+
+class BrokenProvider:
+    """A provider whose every answer is unusable (and no fallback is configured)."""
+
+    name = "broken"
+
+    async def run(self, context: TurnContext, tools: Tools) -> AsyncIterator[TurnEvent]:
+        raise ProviderError("provider_error", "the model returned nothing")
+        yield Delta("")  # an async generator
 
 
 def parse_sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
@@ -348,6 +358,29 @@ async def test_mqtt_text_request_gets_one_reply_with_ids_echoed(broker: Mosquitt
         assert replies.empty() or all(not t.endswith("/out") for t, _ in [await replies.get()])
     finally:
         await client.disconnect()
+
+
+async def test_a_failed_text_request_is_answered_in_the_language_it_was_asked_in(broker: MosquittoBroker,
+                                                                                tmp_path: Path) -> None:
+    gateway = await start_daemon(broker.url, tmp_path / "state", provider=BrokenProvider())
+    replies: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    client = gmqtt.Client("text-client-languages")
+    client.on_message = lambda _c, topic, payload, _q, _p: replies.put_nowait((topic, json.loads(payload)))
+    await client.connect(broker.host, broker.port)
+    client.subscribe("device-agent/+/out", qos=1)
+    await asyncio.sleep(0.2)
+    try:
+        client.publish("device-agent/thermostat/in", json.dumps({"prompt": "现在温度是多少", "requestId": "zh"}), qos=1)
+        client.publish("device-agent/switch/in", json.dumps({"prompt": "what is on", "requestId": "en"}), qos=1)
+        got: dict[str, str] = {}
+        while len(got) < 2:
+            _, body = await asyncio.wait_for(replies.get(), 10)
+            got[body["requestId"]] = body["text"]
+        assert got["zh"] == "抱歉，我无法回答：the model returned nothing"
+        assert got["en"] == "Sorry, I could not answer: the model returned nothing"
+    finally:
+        await client.disconnect()
+        await gateway.stop()
 
 
 async def test_text_request_flood_does_not_starve_devices(broker: MosquittoBroker, tmp_path: Path) -> None:

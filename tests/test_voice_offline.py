@@ -491,3 +491,17 @@ def test_a_word_held_far_longer_than_its_phones_take_is_refused() -> None:
     # Each pronunciation counts its own phones; an unknown name counts as one phone.
     assert segmentation_problem([("to(2)", 0, 49)], phones) == ""
     assert segmentation_problem([("mystery", 0, 25)], phones) != ""
+
+
+@module_loop
+async def test_a_decoder_left_started_by_a_closed_stream_starts_again(offline: OfflineAsr, speech_cache: Path) -> None:
+    # A stream closed while its decoder's start was still on a worker thread: abandon() can run
+    # first, and the decoder goes back to the pool mid-utterance.
+    decoder = await offline.engine.acquire()
+    try:
+        await offline.engine.run(decoder.start, None, 1.2)
+    finally:
+        offline.engine.release(decoder)
+    results = await recognise(offline, espeak_pcm(speech_cache, "close the curtains"), session="left-started")
+    # (A session's first utterance, without its cepstral mean yet: the plural may be lost.)
+    assert results[-1].final and not results[-1].refused and results[-1].text.startswith("close the curtain")

@@ -423,8 +423,16 @@ async def collect_reply(agent: Agent, request: TurnRequest) -> tuple[str, str]:
     """Run a turn to its end and return (session_id, reply text). Failures become a short sentence."""
     outcome = await run_turn(agent, request)
     if outcome.failure is not None:
-        return outcome.session_id, f"Sorry, I could not answer: {outcome.failure.message}"
+        return outcome.session_id, apology(request.message, outcome.failure.message)
     return outcome.session_id, outcome.text
+
+
+def apology(prompt: str, reason: str) -> str:
+    """The reply to a turn that failed, in the language the request was written in (the reason
+    is the provider's or the gateway's own words, as they came)."""
+    if _mostly_chinese(prompt):
+        return f"抱歉，我无法回答：{reason}"
+    return f"Sorry, I could not answer: {reason}"
 
 
 def not_found_frame(frame_id: str) -> NotFound:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from deviceagentd.agent.runner import Agent, TurnRequest, collect_reply
+from deviceagentd.agent.runner import Agent, TurnRequest, apology, collect_reply
 from deviceagentd.core.catalog import Catalog
 from deviceagentd.core.clock import Clock, iso_ms
 from deviceagentd.core.errors import CoreError
@@ -140,7 +140,7 @@ class TextRequests:
         try:
             _, text = await collect_reply(self._agent, request)
         except CoreError as exc:
-            text = f"Sorry, I could not answer: {exc.message}"
+            text = apology(job.prompt, exc.message)
         topic, payload, content_type = self._reply(job, text)
         try:
             await self._link.publish(topic, payload, qos=1, content_type=content_type)

@@ -183,6 +183,11 @@ class GrammarDecoder:
         """Begin an utterance; `cmn` is the session's cepstral mean from its last utterance,
         `warp` the frequency warp for the speaker's voice (pitch.py)."""
         with self._lock:
+            if self._started:
+                # A stream closed while its start was still on a worker thread can leave the
+                # utterance running after its abandon(): end it, or start_utt() would fail.
+                self._decoder.end_utt()
+                self._started = False
             if warp != self._warp:
                 # The warp is part of the feature extraction, which is rebuilt for it (cheap: the
                 # filterbank, not the model); the cepstral mean is set again below.
