@@ -322,14 +322,21 @@ async def test_frame_without_session_is_400(gateway: RunningDaemon) -> None:
 # ---------------------------------------------------------------------------------- MQTT text requests
 
 
-async def test_mqtt_text_request_gets_one_reply_with_ids_echoed(broker: MosquittoBroker, gateway: RunningDaemon,
-                                                                thermostat: SimulatedDevice) -> None:
+async def text_client(broker: MosquittoBroker, name: str,
+                      topic: str) -> tuple[gmqtt.Client, asyncio.Queue[tuple[str, dict[str, Any]]]]:
+    """An MQTT client subscribed to `topic`, and the queue its (JSON) messages land in."""
     replies: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-    client = gmqtt.Client("text-client")
+    client = gmqtt.Client(name)
     client.on_message = lambda _c, topic, payload, _q, _p: replies.put_nowait((topic, json.loads(payload)))
     await client.connect(broker.host, broker.port)
-    client.subscribe("device-agent/#", qos=1)
+    client.subscribe(topic, qos=1)
     await asyncio.sleep(0.2)
+    return client, replies
+
+
+async def test_mqtt_text_request_gets_one_reply_with_ids_echoed(broker: MosquittoBroker, gateway: RunningDaemon,
+                                                                thermostat: SimulatedDevice) -> None:
+    client, replies = await text_client(broker, "text-client", "device-agent/#")
     try:
         client.publish("device-agent/thermostat/device/thermostat-001/in", json.dumps({
             "prompt": "Check the current temperature", "metadata": {"source": "mqtt-client"}, "requestId": "r-1"}),
@@ -363,12 +370,7 @@ async def test_mqtt_text_request_gets_one_reply_with_ids_echoed(broker: Mosquitt
 async def test_a_failed_text_request_is_answered_in_the_language_it_was_asked_in(broker: MosquittoBroker,
                                                                                 tmp_path: Path) -> None:
     gateway = await start_daemon(broker.url, tmp_path / "state", provider=BrokenProvider())
-    replies: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-    client = gmqtt.Client("text-client-languages")
-    client.on_message = lambda _c, topic, payload, _q, _p: replies.put_nowait((topic, json.loads(payload)))
-    await client.connect(broker.host, broker.port)
-    client.subscribe("device-agent/+/out", qos=1)
-    await asyncio.sleep(0.2)
+    client, replies = await text_client(broker, "text-client-languages", "device-agent/+/out")
     try:
         client.publish("device-agent/thermostat/in", json.dumps({"prompt": "现在温度是多少", "requestId": "zh"}), qos=1)
         client.publish("device-agent/switch/in", json.dumps({"prompt": "what is on", "requestId": "en"}), qos=1)
