@@ -15,7 +15,7 @@ import copy
 import gzip
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from simulated_site import Sims
 from test_mqtt_support import RawDevice
 from test_voice_session import Rig, ScriptedProvider, said, start_rig
 from test_voice_xiaozhi import offline_agent, tools_listed
-from uplink_site import CloudBroker, CloudSubscriber, start_cloud
+from uplink_site import CloudBroker, CloudSubscriber
 from voice_doubles import AsrScript
 from xiaozhi_firmware import FirmwareDevice
 
@@ -502,27 +502,18 @@ def failing_provider() -> ScriptedProvider:
     return ScriptedProvider(script=script)
 
 
-@pytest.fixture()
-def cloud_broker(tmp_path: Path) -> Iterator[CloudBroker]:
-    cloud = start_cloud(tmp_path / "cloud")
-    try:
-        yield cloud
-    finally:
-        cloud.broker.stop()
-
-
 async def test_what_the_gateway_publishes_on_the_cloud_broker_is_documented_message_by_message(
-        doc: dict[str, Any], broker: MosquittoBroker, cloud_broker: CloudBroker, sims: Sims,
+        doc: dict[str, Any], broker: MosquittoBroker, cloud: CloudBroker, sims: Sims,
         tmp_path: Path) -> None:
     """A gateway with its uplink through a TLS cloud Mosquitto: a device's lifecycle, state and
     event, a command's outcome, cloud commands and chats answered (on the MQTT 5 response topic
     and on the default result topics, with and without errors), birth, health, the last will (the
     connection cut without a DISCONNECT) and the clean offline. Every message must be exactly one
     of its channel's documented messages; every request body sent is a documented request."""
-    sub = CloudSubscriber(cloud_broker.broker.port)
+    sub = CloudSubscriber(cloud.broker.port)
     await sub.connect()
     running = await start_daemon(broker.url, tmp_path / "state", provider=failing_provider(),
-                                 **test_uplink_cloud.uplink_settings(cloud_broker, uplink_state_min_interval_s=0,
+                                 **test_uplink_cloud.uplink_settings(cloud, uplink_state_min_interval_s=0,
                                                                      uplink_health_interval_s=1))
     requests: list[tuple[str, dict[str, Any]]] = []
 
