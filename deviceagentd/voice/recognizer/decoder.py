@@ -80,14 +80,14 @@ class ModelFiles:
 class DecoderSettings:
     """pocketsphinx search settings (see docs/benchmarks.md for how they were chosen)."""
 
-    # Language weight: how much the grammar's branching counts against the acoustics. Low: with
-    # every state's choices equally likely, a high weight made the wide branches (a hundred
-    # values, every device name) cost the right path more than noise did (docs/benchmarks.md).
+    # Language weight and word insertion probability: pocketsphinx's own. A weight of 2 (with
+    # insertion 0.2) scored better on synthetic speech but lost a spoken "close the curtains" in
+    # a real session test and doubled the CPU (docs/benchmarks.md).
     language_weight: float = 6.5
-    # Word insertion probability: below pocketsphinx's 0.65, so that noise is not read as a
-    # string of short words.
     word_insertion: float = 0.65
     beam: float = 1e-48
+    # Wider than pocketsphinx's 7e-29, which pruned right paths at word exits ("dim the bedroom
+    # light to twenty percent" was lost in every voice); +35 % CPU (docs/benchmarks.md).
     word_beam: float = 1e-35
     # Live cepstral mean normalisation: the speaker's and room's mean, carried from utterance to
     # utterance of a session (the model's own `batch` would wait for the end of speech).
