@@ -158,13 +158,15 @@ class OfflineAsrStream:
     async def _start(self, decoder: GrammarDecoder) -> tuple[bytes, bool]:
         """Start the decoder for the voice heard in the first PITCH_BYTES of the utterance;
         returns that audio (not yet fed) and whether the utterance already ended."""
-        heard = bytearray()
-        ended = False
-        while len(heard) < PITCH_BYTES and not ended:
+        pieces: list[bytes] = []
+        heard, ended = 0, False
+        while heard < PITCH_BYTES and not ended:
             data, ended = await self._next_audio()
-            heard += data
-        await self._engine.run(_begin, decoder, self._engine.session_cmn(self._session), bytes(heard))
-        return bytes(heard), ended
+            pieces.append(data)
+            heard += len(data)
+        audio = b"".join(pieces)
+        await self._engine.run(_begin, decoder, self._engine.session_cmn(self._session), audio)
+        return audio, ended
 
     async def _decode(self) -> None:
         decoder = self._decoder
@@ -174,9 +176,6 @@ class OfflineAsrStream:
         try:
             data, ended = await self._start(decoder)
             while True:
-                if not data and not ended:
-                    # Whatever queued up while the decoder was busy goes in one call.
-                    data, ended = await self._next_audio()
                 since_partial += len(data)
                 want_partial = not ended and since_partial >= PARTIAL_EVERY_BYTES
                 partial = await self._engine.run(_feed, decoder, data, want_partial)
@@ -187,7 +186,8 @@ class OfflineAsrStream:
                         self._results.put_nowait(AsrResult(decoder.grammar.transcript(partial.split()), False))
                 if ended:
                     break
-                data = b""
+                # Whatever queued up while the decoder was busy goes in one call.
+                data, ended = await self._next_audio()
             recognition, cmn = await self._engine.run(_finish, decoder)
             self.recognition = recognition
             self._engine.remember_cmn(self._session, cmn)
