@@ -374,11 +374,14 @@ async def test_a_failed_text_request_is_answered_in_the_language_it_was_asked_in
     try:
         client.publish("device-agent/thermostat/in", json.dumps({"prompt": "现在温度是多少", "requestId": "zh"}), qos=1)
         client.publish("device-agent/switch/in", json.dumps({"prompt": "what is on", "requestId": "en"}), qos=1)
+        # A Chinese sentence naming an English device id is still Chinese.
+        client.publish("device-agent/switch/in", json.dumps({"prompt": "关闭 switch-001 的电源", "requestId": "mixed"}),
+                       qos=1)
         got: dict[str, str] = {}
-        while len(got) < 2:
+        while len(got) < 3:
             _, body = await asyncio.wait_for(replies.get(), 10)
             got[body["requestId"]] = body["text"]
-        assert got["zh"] == "抱歉，我无法回答：the model returned nothing"
+        assert got["zh"] == got["mixed"] == "抱歉，我无法回答：the model returned nothing"
         assert got["en"] == "Sorry, I could not answer: the model returned nothing"
     finally:
         await client.disconnect()

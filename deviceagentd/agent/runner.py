@@ -42,6 +42,7 @@ from deviceagentd.agent.types import (
 )
 from deviceagentd.core.clock import Clock
 from deviceagentd.core.errors import Conflict, InvalidInput, NotFound
+from deviceagentd.core.language import written_in_chinese
 
 log = logging.getLogger("deviceagentd.agent")
 
@@ -383,15 +384,10 @@ class Agent:
         except ProviderError as exc:
             await queue.put(TurnFailed(exc.code, exc.message))
             return
-        note = FALLBACK_NOTE_ZH if _mostly_chinese(context.message) else FALLBACK_NOTE
+        note = FALLBACK_NOTE_ZH if written_in_chinese(context.message) else FALLBACK_NOTE
         await queue.put(Delta(note))
         async for event in self.fallback.run(context, tools):
             await queue.put(event)
-
-
-def _mostly_chinese(text: str) -> bool:
-    han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
-    return han * 2 >= len(text.strip() or " ")
 
 
 @dataclass(frozen=True)
@@ -430,7 +426,7 @@ async def collect_reply(agent: Agent, request: TurnRequest) -> tuple[str, str]:
 def apology(prompt: str, reason: str) -> str:
     """The reply to a turn that failed, in the language the request was written in (the reason
     is the provider's or the gateway's own words, as they came)."""
-    if _mostly_chinese(prompt):
+    if written_in_chinese(prompt):
         return f"抱歉，我无法回答：{reason}"
     return f"Sorry, I could not answer: {reason}"
 

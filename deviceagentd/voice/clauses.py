@@ -50,13 +50,6 @@ def units(text: str) -> int:
     return sum(2 if is_cjk(ch) else 1 for ch in text)
 
 
-def mostly_chinese(text: str) -> bool:
-    """At least half of the letters are Han characters (picks the Chinese TTS voice)."""
-    han = sum(1 for ch in text if 0x4E00 <= ord(ch) <= 0x9FFF)
-    letters = sum(1 for ch in text if ch.isalpha())
-    return han > 0 and han * 2 >= letters
-
-
 def speakable(text: str) -> str:
     """What TTS should read: no Markdown markers, emoji or runs of whitespace."""
     lines = []

@@ -38,6 +38,7 @@ import aiohttp
 from deviceagentd.agent.runner import Agent
 from deviceagentd.config import VoiceConfig
 from deviceagentd.core.clock import Clock
+from deviceagentd.core.language import mostly_chinese
 from deviceagentd.core.metrics import Metrics
 from deviceagentd.core.timezone import site_zone
 from deviceagentd.voice.connection import SessionRegistry
@@ -338,8 +339,6 @@ class VoiceService:
         """The voice for a clause: espeak-ng needs a Chinese voice for Chinese text (or when
         `language` says Chinese); the cloud voices speak both."""
         if name == ESPEAK:
-            from deviceagentd.voice.clauses import mostly_chinese
-
             espeak = self.config.espeak
             zh = language.lower().startswith("zh") if language else mostly_chinese(text)
             return espeak.voice_zh if zh else espeak.voice

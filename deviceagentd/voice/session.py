@@ -73,9 +73,10 @@ from typing import Any, Final, TypeVar
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from deviceagentd import strictjson
+from deviceagentd.core.language import written_in_chinese
 from deviceagentd.voice import messages
 from deviceagentd.voice.audio import FRAME_MS, OPUS, AudioParams
-from deviceagentd.voice.clauses import ClauseSplitter, mostly_chinese
+from deviceagentd.voice.clauses import ClauseSplitter
 from deviceagentd.voice.codec import AudioCodec, CodecError, CodecUnavailable, PcmCodec, open_codec
 from deviceagentd.voice.connection import Connection
 from deviceagentd.voice.dialect import Dialect, EmqxDialect, XiaozhiDialect
@@ -508,7 +509,7 @@ class VoiceSession:
         if wake_key(text) in self.settings.wake_words:
             setup = self._setup
             if self.settings.wake_greeting and setup is not None and setup.voice is not None:
-                greeting = GREETING_ZH if mostly_chinese(text) else GREETING_EN
+                greeting = GREETING_ZH if written_in_chinese(text) else GREETING_EN
                 self.spawn(self._announce(setup.voice, greeting, None, "greeting"), "voice-greeting")
             return
         utt = self._utterance

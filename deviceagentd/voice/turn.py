@@ -36,7 +36,8 @@ from typing import Any, Final, Protocol, TypeVar
 from deviceagentd.agent.runner import Agent, TurnDone, TurnFailed, TurnRequest
 from deviceagentd.agent.types import Delta, ToolCallStarted, Tools
 from deviceagentd.core.errors import Conflict, CoreError
-from deviceagentd.voice.clauses import ClauseSplitter, mostly_chinese
+from deviceagentd.core.language import written_in_chinese
+from deviceagentd.voice.clauses import ClauseSplitter
 from deviceagentd.voice.events import ReplyText, Transcript, TurnError, TurnEvent, TurnOver
 from deviceagentd.voice.providers.base import (
     ASR_FAILED,
@@ -310,7 +311,7 @@ class Turn:
 
     def _phrase(self, phrases: tuple[str, str], heard: str | None) -> str:
         language = (self._setup.language or "").lower()
-        chinese = language.startswith("zh") or (heard is not None and mostly_chinese(heard))
+        chinese = language.startswith("zh") or (heard is not None and written_in_chinese(heard))
         return phrases[1] if chinese else phrases[0]
 
     async def _converse(self, utt: Utterance, request: TurnRequest, speaker: Speaker | None, note: str = "") -> None:

@@ -23,6 +23,7 @@ from deviceagentd.agent.local.lexicon import (
     ZH_UNITS_AFTER_NUMBER,
     ZH_WORDS,
 )
+from deviceagentd.core.language import is_han, written_in_chinese
 
 Language = Literal["en", "zh"]
 # residue: what no lexicon covers (电视) and unregistered device ids (thermostat-009).
@@ -40,13 +41,7 @@ class Token:
 
 
 def language_of(text: str) -> Language:
-    # A Chinese sentence often carries English device ids ("关闭 switch-1"); any Han character
-    # means the person is writing Chinese.
-    return "zh" if any(_is_han(c) for c in text) else "en"
-
-
-def _is_han(char: str) -> bool:
-    return "\u4e00" <= char <= "\u9fff"
+    return "zh" if written_in_chinese(text) else "en"
 
 
 def normalise(text: str) -> str:
@@ -180,7 +175,7 @@ def _tokenize_plain(text: str) -> list[Token]:
     position = 0
     while position < len(text):
         char = text[position]
-        if _is_han(char):
+        if is_han(char):
             position = _take_chinese(text, position, tokens)
             continue
         match = _EN_TOKEN.match(text, position)

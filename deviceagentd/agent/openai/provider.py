@@ -51,6 +51,7 @@ from deviceagentd.agent.types import (
     TurnContext,
     TurnEvent,
 )
+from deviceagentd.core.language import written_in_chinese
 
 log = logging.getLogger("deviceagentd.agent.openai")
 
@@ -171,7 +172,7 @@ class OpenAIProvider:
 
             if stream.finish_reason == "length":
                 log.warning("model %s stopped at its length limit", settings.model)
-                yield Delta(LENGTH_NOTE_ZH if _mostly_chinese(context.message) else LENGTH_NOTE)
+                yield Delta(LENGTH_NOTE_ZH if written_in_chinese(context.message) else LENGTH_NOTE)
                 return
             pending = stream.tool_calls
             if not pending:
@@ -439,8 +440,3 @@ def _retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _mostly_chinese(text: str) -> bool:
-    han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
-    return han * 2 >= len(text.strip() or " ")
