@@ -56,17 +56,20 @@ class SceneRunner:
     commands: CommandService
     timeout_ms: int = 10_000
 
-    async def run(self, scene: Scene) -> SceneOutcome:
-        """Run every step (in order, or all at once for a parallel scene)."""
+    async def run(self, scene: Scene, origin: dict[str, Any]) -> SceneOutcome:
+        """Run every step (in order, or all at once for a parallel scene). Each step's command is
+        kept in the command log with the caller's `origin` and the scene's id."""
+        step_origin = {**origin, "sceneId": scene.scene_id}
         if scene.parallel:
-            outcomes = list(await asyncio.gather(*(self._step(step) for step in scene.steps)))
+            outcomes = list(await asyncio.gather(*(self._step(step, step_origin) for step in scene.steps)))
         else:
-            outcomes = [await self._step(step) for step in scene.steps]
+            outcomes = [await self._step(step, step_origin) for step in scene.steps]
         return SceneOutcome(scene.scene_id, scene.name, tuple(outcomes))
 
-    async def _step(self, step: SceneStep) -> StepOutcome:
+    async def _step(self, step: SceneStep, origin: dict[str, Any]) -> StepOutcome:
         try:
-            answer = await self.commands.send(step.device_id, step.command, step.params, timeout_ms=self.timeout_ms)
+            answer = await self.commands.send(step.device_id, step.command, step.params, timeout_ms=self.timeout_ms,
+                                              origin=origin)
         except CoreError as exc:
             return StepOutcome(step.device_id, step.command, False, None, exc.message)
         return StepOutcome(step.device_id, step.command, answer.ok, answer.code,

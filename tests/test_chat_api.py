@@ -135,6 +135,10 @@ async def test_seed_chat_example_streams_tool_calls_and_reply(gateway: RunningDa
     assert "".join(d["textChunk"] for n, d in events if n == "delta") == done["text"]
     assert data_lines_client(raw) == done["text"]
     assert thermostat.state["target_temperature"] == 24
+    # The command log says the agent sent it, for which session.
+    status, log = await gateway.request("GET", "/api/devices/thermostat-001/commands?limit=1")
+    assert status == 200 and log["commands"][0]["command"] == "set_target_temperature", log
+    assert log["commands"][0]["origin"] == {"channel": "agent", "sessionId": "demo-session"}
 
     status, history = await gateway.request("GET", "/api/sessions/demo-session/history")
     assert status == 200

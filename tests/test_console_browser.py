@@ -84,6 +84,7 @@ async def test_an_installer_sees_the_thermostat_and_drives_it(
     await browser.until_text('#state td[data-field="target_temperature"]', "24")
     await browser.until_text("#command-log tbody", "set_target_temperature")
     assert "ok" in await browser.text_of("#command-log tbody tr")
+    assert await browser.text_of("#command-log tbody tr td.origin") == "API"
     assert thermostat.state["target_temperature"] == 24
 
     # An enum parameter is a list to choose from.
@@ -213,6 +214,9 @@ async def test_voice_platform_page_shows_speakers_and_runs_a_scene(
     await browser.click('button[data-scene="welcome-101"]')
     await browser.until_text('[data-room="101"]', "done")
     assert light.state["brightness"] == 80 and curtain.state["position"] == 100
+    # The scene's commands are in the device's command log, marked as the scene's steps.
+    await browser.get(gateway.base_url + "/#/devices/light-101")
+    await browser.until_text("#command-log tbody tr td.origin", "API · scene welcome-101")
 
 
 async def test_the_voice_test_says_why_the_microphone_is_unavailable(gateway: RunningDaemon) -> None:

@@ -187,6 +187,9 @@ async def test_the_official_sdk_client_uses_every_tool(site: Site, mode: str) ->
 
         scene = await client.call_tool("run_scene", {"sceneId": f"SCENE#eco-{site.suffix}"})
         assert not scene.is_error and ("set_mode", {"mode": "eco"}) in commands_of(site.thermostat)
+        [step] = await site.gw.daemon.store.device_commands(thermostat, limit=1)
+        assert (step.command, step.extra) == ("set_mode", {"origin": {
+            "channel": "mcp", "client": "api", "sceneId": f"SCENE#eco-{site.suffix}"}})
 
         made = await client.call_tool("create_schedule", {"cron": "0 23 * * *", "action": {
             "type": "command", "deviceId": thermostat, "command": "set_mode", "params": {"mode": "eco"}}})

@@ -174,6 +174,9 @@ async def test_a_scene_runs_every_step(hotel: Hotel) -> None:
     assert [step["ok"] for step in event["result"]["steps"]] == [True, True]
     assert ("turn_off", {}) in received(hotel.devices["light"])
     assert ("close", {}) in received(hotel.devices["curtain"])
+    [step] = await hotel.gw.daemon.store.device_commands(hotel.devices["light"].device_id, limit=1)
+    assert step.extra == {"origin": {"channel": "schedule", "scheduleId": event["scheduleId"],
+                                     "sceneId": f"SCENE#night-{hotel.suffix}"}}
 
 
 async def test_an_alarm_plays_on_the_first_connected_speaker_of_the_room(hotel: Hotel) -> None:

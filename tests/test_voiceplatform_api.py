@@ -89,8 +89,11 @@ async def test_control_goes_through_the_device_and_returns_the_new_state(broker:
     async with running_site(broker.url, tmp_path) as site:
         token = await site.token()
         light = site.devices["light"]
-        answer = await site.control(token, light.device_id, "SetBrightness", 25)
+        answer = await site.control(token, light.device_id, "SetBrightness", 25, message_id="msg-brightness-25")
         assert answer["success"] is True, answer
+        [sent] = await site.gw.daemon.store.device_commands(light.device_id, limit=1)
+        assert sent.extra == {"origin": {"channel": "voiceplatform", "voiceId": site.speaker,
+                                         "messageId": "msg-brightness-25"}}
         assert answer["command"] == {"interface": CONTROL, "intent": "SetBrightness"}
         assert answer["endpoint"] == {"instance_id": light.device_id}
         assert props(answer)["brightness"] == 25

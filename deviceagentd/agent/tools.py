@@ -201,7 +201,8 @@ class DeviceTools:
             return ToolFailure(kind, device.device_id, device.product_id, command, code, detail)
 
         try:
-            outcome = await self.commands.send(device.device_id, command, params, AGENT_COMMAND_TIMEOUT_MS)
+            outcome = await self.commands.send(device.device_id, command, params, AGENT_COMMAND_TIMEOUT_MS,
+                                               origin=agent_origin(context))
         except CommandTimeout:
             raise ToolRefused(f"{label} did not answer within {AGENT_COMMAND_TIMEOUT_MS // 1000} seconds",
                               failure("timeout", AGENT_COMMAND_TIMEOUT_MS // 1000)) from None
@@ -269,6 +270,14 @@ class ToolRefused(Exception):
         super().__init__(words)
         self.words = words
         self.failure = failure or ToolFailure("other", detail=words)
+
+
+def agent_origin(context: TurnContext) -> dict[str, Any]:
+    """Who sent a command, for the command log: the agent's session, and the speaker for voice."""
+    origin: dict[str, Any] = {"channel": "agent", "sessionId": context.session_id}
+    if context.speaker_id is not None:
+        origin["speakerId"] = context.speaker_id
+    return origin
 
 
 def _device_arg(args: dict[str, Any], context: TurnContext) -> str:

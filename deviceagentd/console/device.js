@@ -172,13 +172,27 @@ function eventRow(e) {
     h("td", { class: "mono" }, value(e.data)), h("td", { class: "muted" }, e.source || ""));
 }
 
+// Who sent a command, from its `origin` (none: a single command through the HTTP API).
+const CHANNELS = { agent: "agent", mcp: "MCP", schedule: "schedule", voiceplatform: "voice platform",
+  uplink: "cloud", api: "API" };
+
+function originText(origin) {
+  if (!origin) return "API";
+  const who = origin.speakerId || origin.client || origin.voiceId || "";
+  const scene = origin.sceneId ? `scene ${origin.sceneId.replace(/^SCENE#/, "")}` : "";
+  return [CHANNELS[origin.channel] || origin.channel, who, scene].filter(Boolean).join(" · ");
+}
+
 function commandRow(c) {
   const outcome = c.status === "ok" ? "ok" : ["pending"].includes(c.status) ? "" : "bad";
+  const origin = c.origin || {};
   return h("tr", { dataset: { key: c.requestId } },
     h("td", { title: c.sentAt }, time(c.sentAt)), h("td", { class: "mono" }, c.command),
     h("td", { class: "mono" }, value(c.params)),
     h("td", {}, badge(c.status + (c.late ? " (late)" : ""), outcome)),
     h("td", {}, c.code === null ? "" : `${c.code} ${c.msg || ""}`),
+    h("td", { class: "origin", title: origin.sessionId || origin.scheduleId || origin.messageId || "" },
+      originText(c.origin)),
     h("td", { class: "mono muted" }, c.requestId));
 }
 
@@ -231,7 +245,7 @@ export async function render(main, site, deviceId) {
     const page = await get(`${path}/events?limit=${PAGE}${before ? `&before=${before}` : ""}`);
     return { items: page.events, next: page.nextBefore };
   });
-  const commands = pagedTable(["Sent", "Command", "Params", "Status", "Answer", "Request id"], commandRow,
+  const commands = pagedTable(["Sent", "Command", "Params", "Status", "Answer", "From", "Request id"], commandRow,
     (c) => c.requestId, async (before) => {
       const page = await get(`${path}/commands?limit=${PAGE}${before ? `&before=${encodeURIComponent(before)}` : ""}`);
       return { items: page.commands, next: page.nextBefore };

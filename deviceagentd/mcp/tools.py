@@ -308,7 +308,8 @@ class McpTools:
         scene = self._ctx.rooms.scene(scene_id) if self._ctx.rooms is not None else None
         if scene is None:
             raise ToolFailed(f"there is no scene {scene_id!r}")
-        outcome = await SceneRunner(self._ctx.commands, DEFAULT_COMMAND_TIMEOUT_MS).run(scene)
+        outcome = await SceneRunner(self._ctx.commands, DEFAULT_COMMAND_TIMEOUT_MS).run(
+            scene, {"channel": "mcp", "client": caller.name})
         if not outcome.ok:
             raise ToolFailed(f"{outcome.failed} of {len(outcome.steps)} steps of {scene.name!r} failed",
                              outcome.to_json())

@@ -61,7 +61,7 @@ class ActionRunner:
         if isinstance(action, CommandAction):
             return await self._command(schedule, action)
         if isinstance(action, SceneAction):
-            return await self._scene(action)
+            return await self._scene(schedule, action)
         return await self._say(action, now_ms)
 
     async def _command(self, schedule: Schedule, action: CommandAction) -> RunResult:
@@ -78,14 +78,15 @@ class ActionRunner:
         detail = answer.msg or ("ok" if answer.ok else f"error code {answer.code}")
         return RunResult(OK if answer.ok else FAILED, detail, action.device_id, product_id, answer.to_json())
 
-    async def _scene(self, action: SceneAction) -> RunResult:
+    async def _scene(self, schedule: Schedule, action: SceneAction) -> RunResult:
         scene = self.rooms.scene(action.scene_id) if self.rooms is not None else None
         if scene is None:
             return RunResult(FAILED, f"scene {action.scene_id} is no longer in the rooms file", action.scene_id,
                              "scene")
         from deviceagentd.scenes import SceneRunner
 
-        outcome = await SceneRunner(self.commands, self.command_timeout_ms).run(scene)
+        origin = {"channel": "schedule", "scheduleId": schedule.schedule_id}
+        outcome = await SceneRunner(self.commands, self.command_timeout_ms).run(scene, origin)
         detail = "every step done" if outcome.ok else f"{outcome.failed} of {len(outcome.steps)} steps failed"
         return RunResult(OK if outcome.ok else FAILED, detail, scene.scene_id, "scene", outcome.to_json())
 

@@ -54,7 +54,9 @@ class VoicePlatformConsole:
         return None
 
     async def run_scene(self, scene: Scene) -> dict[str, Any]:
-        result, failed = await self._platform.run_scene(scene)
+        """Run a scene for POST /api/voice-platform/scenes/{id}/run (the console's button): its
+        commands are logged with channel `api` and the scene's id."""
+        result, failed = await self._platform.run_scene(scene, {"channel": "api"})
         steps = []
         for step in result["steps"]:
             entry: dict[str, Any] = {"deviceId": step["device_id"], "command": step["command"], "ok": step["success"]}

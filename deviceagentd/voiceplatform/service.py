@@ -295,14 +295,14 @@ class VoicePlatform:
                     if canonical_intent(intent) != "TurnOn":
                         raise VoicePlatformError(codes.COMMAND_OR_VALUE_NOT_SUPPORT,
                                                  f"a scene can only be triggered with TurnOn, not {intent!r}")
-                    result, failed = await self.run_scene(scene)
+                    result, failed = await self.run_scene(scene, _origin(speaker, body))
                     if failed:
                         raise VoicePlatformError(codes.COMMAND_ISSUE_ERROR,
                                                  f"{failed} of {len(scene.steps)} steps of {scene.name!r} failed")
                 else:
                     command = body.get("command")
                     value = command.get("value") if isinstance(command, dict) else None
-                    result = await self.control(self._device(room, target), intent, value)
+                    result = await self.control(self._device(room, target), intent, value, _origin(speaker, body))
         except VoicePlatformError as exc:
             self._count(api, exc.code)
             return self.failure(exc, echo, result)
@@ -356,13 +356,13 @@ class VoicePlatform:
             raise VoicePlatformError(codes.DEVICE_OFFLINE, f"{device.name} ({device.device_id}) is offline")
         return {"properties": profile.query(registered.state)}
 
-    async def control(self, device: RoomDevice, intent: str, value: Any) -> dict[str, Any]:
+    async def control(self, device: RoomDevice, intent: str, value: Any, origin: dict[str, Any]) -> dict[str, Any]:
         registered = self.registry.get(device.device_id)
         profile = self._profile(device, registered)
         planned = profile.plan(intent, value, registered.state if registered is not None else {})
         if registered is None or not registered.online:
             raise VoicePlatformError(codes.DEVICE_OFFLINE, f"{device.name} ({device.device_id}) is offline")
-        error = await self._send(device.device_id, planned.command, planned.params)
+        error = await self._send(device.device_id, planned.command, planned.params, origin)
         if error is not None:
             raise error
         # The device's state report follows its answer; the planned values are what it applied.
@@ -370,12 +370,14 @@ class VoicePlatform:
         properties.update(planned.expected)
         return {"properties": [{"name": name, "value": value} for name, value in properties.items()]}
 
-    async def run_scene(self, scene: Scene) -> tuple[dict[str, Any], int]:
+    async def run_scene(self, scene: Scene, origin: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Run every step (in order, or all at once); the result lists each step's outcome."""
+        step_origin = {**origin, "sceneId": scene.scene_id}
         if scene.parallel:
-            outcomes = await asyncio.gather(*(self._send(s.device_id, s.command, s.params) for s in scene.steps))
+            outcomes = await asyncio.gather(*(self._send(s.device_id, s.command, s.params, step_origin)
+                                              for s in scene.steps))
         else:
-            outcomes = [await self._send(s.device_id, s.command, s.params) for s in scene.steps]
+            outcomes = [await self._send(s.device_id, s.command, s.params, step_origin) for s in scene.steps]
         steps = []
         for step, error in zip(scene.steps, outcomes, strict=True):
             entry: dict[str, Any] = {"device_id": step.device_id, "command": step.command, "success": error is None}
@@ -387,11 +389,12 @@ class VoicePlatform:
             log.info("voice platform: scene %s: %d of %d steps failed", scene.scene_id, failed, len(scene.steps))
         return {"scene_id": scene.scene_id, "steps": steps}, failed
 
-    async def _send(self, device_id: str, command: str, params: dict[str, Any]) -> VoicePlatformError | None:
+    async def _send(self, device_id: str, command: str, params: dict[str, Any],
+                    origin: dict[str, Any]) -> VoicePlatformError | None:
         """One command through the same validated path as the HTTP route; None if the device did it."""
         try:
             outcome = await self.commands.send(device_id, command, params,
-                                               timeout_ms=self.settings.command_timeout_ms)
+                                               timeout_ms=self.settings.command_timeout_ms, origin=origin)
         except DeviceOffline:
             return VoicePlatformError(codes.DEVICE_OFFLINE, device_id)
         except CommandTimeout as exc:
@@ -421,6 +424,11 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise VoicePlatformError(codes.PARAM_ILLEGAL, "the body must be a JSON object")
     return body
+
+
+def _origin(speaker: Speaker, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Who sent a command, for the command log: the speaker and the platform's message."""
+    return {"channel": "voiceplatform", "voiceId": speaker.voice_id, "messageId": body["message_id"]}
 
 
 def _echo(body: Mapping[str, Any]) -> dict[str, Any]:
