@@ -24,7 +24,7 @@ from local_corpus import SITE
 from deviceagentd.core.catalog import Catalog, load_catalog
 from deviceagentd.voice.audio import SAMPLE_RATE, Resampler
 from deviceagentd.voice.providers.base import LANGUAGE_UNSUPPORTED, PROVIDER_UNAVAILABLE, AsrResult, VoiceProviderError
-from deviceagentd.voice.providers.offline_asr import OfflineAsr
+from deviceagentd.voice.providers.offline_asr import PITCH_BYTES, OfflineAsr
 from deviceagentd.voice.recognizer import decoder as decoder_module
 from deviceagentd.voice.recognizer.decoder import ModelFiles, RecogniserUnavailable, segmentation_problem
 from deviceagentd.voice.recognizer.engine import EngineSettings, OfflineEngine
@@ -477,7 +477,7 @@ async def test_each_utterance_is_decoded_with_the_warp_for_its_voice(offline: Of
         assert results[-1] == AsrResult(said, final=True), voice
     assert warps == [1.2, 1.0, 1.2]
     # An utterance shorter than the pitch window is still decoded (the final result waits for nothing).
-    short = espeak_pcm(speech_cache, "close the curtains", wpm=220)[:32 * 900]
+    short = espeak_pcm(speech_cache, "close the curtains", wpm=220)[:PITCH_BYTES - 3200]
     results = await recognise(offline, short, session="warp-short")
     assert results[-1].final
 
