@@ -90,9 +90,12 @@ class _Commands:
 
     def __init__(self, registry: DeviceRegistry) -> None:
         self.registry = registry
+        # Who each command came from, as the command log would keep it.
+        self.origins: list[dict[str, Any] | None] = []
 
     async def send(self, device_id: str, command: str, params: dict[str, Any] | None = None,
-                   timeout_ms: int | None = None) -> CommandOutcome:
+                   timeout_ms: int | None = None, origin: dict[str, Any] | None = None) -> CommandOutcome:
+        self.origins.append(origin)
         device = self.registry.get(device_id)
         assert device is not None
         spec = self.registry.catalog.get(device.product_id)

@@ -90,10 +90,10 @@ class FailingCommands(RecordingTools):
         commands = self.inner.commands
 
         async def send(device_id: str, command: str, params: dict[str, Any] | None = None,
-                       timeout_ms: int | None = None) -> Any:
+                       timeout_ms: int | None = None, origin: dict[str, Any] | None = None) -> Any:
             if error is not None:
                 raise error
-            outcome = await commands.send(device_id, command, params, timeout_ms)
+            outcome = await commands.send(device_id, command, params, timeout_ms, origin)
             if answer is not None:
                 outcome.code, outcome.msg = answer
             return outcome

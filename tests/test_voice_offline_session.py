@@ -167,6 +167,9 @@ async def test_a_cloud_recogniser_that_cannot_be_reached_falls_back_offline_and_
         assert not conn.messages("agent_reply", mark)[-1]["text"].startswith(FALLBACK_NOTE)
         assert ("send_command", {"device_id": "curtain-1", "command": "close", "params": {}}) in [
             (c.name, c.arguments) for c in tools.calls]
+        # The command log will say the speaker's voice turn sent it.
+        assert tools.inner.commands.origins[-1] == {  # type: ignore[attr-defined]
+            "channel": "agent", "sessionId": hello["session_id"], "speakerId": THERMOSTAT}
     finally:
         await rig.close()
 
