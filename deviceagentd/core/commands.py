@@ -167,8 +167,9 @@ class CommandService:
     ) -> CommandOutcome:
         """Send one command and wait for the device's answer.
 
-        `origin` says who sent it when that is not a plain API call (`{"channel": "mcp",
-        "client": ...}`, a schedule): it is kept with the command in the command log.
+        `origin` says who sent it when that is not a single HTTP API call (`{"channel": "mcp",
+        "client": ...}`, the agent, a schedule, a scene's step): it is kept with the command in
+        the command log.
         Raises NotFound, InvalidInput (details name the field), DeviceOffline,
         BrokerUnavailable, Conflict (request id in use) or CommandTimeout.
         """
