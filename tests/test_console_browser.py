@@ -86,6 +86,15 @@ async def test_an_installer_sees_the_thermostat_and_drives_it(
     assert "ok" in await browser.text_of("#command-log tbody tr")
     assert await browser.text_of("#command-log tbody tr td.origin") == "API"
     assert thermostat.state["target_temperature"] == 24
+    # A command the agent sent for a chat turn says so, and hovering shows the session.
+    status, _ = await gateway.request("POST", "/api/chat", json_body={
+        "message": "set the target temperature to 23", "stream": True, "sessionId": "console-origin",
+        "metadata": {"deviceId": "thermostat-001"}})
+    assert status == 200
+    await browser.until_text("#command-log tbody tr td.origin", "agent")
+    assert await browser.js("return document.querySelector('#command-log tbody tr td.origin').title") == (
+        "console-origin")
+    await browser.until_text('#state td[data-field="target_temperature"]', "23")
 
     # An enum parameter is a list to choose from.
     await browser.select('form[data-command="set_mode"] select[name=mode]', "eco")
