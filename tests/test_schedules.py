@@ -24,7 +24,8 @@ from deviceagentd.core.commands import CommandService
 from deviceagentd.core.errors import Conflict, InvalidInput
 from deviceagentd.core.feed import SiteChange, SiteFeed
 from deviceagentd.core.metrics import Metrics
-from deviceagentd.schedules.model import Origin, Schedule
+from deviceagentd.core.origin import Origin
+from deviceagentd.schedules.model import Schedule
 from deviceagentd.schedules.runner import ActionRunner, RunResult
 from deviceagentd.schedules.service import ScheduleService, ScheduleSettings
 from deviceagentd.store.records import EventRecord, ScheduleRecord

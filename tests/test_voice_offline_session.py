@@ -169,7 +169,7 @@ async def test_a_cloud_recogniser_that_cannot_be_reached_falls_back_offline_and_
             (c.name, c.arguments) for c in tools.calls]
         # The command log will say the speaker's voice turn sent it.
         assert tools.inner.commands.origins[-1] == {  # type: ignore[attr-defined]
-            "channel": "agent", "sessionId": hello["session_id"], "speakerId": THERMOSTAT}
+            "channel": "agent", "sessionId": hello["session_id"], "speaker": THERMOSTAT}
     finally:
         await rig.close()
 

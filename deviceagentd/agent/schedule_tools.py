@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from deviceagentd.agent.tools import CANCEL_SCHEDULE, CREATE_SCHEDULE, LIST_SCHEDULES, ToolRefused
 from deviceagentd.agent.types import ToolSpec, TurnContext
 from deviceagentd.core.errors import Conflict, InvalidInput
+from deviceagentd.core.origin import Origin
 from deviceagentd.schedules.lazy import LazySchedules
-from deviceagentd.schedules.model import CommandAction, Origin, SayAction, Schedule
+from deviceagentd.schedules.model import CommandAction, SayAction, Schedule
 from deviceagentd.schedules.schema import request_schema
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from deviceagentd.core.errors import (
     NotFound,
 )
 from deviceagentd.core.events import event_to_json
+from deviceagentd.core.origin import Origin
 from deviceagentd.core.registry import Device, DeviceRegistry
 from deviceagentd.store.records import EventRecord
 
@@ -202,7 +203,7 @@ class DeviceTools:
 
         try:
             outcome = await self.commands.send(device.device_id, command, params, AGENT_COMMAND_TIMEOUT_MS,
-                                               origin=agent_origin(context))
+                                               origin=Origin("agent", context.session_id, context.speaker_id).to_json())
         except CommandTimeout:
             raise ToolRefused(f"{label} did not answer within {AGENT_COMMAND_TIMEOUT_MS // 1000} seconds",
                               failure("timeout", AGENT_COMMAND_TIMEOUT_MS // 1000)) from None
@@ -270,14 +271,6 @@ class ToolRefused(Exception):
         super().__init__(words)
         self.words = words
         self.failure = failure or ToolFailure("other", detail=words)
-
-
-def agent_origin(context: TurnContext) -> dict[str, Any]:
-    """Who sent a command, for the command log: the agent's session, and the speaker for voice."""
-    origin: dict[str, Any] = {"channel": "agent", "sessionId": context.session_id}
-    if context.speaker_id is not None:
-        origin["speakerId"] = context.speaker_id
-    return origin
 
 
 def _device_arg(args: dict[str, Any], context: TurnContext) -> str:

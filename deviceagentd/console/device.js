@@ -178,7 +178,7 @@ const CHANNELS = { agent: "agent", mcp: "MCP", schedule: "schedule", voiceplatfo
 
 function originText(origin) {
   if (!origin) return "API";
-  const who = origin.speakerId || origin.client || origin.voiceId || "";
+  const who = origin.speaker || origin.client || origin.voiceId || "";
   const scene = origin.sceneId ? `scene ${origin.sceneId.replace(/^SCENE#/, "")}` : "";
   return [CHANNELS[origin.channel] || origin.channel, who, scene].filter(Boolean).join(" · ");
 }

@@ -44,7 +44,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 async def create_schedule(request: web.Request) -> web.Response:
-    from deviceagentd.schedules.model import Origin
+    from deviceagentd.core.origin import Origin
 
     ctx = context_of(request)
     service = _service(request)

@@ -21,12 +21,12 @@ from typing import Any
 from deviceagentd.core.clock import iso_ms
 from deviceagentd.core.commands import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 from deviceagentd.core.errors import CommandTimeout, Conflict, CoreError, DeviceOffline, InvalidInput
+from deviceagentd.core.origin import Origin
 from deviceagentd.core.registry import Device
 from deviceagentd.core.spec import EVENT_TYPES, FieldSpec, ProductSpec
 from deviceagentd.mcp import names
 from deviceagentd.mcp.context import McpContext
 from deviceagentd.scenes import SceneRunner
-from deviceagentd.schedules.model import Origin
 from deviceagentd.schedules.schema import request_schema
 
 MAX_DEVICES_PAGE = 200
@@ -286,7 +286,7 @@ class McpTools:
         timeout_ms = _int_arg(args, "timeoutMs", DEFAULT_COMMAND_TIMEOUT_MS, MIN_TIMEOUT_MS, MAX_MCP_TIMEOUT_MS)
         try:
             answer = await self._ctx.commands.send(device.device_id, command, params, timeout_ms,
-                                                   origin={"channel": "mcp", "client": caller.name})
+                                                   origin=Origin("mcp", client=caller.name).to_json())
         except InvalidInput as exc:
             raise ToolFailed(f"{device.device_id} cannot do that: {exc.message}", {"details": exc.details}) from None
         except DeviceOffline:
@@ -309,7 +309,7 @@ class McpTools:
         if scene is None:
             raise ToolFailed(f"there is no scene {scene_id!r}")
         outcome = await SceneRunner(self._ctx.commands, DEFAULT_COMMAND_TIMEOUT_MS).run(
-            scene, {"channel": "mcp", "client": caller.name})
+            scene, Origin("mcp", client=caller.name).to_json())
         if not outcome.ok:
             raise ToolFailed(f"{outcome.failed} of {len(outcome.steps)} steps of {scene.name!r} failed",
                              outcome.to_json())

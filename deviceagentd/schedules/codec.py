@@ -6,12 +6,12 @@ from datetime import tzinfo
 from typing import Any
 
 from deviceagentd.core.clock import iso_ms
+from deviceagentd.core.origin import Origin
 from deviceagentd.schedules import timing
 from deviceagentd.schedules.model import (
     Action,
     CommandAction,
     LastRun,
-    Origin,
     SayAction,
     SceneAction,
     Schedule,

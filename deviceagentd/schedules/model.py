@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deviceagentd.core.origin import Origin
 from deviceagentd.schedules.timing import Recurrence
 
 ActionType = Literal["command", "scene", "say", "alarm"]
@@ -73,28 +74,6 @@ class SayAction:
 
 
 Action = CommandAction | SceneAction | SayAction
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Who created a schedule: the channel, and for the agent the session and speaker it came from
-    (so "cancel my alarm" finds that speaker's alarms), for MCP the client's name."""
-
-    channel: str  # http | mcp | agent
-    session_id: str | None = None
-    speaker: str | None = None
-    client: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"channel": self.channel}
-        for key, value in (("sessionId", self.session_id), ("speaker", self.speaker), ("client", self.client)):
-            if value is not None:
-                out[key] = value
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Origin:
-        return cls(str(data.get("channel", "http")), data.get("sessionId"), data.get("speaker"), data.get("client"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,10 +67,9 @@ class ActionRunner:
     async def _command(self, schedule: Schedule, action: CommandAction) -> RunResult:
         device = self.registry.get(action.device_id)
         product_id = device.product_id if device is not None else ""
-        origin = {"channel": "schedule", "scheduleId": schedule.schedule_id}
         try:
             answer = await self.commands.send(action.device_id, action.command, action.params,
-                                              timeout_ms=self.command_timeout_ms, origin=origin)
+                                              timeout_ms=self.command_timeout_ms, origin=_origin(schedule))
         except NotFound as exc:
             return RunResult(DEVICE_GONE, exc.message, action.device_id, product_id)
         except CoreError as exc:
@@ -85,8 +84,7 @@ class ActionRunner:
                              "scene")
         from deviceagentd.scenes import SceneRunner
 
-        origin = {"channel": "schedule", "scheduleId": schedule.schedule_id}
-        outcome = await SceneRunner(self.commands, self.command_timeout_ms).run(scene, origin)
+        outcome = await SceneRunner(self.commands, self.command_timeout_ms).run(scene, _origin(schedule))
         detail = "every step done" if outcome.ok else f"{outcome.failed} of {len(outcome.steps)} steps failed"
         return RunResult(OK if outcome.ok else FAILED, detail, scene.scene_id, "scene", outcome.to_json())
 
@@ -110,6 +108,11 @@ class ActionRunner:
             return (action.speaker,)
         room = self.rooms.rooms.get(action.room or "") if self.rooms is not None else None
         return room.voice_device_ids if room is not None else ()
+
+
+def _origin(schedule: Schedule) -> dict[str, Any]:
+    """Who sent a scheduled command, for the command log."""
+    return {"channel": "schedule", "scheduleId": schedule.schedule_id}
 
 
 def alarm_text(now_ms: int, zone: tzinfo, language: str | None) -> str:

@@ -32,9 +32,10 @@ from deviceagentd.core.errors import Conflict
 from deviceagentd.core.events import event_to_json
 from deviceagentd.core.feed import ChangeKind, SiteChange, SiteFeed
 from deviceagentd.core.metrics import Metrics
+from deviceagentd.core.origin import Origin
 from deviceagentd.schedules import timing
 from deviceagentd.schedules.codec import StoredScheduleError, from_record, schedule_json, to_record
-from deviceagentd.schedules.model import MISSED, OK, LastRun, Origin, Schedule
+from deviceagentd.schedules.model import MISSED, OK, LastRun, Schedule
 from deviceagentd.schedules.runner import ActionRunner, RunResult
 from deviceagentd.store.records import EventRecord, NewEvent, ScheduleRecord
 
