@@ -174,7 +174,7 @@ function eventRow(e) {
 
 // Who sent a command, from its `origin` (none: a single command through the HTTP API).
 const CHANNELS = { agent: "agent", mcp: "MCP", schedule: "schedule", voiceplatform: "voice platform",
-  uplink: "cloud", api: "API" };
+  uplink: "cloud", http: "API" };
 
 function originText(origin) {
   if (!origin) return "API";

@@ -15,7 +15,7 @@ class Origin:
     """Who asked: the channel, and for the agent the session and speaker it came from (so "cancel
     my alarm" finds that speaker's alarms), for MCP the client's name."""
 
-    channel: str  # http | mcp | agent
+    channel: str  # http | mcp | agent (a command's origin also: schedule, voiceplatform, uplink)
     session_id: str | None = None
     speaker: str | None = None
     client: str | None = None

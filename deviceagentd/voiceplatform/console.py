@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from deviceagentd.core.clock import iso_ms
+from deviceagentd.core.origin import Origin
 from deviceagentd.voiceplatform.rooms import SCENE_PREFIX, Room, Scene
 from deviceagentd.voiceplatform.service import VoicePlatform
 
@@ -55,8 +56,8 @@ class VoicePlatformConsole:
 
     async def run_scene(self, scene: Scene) -> dict[str, Any]:
         """Run a scene for POST /api/voice-platform/scenes/{id}/run (the console's button): its
-        commands are logged with channel `api` and the scene's id."""
-        result, failed = await self._platform.run_scene(scene, {"channel": "api"})
+        commands are logged with channel `http`, as a schedule made over HTTP is, and the scene's id."""
+        result, failed = await self._platform.run_scene(scene, Origin("http").to_json())
         steps = []
         for step in result["steps"]:
             entry: dict[str, Any] = {"deviceId": step["device_id"], "command": step["command"], "ok": step["success"]}
